@@ -14,14 +14,23 @@ from keras_initlab.initializers import (
     SparseGaussian,
     compute_fans,
 )
+from keras_initlab.data import Dataset, load_dataset
+from keras_initlab.models import build_convnet, build_mlp
 from keras_initlab.schemes import get_scheme, list_schemes
+from keras_initlab.training import NonFiniteLossError, train
 
 __all__ = [
     "BiasConstant",
+    "Dataset",
+    "NonFiniteLossError",
     "InverseSqrtUniform",
     "ScaledGaussian",
     "SparseGaussian",
+    "build_convnet",
+    "build_mlp",
     "compute_fans",
     "get_scheme",
     "list_schemes",
+    "load_dataset",
+    "train",
 ]

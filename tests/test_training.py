@@ -1,0 +1,107 @@
+"""The trainer: learning on real MNIST, seeded shuffling, callbacks, devices, failures."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_initlab.data import load_dataset
+from keras_initlab.models import build_convnet, build_mlp
+from keras_initlab.training import NonFiniteLossError, epoch_orders, resolve_device, train
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    return load_dataset("mnist-10k")
+
+
+def nielsen(scheme, data, seed=0):
+    return build_mlp([784, 30, 10], scheme=scheme, l2_lambda=5.0, n_train=data.n_train, seed=seed)
+
+
+def test_one_over_sqrt_n_learns_faster_than_large_weights_in_the_first_epoch(mnist):
+    acc = {}
+    for scheme in ("nielsen-default", "nielsen-large"):
+        history = train(nielsen(scheme, mnist), mnist, epochs=1, seed=0)
+        acc[scheme] = history.history["val_accuracy"][0]
+    assert acc["nielsen-default"] > 0.85
+    assert acc["nielsen-default"] > acc["nielsen-large"] + 0.05, acc
+
+
+def test_history_has_one_value_per_epoch_and_same_seed_reproduces(mnist):
+    data = mnist.subset(1000, 500)
+    first = train(nielsen("nielsen-default", data), data, epochs=3, seed=5).history
+    again = train(nielsen("nielsen-default", data), data, epochs=3, seed=5).history
+    other = train(nielsen("nielsen-default", data), data, epochs=3, seed=6).history
+    assert set(first) == {"train_loss", "val_loss", "val_accuracy"}
+    assert all(len(v) == 3 for v in first.values())
+    assert first == again
+    assert first["train_loss"] != other["train_loss"]
+
+
+def test_epoch_orders_are_seeded_permutations():
+    orders = epoch_orders(1, 3, 100)
+    assert orders.shape == (3, 100)
+    assert all(sorted(o) == list(range(100)) for o in orders)
+    assert not np.array_equal(orders[0], orders[1])
+    np.testing.assert_array_equal(orders, epoch_orders(1, 3, 100))
+
+
+def test_any_keras_optimizer_and_callbacks(mnist):
+    data = mnist.subset(1000, 500)
+
+    class StopAfterTwo(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen = sorted(logs)
+            if epoch == 1:
+                self.model.stop_training = True
+
+    stopper = StopAfterTwo()
+    model = build_mlp([784, 30, 10], activation="relu", output="softmax", scheme="he", seed=0)
+    history = train(model, data, epochs=10, optimizer=keras.optimizers.Adam(1e-3), callbacks=[stopper])
+    assert len(history.history["val_accuracy"]) == 2
+    assert stopper.seen == ["train_loss", "val_accuracy", "val_loss"]
+    assert history.history["val_accuracy"][-1] > 0.7
+
+
+def test_convnet_trains_on_images(mnist):
+    data = mnist.subset(2000, 500)
+    model = build_convnet(scheme="he", seed=0)
+    history = train(model, data, epochs=2, batch_size=20, learning_rate=0.05, seed=0)
+    assert history.history["val_accuracy"][-1] > 0.6
+
+
+def test_non_finite_loss_names_the_epoch_and_the_scheme(mnist):
+    data = mnist.subset(200, 50)
+    model = build_mlp([784, 30, 10], activation="relu", output="softmax", scheme="he", seed=0)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1 of model 'mlp_he'"):
+        train(model, data, epochs=3, learning_rate=1e30)
+
+
+def test_devices():
+    assert resolve_device("cpu") == "/CPU:0"
+    with pytest.raises(ValueError, match=r"`device` must be one of \('auto', 'cpu', 'gpu'\). Received: device='tpu'"):
+        resolve_device("tpu")
+
+
+def test_asking_for_a_missing_gpu_is_an_error():
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        assert resolve_device("gpu") == "/GPU:0"
+    else:
+        with pytest.raises(RuntimeError, match="TensorFlow sees no GPU"):
+            resolve_device("gpu")
+
+
+@pytest.mark.parametrize("kwargs, message", [({"epochs": 0}, "`epochs` must be an int >= 1"),
+                                             ({"batch_size": 2.5}, "`batch_size` must be an int >= 1"),
+                                             ({"batch_size": 5000}, "exceeds the 1000 training examples")])
+def test_bad_training_arguments(mnist, kwargs, message):
+    data = mnist.subset(1000, 10)
+    with pytest.raises(ValueError, match=message):
+        train(build_mlp([784, 10], seed=0), data, **kwargs)
+
+
+def test_data_that_does_not_fit_the_model(mnist):
+    with pytest.raises(ValueError, match=r"cannot feed model"):
+        train(build_mlp([100, 10], seed=0), mnist.subset(100, 10), epochs=1)
