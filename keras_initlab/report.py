@@ -1,0 +1,128 @@
+"""Comparison results: per-epoch curves over seeds, the summary table, and the comparison plot.
+
+A comparison's results are ``{scheme: [history, ...]}`` with one Keras-style
+history dict (``{"val_accuracy": [...], ...}``, one value per epoch) per seed.
+
+>>> results = {"a": [{"val_accuracy": [0.5, 0.8]}, {"val_accuracy": [0.6, 0.9]}]}
+>>> summarize(results)[0].final
+0.85
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Results = Mapping[str, Sequence[Mapping[str, Sequence[float]]]]
+
+
+def curves(results: Results, metric: str = "val_accuracy") -> dict[str, np.ndarray]:
+    """``{scheme: array (seeds, epochs)}`` of one metric; every seed must have the same number of epochs."""
+    out = {}
+    for scheme, histories in results.items():
+        lengths = {len(h[metric]) for h in histories}
+        if len(lengths) != 1:
+            raise ValueError(f"Scheme {scheme!r}: seeds have different numbers of epochs {sorted(lengths)}.")
+        out[scheme] = np.array([h[metric] for h in histories], dtype=np.float64)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemeSummary:
+    """Mean validation accuracy of one scheme over seeds, and how fast it gets there.
+
+    ``epochs_to_90``/``epochs_to_95``: the first epoch (1-based) at which the
+    mean curve reaches 90% / 95% of the best final accuracy of the comparison
+    (the highest mean final accuracy over schemes); ``None`` if never.
+    """
+
+    scheme: str
+    seeds: int
+    epoch_1: float
+    epoch_5: float | None
+    final: float
+    epochs_to_90: int | None
+    epochs_to_95: int | None
+
+
+def _first_epoch_reaching(curve: np.ndarray, level: float) -> int | None:
+    hits = np.flatnonzero(curve >= level)
+    return int(hits[0]) + 1 if hits.size else None
+
+
+def summarize(results: Results, metric: str = "val_accuracy") -> list[SchemeSummary]:
+    """One `SchemeSummary` per scheme, in the order of ``results``."""
+    means = {scheme: c.mean(axis=0) for scheme, c in curves(results, metric).items()}
+    best = max(float(m[-1]) for m in means.values())
+    return [
+        SchemeSummary(
+            scheme=scheme,
+            seeds=len(results[scheme]),
+            epoch_1=round(float(mean[0]), 6),
+            epoch_5=round(float(mean[4]), 6) if len(mean) >= 5 else None,
+            final=round(float(mean[-1]), 6),
+            epochs_to_90=_first_epoch_reaching(mean, 0.90 * best),
+            epochs_to_95=_first_epoch_reaching(mean, 0.95 * best),
+        )
+        for scheme, mean in means.items()
+    ]
+
+
+_COLUMNS = ("scheme", "seeds", "epoch_1", "epoch_5", "final", "epochs_to_90", "epochs_to_95")
+
+
+def to_markdown(rows: Sequence[SchemeSummary]) -> str:
+    """The summary as a Markdown table (accuracies with 4 decimals, ``-`` for ``None``)."""
+
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    lines += ["| " + " | ".join(cell(getattr(r, c)) for c in _COLUMNS) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[SchemeSummary]) -> str:
+    """The summary as CSV with a header row; ``None`` is an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_COLUMNS)
+    writer.writerows([["" if getattr(r, c) is None else getattr(r, c) for c in _COLUMNS] for r in rows])
+    return buffer.getvalue()
+
+
+def epoch_table(results: Results, metric: str = "val_accuracy") -> str:
+    """A plain-text per-epoch table: for each scheme the mean and [min, max] over seeds."""
+    data = curves(results, metric)
+    epochs = max(c.shape[1] for c in data.values())
+    header = f"{'epoch':>5} " + " ".join(f"{scheme:>28}" for scheme in data)
+    lines = [header]
+    for e in range(epochs):
+        cells = [f"{c[:, e].mean():.4f} [{c[:, e].min():.4f}, {c[:, e].max():.4f}]" for c in data.values()]
+        lines.append(f"{e + 1:>5} " + " ".join(f"{cell:>28}" for cell in cells))
+    return "\n".join(lines)
+
+
+def plot_comparison(results: Results, metric: str = "val_accuracy", title: str = ""):
+    """A matplotlib Figure of ``metric`` vs epoch: per scheme the mean over seeds and a min-max band."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    ax = fig.add_subplot()
+    for scheme, c in curves(results, metric).items():
+        epochs = np.arange(1, c.shape[1] + 1)
+        (line,) = ax.plot(epochs, c.mean(axis=0), label=f"{scheme} (n={c.shape[0]})")
+        ax.fill_between(epochs, c.min(axis=0), c.max(axis=0), color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title or f"{metric} by epoch: mean and min-max over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
