@@ -1,12 +1,21 @@
 """Training throughput of the reference model (784-30-10 sigmoid, batch 10, mnist-10k).
 
-Run: python scripts/bench_training.py [--repeats 3]
+Run: python scripts/bench_training.py [--repeats 3] [--stacked 1 4 16 64]
 
 Measures samples/second of one epoch, after a warm-up epoch, for (a) the
 keras_initlab trainer and (b) a plain `model.fit(batch_size=10)` on the same
 model, in the same run, and prints the ratio. It also relates the trainer's rate
 to the arithmetic limit: FLOPs per sample x samples/s against this machine's
 measured float32 matmul rate.
+
+Then K models stacked (`keras_initlab.stacked.train_stacked`, schemes cycling
+over `STACK_SCHEMES`, one seed each): total samples/s = K x 8,000 / (seconds of
+the second epoch, summed over the groups train_stacked splits K into), against
+K separate runs of the single-model trainer, whose total rate is the trainer's
+rate (a) (measured once; K runs take K times as long), and against plain fit.
+"K in one group" lifts `MAX_GROUP_SIZE` to show what the cap avoids. Every
+measurement is repeated `--repeats` times, interleaved, and the best is kept:
+the machine is shared, so compare ratios within one run.
 """
 
 import argparse
@@ -17,11 +26,14 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initlab.data import load_dataset
+from keras_initlab import stacked
 from keras_initlab.models import build_mlp, default_loss
-from keras_initlab.training import as_model_input, train
+from keras_initlab.stacked import group_sizes, train_stacked
+from keras_initlab.training import as_model_input, resolve_device, train
 
 SIZES = [784, 30, 10]
 BATCH = 10
+STACK_SCHEMES = ("nielsen-default", "nielsen-large", "he", "uniform-inv-sqrt")
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -43,6 +55,40 @@ def trainer_rate(data) -> float:
     timer = EpochTimer()
     train(model, data, epochs=2, batch_size=BATCH, seed=0, callbacks=[timer])
     return data.n_train / timer.seconds[-1]
+
+
+class GroupEpochTimer(keras.callbacks.Callback):
+    """Shared by all stacked models: one interval per (group, epoch), from the first model's
+    `on_epoch_begin` to the first model's `on_epoch_end` (training steps and validation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds, self.start = [], None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.start is None:
+            self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.start is not None:
+            self.seconds.append(time.perf_counter() - self.start)
+            self.start = None
+
+
+def stacked_rate(data, k: int, max_group: int | None = None) -> float:
+    """Total samples/s of K stacked models in the second epoch; ``max_group`` overrides `MAX_GROUP_SIZE`."""
+    models = [build_mlp(SIZES, scheme=STACK_SCHEMES[i % len(STACK_SCHEMES)], l2_lambda=5.0,
+                        n_train=data.n_train, seed=i) for i in range(k)]
+    timer = GroupEpochTimer()
+    saved = dict(stacked.MAX_GROUP_SIZE)
+    if max_group is not None:
+        stacked.MAX_GROUP_SIZE.update({name: max_group for name in saved})
+    try:
+        outcomes = train_stacked(models, data, epochs=2, batch_size=BATCH, seed=0, callbacks=[[timer]] * k)
+    finally:
+        stacked.MAX_GROUP_SIZE.update(saved)
+    assert all(isinstance(o, keras.callbacks.History) for o in outcomes), outcomes
+    return k * data.n_train / sum(timer.seconds[1::2])  # epochs of each group: warm-up, measured
 
 
 def plain_fit_rate(data) -> float:
@@ -81,10 +127,19 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 200) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="measurements of each; the best is kept")
+    parser.add_argument("--stacked", type=int, nargs="*", default=[1, 4, 16, 64], help="numbers of stacked models")
     args = parser.parse_args()
     data = load_dataset("mnist-10k")
-    fast = max(trainer_rate(data) for _ in range(args.repeats))
-    plain = max(plain_fit_rate(data) for _ in range(args.repeats))
+    cap = stacked.MAX_GROUP_SIZE[resolve_device("auto")]
+    configs = [(k, None) for k in args.stacked] + [(k, k) for k in args.stacked if k > cap]
+    rates: dict = {"fast": [], "plain": [], **{c: [] for c in configs}}
+    for _ in range(args.repeats):  # interleaved, so that a busy spell of the shared machine hits all alike
+        rates["fast"].append(trainer_rate(data))
+        rates["plain"].append(plain_fit_rate(data))
+        for k, max_group in configs:
+            rates[(k, max_group)].append(stacked_rate(data, k, max_group))
+    best = {name: max(values) for name, values in rates.items()}
+    fast, plain = best["fast"], best["plain"]
     flops = flops_per_sample()
     big = matmul_rate(1000, 1000, 1000, repeats=10)
     small = matmul_rate(BATCH, 784, 30, repeats=2000)
@@ -93,6 +148,16 @@ def main() -> None:
     print(f"arithmetic: {flops / 1e3:.0f} kFLOP/sample -> {fast * flops / 1e9:.2f} GFLOP/s achieved")
     print(f"  vs 1000^3 matmul {big / 1e9:.1f} GFLOP/s ({fast * flops / big:.1%}),"
           f" vs {BATCH}x784x30 matmul {small / 1e9:.1f} GFLOP/s ({fast * flops / small:.1%})")
+    print()
+    print(f"stacked: total samples/s; K separate runs of keras_initlab.train = {fast:.0f} samples/s in total"
+          f" (measured once, x K time); cap MAX_GROUP_SIZE = {cap}")
+    print("|  K | groups | stacked samples/s | vs K separate train | vs plain fit |")
+    print("|---:|---|---:|---:|---:|")
+    for k, max_group in configs:
+        rate = best[(k, max_group)]
+        sizes = group_sizes(k, max_group or cap)
+        groups = f"{len(sizes)} x {sizes[0]}" + (" (cap lifted)" if max_group else "")
+        print(f"| {k:2d} | {groups} | {rate:10.0f} | {rate / fast:5.2f}x | {rate / plain:5.1f}x |")
 
 
 if __name__ == "__main__":

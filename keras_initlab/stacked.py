@@ -1,0 +1,440 @@
+"""Many identical-shaped MLPs trained side by side in one compiled graph.
+
+A comparison is many small models (schemes x seeds) that differ only in their
+initial weights. At mini-batch 10 each step of one model is overhead, not
+arithmetic, so `train_stacked` holds the weights of K models with a leading
+model axis, ``(K, fan_in, units)``, and runs one epoch of all K as one
+XLA-compiled loop: the first layer of all K models is one matrix product
+``(batch, fan_in) x (fan_in, K * units)``.
+
+Every model sees the same mini-batches in the same order as
+`keras_initlab.training.train` with the same ``seed`` (common random numbers
+across the models: differences between them come from the initialization
+alone, a paired comparison), with its own loss, its own L2 term and plain SGD,
+so each model follows the trajectory it would follow alone under ``train``
+(to float32 rounding).
+
+>>> from keras_initlab import build_mlp, load_dataset
+>>> data = load_dataset("mnist-10k")
+>>> models = [build_mlp([784, 30, 10], scheme=s, l2_lambda=5.0, n_train=data.n_train, seed=0)
+...           for s in ("nielsen-default", "nielsen-large", "he")]
+>>> histories = train_stacked(models, data, epochs=30, batch_size=10, learning_rate=0.1, seed=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_initlab.models import default_loss
+from keras_initlab.training import NonFiniteLossError, as_model_input, epoch_orders, resolve_device
+
+MAX_GROUP_SIZE = {"/CPU:0": 16, "/GPU:0": 256}
+"""Most models in one compiled group, per device.
+
+CPU: on a 2-core CPU (784-30-10, batch 10, 8,000 images) total throughput grows
+up to about 16 stacked models (~3x one model) and falls beyond (32: a little
+less; 64: ~2x), as the first layer's weights and gradients (3 MB at K = 16,
+12 MB at 64) outgrow the 8 MB cache: ``python scripts/bench_training.py``.
+GPU: not measured; a generous cap, so that memory usually decides.
+"""
+
+MEMORY_FRACTION = 0.5
+"""Share of the available memory (CPU RAM, or free GPU memory) a group may plan to use."""
+
+
+class _Architecture:
+    """What must agree between stacked models: input size, Dense layers (units, activation), L2."""
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.layers = _dense_layers(model)
+        self.input_size = math.prod(model.input_shape[1:])
+        self.units = [layer.units for layer in self.layers]
+        self.activations = [_activation_name(layer) for layer in self.layers]
+        self.l2 = _l2_coefficient(self.layers[0])
+        self.loss = default_loss(model)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [self.input_size, *self.units]
+
+    def differences(self, other: _Architecture) -> list[str]:
+        """What differs, in words (empty when the two stack)."""
+        if self.sizes != other.sizes:
+            return [f"sizes {other.sizes} != {self.sizes}"]
+        found = []
+        for i, (a, b) in enumerate(zip(self.activations, other.activations), start=1):
+            if a != b:
+                found.append(f"activation of Dense layer {i} {b!r} != {a!r}")
+        for i, layer in enumerate(other.layers, start=1):
+            if _l2_coefficient(layer) != self.l2:
+                found.append(f"L2 coefficient of Dense layer {i} {_l2_coefficient(layer)!r} != {self.l2!r}")
+        return found
+
+
+def _dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
+    """The model's Dense layers, checked to be what `build_mlp` makes: a plain chain of biased Dense layers."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    for layer in layers:
+        problem = None
+        if not isinstance(layer, keras.layers.Dense):
+            problem = f"is a {type(layer).__name__}; only Dense layers stack"
+        elif not layer.use_bias:
+            problem = "has no bias"
+        elif layer.bias_regularizer is not None or layer.activity_regularizer is not None:
+            problem = "has a bias or activity regularizer; only kernel L2 is supported"
+        elif layer.kernel_constraint is not None or layer.bias_constraint is not None:
+            problem = "has a weight constraint"
+        elif layer.kernel.dtype != "float32" or layer.bias.dtype != "float32":
+            problem = f"holds {layer.kernel.dtype} weights; only float32 is supported"
+        elif layer.kernel_regularizer is not None and type(layer.kernel_regularizer) is not keras.regularizers.L2:
+            problem = f"has a {type(layer.kernel_regularizer).__name__} kernel regularizer; only L2 is supported"
+        if problem:
+            raise ValueError(
+                f"train_stacked trains MLPs built by keras_initlab.models.build_mlp; "
+                f"layer {layer.name!r} of model {model.name!r} {problem}."
+            )
+    if not layers:
+        raise ValueError(f"Model {model.name!r} has no Dense layers to train.")
+    return layers
+
+
+def _activation_name(layer: keras.layers.Dense) -> str:
+    return getattr(layer.activation, "__name__", repr(layer.activation))
+
+
+def _l2_coefficient(layer: keras.layers.Dense) -> float:
+    regularizer = layer.kernel_regularizer
+    return 0.0 if regularizer is None else float(regularizer.l2)
+
+
+def _architecture(models: Sequence[keras.Model]) -> _Architecture:
+    """The common architecture of ``models``; a ValueError names the first thing that differs."""
+    if isinstance(models, keras.Model) or not isinstance(models, Sequence) or not models:
+        raise ValueError(f"Argument `models` must be a non-empty list of Keras models. Received: models={models!r}")
+    if len({id(m) for m in models}) != len(models):
+        raise ValueError("Argument `models` holds the same model more than once; each slot trains its own weights.")
+    first = _Architecture(models[0])
+    l2s = {_l2_coefficient(layer) for layer in first.layers}
+    if len(l2s) > 1:
+        raise ValueError(
+            f"The Dense layers of model {models[0].name!r} have different L2 coefficients {sorted(l2s)}; "
+            "train_stacked needs one coefficient per model, as build_mlp makes."
+        )
+    for k, model in enumerate(models[1:], start=1):
+        differences = first.differences(_Architecture(model))
+        if differences:
+            raise ValueError(
+                f"Stacked models must have the same architecture: model {k} ({model.name!r}) differs from "
+                f"model 0 ({models[0].name!r}) in " + "; ".join(differences) + "."
+            )
+    return first
+
+
+def estimate_bytes(model: keras.Model, data, batch_size: int) -> tuple[int, int]:
+    """Planned memory of stacked training: ``(shared bytes, bytes per model)``.
+
+    Shared by all models of a group: the training and validation data on the
+    device and an epoch's order. Per model, in float32: the weights four times
+    (weights, gradients, the updated copy and the transposed copy made at the
+    start and end of an epoch), the activations of one mini-batch (pre-activation,
+    activation and their gradients), and the validation pass (pre-activation and
+    activation of every validation example).
+    """
+    arch = _Architecture(model)
+    units = sum(arch.units)
+    params = sum(a * b + b for a, b in zip(arch.sizes, arch.sizes[1:]))
+    n_train, n_val = len(data.x_train), len(data.x_val)
+    shared = 4 * ((n_train + n_val) * (arch.input_size + 1) + n_train)
+    per_model = 4 * (4 * params + 4 * batch_size * units + 2 * n_val * units)
+    return shared, per_model
+
+
+def memory_budget(device_name: str) -> int:
+    """Bytes a group may plan to use: `MEMORY_FRACTION` of available RAM, or of the GPU's free memory."""
+    if device_name.startswith("/GPU"):
+        total = _gpu_memory_limit()
+        used = tf.config.experimental.get_memory_info("GPU:0")["current"]
+        return int(MEMORY_FRACTION * max(total - used, 0))
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not on this platform: assume 4 GiB free
+        available = 4 << 30
+    return int(MEMORY_FRACTION * available)
+
+
+def _gpu_memory_limit() -> int:
+    """The first GPU's memory limit as TensorFlow's allocator sees it (a virtual device's limit if set)."""
+    from tensorflow.python.client import device_lib  # the one public-enough place that reports it
+
+    for device in device_lib.list_local_devices():
+        if device.device_type == "GPU":
+            return int(device.memory_limit)
+    raise RuntimeError("TensorFlow sees no GPU on this machine.")
+
+
+def plan_groups(
+    model: keras.Model, data, n_models: int, batch_size: int, device_name: str, max_bytes: int | None = None
+) -> list[int]:
+    """Sizes of the groups `train_stacked` trains one after the other, e.g. ``[16, 16]`` for 32 models.
+
+    A group holds as many models as fit ``max_bytes`` (default: `memory_budget`)
+    by `estimate_bytes`, and at most ``MAX_GROUP_SIZE[device_name]``.
+
+    Raises:
+        MemoryError: when not even one model fits.
+    """
+    shared, per_model = estimate_bytes(model, data, batch_size)
+    budget = memory_budget(device_name) if max_bytes is None else max_bytes
+    fits = (budget - shared) // per_model
+    if fits < 1:
+        raise MemoryError(
+            f"One stacked model needs about {per_model} bytes plus {shared} bytes of data; "
+            f"the budget is {budget} bytes" + (f" (max_bytes={max_bytes})." if max_bytes is not None else ".")
+        )
+    return group_sizes(n_models, min(fits, MAX_GROUP_SIZE.get(device_name, MAX_GROUP_SIZE["/CPU:0"])))
+
+
+def group_sizes(n_models: int, per_group: int) -> list[int]:
+    """Splits ``n_models`` into the fewest groups of at most ``per_group``, sizes differing by at most one."""
+    n_groups = -(-n_models // per_group)
+    base, extra = divmod(n_models, n_groups)
+    return [base + 1] * extra + [base] * (n_groups - extra)
+
+
+class _StackedSteps:
+    """The compiled per-epoch loop and validation pass of K stacked models.
+
+    The weights are plain tensors, ``[kernel_1, bias_1, kernel_2, ...]`` with a
+    leading model axis: kernels ``(K, fan_in, units)``, biases ``(K, units)``.
+    Inside a call the first kernel is laid out ``(fan_in, K, units)``, so the first
+    layer of all K models is one matrix product ``(batch, fan_in) x (fan_in, K * units)``
+    (and its gradient one ``(fan_in, batch) x (batch, K * units)``), not K small ones.
+    Gradients come from autodiff of the sum of the K losses, which is model k's
+    own gradient for model k's slice: the models never mix.
+    """
+
+    def __init__(self, arch: _Architecture, batch_size: int, learning_rate: float):
+        self.activations = [layer.activation for layer in arch.layers]
+        self.loss, self.l2 = arch.loss, arch.l2
+        self.batch_size, self.learning_rate = batch_size, learning_rate
+        self.train_epoch = tf.function(self._train_epoch, jit_compile=True, reduce_retracing=True)
+        self.evaluate = tf.function(self._evaluate, jit_compile=True, reduce_retracing=True)
+
+    @staticmethod
+    def _first_product(kernel, x):
+        """``x @ kernel`` for all K models: ``(n, fan_in) x (fan_in, K, units) -> (n, K * units)``."""
+        return tf.matmul(x, tf.reshape(kernel, (kernel.shape[0], -1)))
+
+    def _forward(self, product, params, y):
+        """Per-model data losses ``(K,)`` and outputs ``(K, n, classes)``.
+
+        ``product`` is `_first_product` of the first layer; ``params`` the weights
+        after the first kernel (first bias, then kernel, bias, ...); ``y`` the labels.
+        """
+        bias = params[0]
+        k, units = bias.shape
+        n = tf.shape(product)[0]
+        z = tf.transpose(tf.reshape(product, (n, k, units)), (1, 0, 2)) + bias[:, None, :]
+        for i, activation in enumerate(self.activations[1:]):
+            kernel, bias = params[2 * i + 1], params[2 * i + 2]
+            z = tf.matmul(self.activations[i](z), kernel) + bias[:, None, :]
+        # The output activation and the loss see a 2-D (K * n, classes) tensor, exactly like one model's
+        # Dense output: Keras' cross-entropies then take the same (logits or probabilities) path.
+        classes = z.shape[2]
+        pred = self.activations[-1](tf.reshape(z, (-1, classes)))
+        per_example = self.loss(tf.tile(y, [k]), pred)
+        return tf.reduce_mean(tf.reshape(per_example, (k, n)), axis=1), tf.reshape(pred, (k, n, classes))
+
+    def _sgd_step(self, params, x, y):
+        """One SGD step of all K models on one mini-batch; returns (new weights, data losses ``(K,)``)."""
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            data_losses, _ = self._forward(self._first_product(params[0], x), params[1:], y)
+            loss = tf.reduce_sum(data_losses)  # d(sum)/d(model k's weights) = d(loss k)/d(model k's weights)
+            if self.l2:
+                for kernel in params[0::2]:
+                    loss += self.l2 * tf.reduce_sum(tf.square(kernel))
+        grads = tape.gradient(loss, params)
+        return [p - g * self.learning_rate for p, g in zip(params, grads)], data_losses
+
+    def _train_epoch(self, params, x, y, order):
+        params = list(params)
+        params[0] = tf.transpose(params[0], (1, 0, 2))  # (K, fan_in, units) -> (fan_in, K, units)
+        batch = self.batch_size
+        steps = tf.shape(order)[0] // batch
+
+        def step(i, params, total):
+            # A static-size slice: XLA then gathers `batch` rows, not a dynamic-size window.
+            idx = tf.slice(order, [i * batch], [batch])
+            params, data_losses = self._sgd_step(params, tf.gather(x, idx), tf.gather(y, idx))
+            return i + 1, params, total + data_losses
+
+        _, params, total = tf.while_loop(
+            lambda i, *_: i < steps, step, (tf.constant(0), params, tf.zeros(params[1].shape[:1])),
+        )
+        params[0] = tf.transpose(params[0], (1, 0, 2))
+        return params, total / tf.cast(steps, tf.float32)
+
+    def _evaluate(self, params, x, y):
+        product = self._first_product(tf.transpose(params[0], (1, 0, 2)), x)
+        data_losses, pred = self._forward(product, list(params[1:]), y)
+        hits = tf.cast(tf.equal(tf.argmax(pred, axis=-1, output_type=tf.int32), y[None, :]), tf.float32)
+        return data_losses, tf.reduce_mean(hits, axis=1)
+
+
+def train_stacked(
+    models: Sequence[keras.Model],
+    data,
+    epochs: int = 30,
+    batch_size: int = 10,
+    learning_rate: float = 0.1,
+    seed: int = 0,
+    callbacks: Sequence[Sequence[keras.callbacks.Callback]] | None = None,
+    device: str = "auto",
+    max_bytes: int | None = None,
+) -> list[keras.callbacks.History | NonFiniteLossError]:
+    """Trains K same-architecture MLPs side by side with plain SGD; one result per model.
+
+    The models (from `keras_initlab.models.build_mlp`, same sizes, activations,
+    output and L2 coefficient; any initialization) are trained as `train` would
+    train each alone with the default optimizer, ``keras.optimizers.SGD(learning_rate)``
+    (plain SGD is the only optimizer here), the default loss (`default_loss`)
+    plus each Dense kernel's L2 term, and the same ``seed``:
+
+    - every model sees the same mini-batches in the same order (``epoch_orders(seed, ...)``),
+      common random numbers across the models, so their differences are the
+      initialization's alone (a paired comparison);
+    - each model's weights, loss, L2 term and SGD update are its own; its
+      weights end where ``train`` would take them, to float32 rounding.
+
+    The weights of each model are copied into a stacked tensor (leading model
+    axis, ``(K, fan_in, units)``) at the start and written back into the
+    model's variables at the end (or when the model stops), so the trained
+    models can be evaluated and saved as usual. Models are trained in groups
+    when all K would not fit the memory budget (`estimate_bytes`,
+    `memory_budget`, or ``max_bytes``) or exceed `MAX_GROUP_SIZE` (beyond which
+    stacking gets slower); groups run one after the other.
+
+    Per epoch each model's history gets ``train_loss`` (mean mini-batch data
+    loss, without the L2 penalty), ``val_loss`` and ``val_accuracy``, as in `train`.
+
+    Args:
+        models: K Keras models of one architecture (a ValueError names what differs).
+        data: a `keras_initlab.data.Dataset`.
+        epochs, batch_size: positive ints.
+        learning_rate: the SGD step size.
+        seed: the shuffling seed, shared by all models.
+        callbacks: ``None`` or K lists of Keras callbacks, one list per model; each
+            list's epoch-level hooks get that model's logs, and its ``set_model`` that
+            model. ``model.stop_training = True`` stops that model after the epoch.
+        device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
+        max_bytes: overrides the memory budget of one group (bytes).
+
+    Returns:
+        One entry per model, in order: its ``keras.callbacks.History``, or a
+        `NonFiniteLossError` (same message as `train`'s) when its loss became
+        NaN or infinite. A failed model stops being reported (its weights are
+        written back as they were after the failing epoch); the others go on,
+        unaffected.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Argument `{name}` must be an int >= 1. Received: {name}={value!r}")
+    if batch_size > len(data.x_train):
+        raise ValueError(f"batch_size={batch_size} exceeds the {len(data.x_train)} training examples.")
+    arch = _architecture(models)
+    if callbacks is not None and (
+        len(callbacks) != len(models)
+        or not all(isinstance(c, Sequence) and not isinstance(c, str) for c in callbacks)
+    ):
+        raise ValueError(
+            f"Argument `callbacks` must be None or hold one list of callbacks per model "
+            f"({len(models)} lists). Received: callbacks={callbacks!r}"
+        )
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+        raise ValueError(f"Argument `max_bytes` must be None or an int >= 1. Received: max_bytes={max_bytes!r}")
+    device_name = resolve_device(device)
+    sizes = plan_groups(models[0], data, len(models), batch_size, device_name, max_bytes)
+    steps = _StackedSteps(arch, batch_size, learning_rate)
+    orders = epoch_orders(seed, epochs, len(data.x_train))
+    results: list[keras.callbacks.History | NonFiniteLossError] = []
+    with tf.device(device_name):
+        x_train = tf.constant(as_model_input(models[0], data.x_train).reshape(len(data.x_train), -1))
+        y_train = tf.constant(data.y_train, dtype=tf.int32)
+        x_val = tf.constant(as_model_input(models[0], data.x_val).reshape(len(data.x_val), -1))
+        y_val = tf.constant(data.y_val, dtype=tf.int32)
+        start = 0
+        for size in sizes:
+            group = slice(start, start + size)
+            results += _train_group(
+                steps, models[group], None if callbacks is None else callbacks[group],
+                (x_train, y_train, x_val, y_val), orders, batch_size,
+            )
+            start += size
+    return results
+
+
+def _train_group(steps, models, callbacks, tensors, orders, batch_size):
+    """Trains one group of models in one stacked graph; returns their results in order."""
+    x_train, y_train, x_val, y_val = tensors
+    epochs = len(orders)
+    layers = [_dense_layers(model) for model in models]
+    params = [
+        tf.stack([getattr(model_layers[i], name).value for model_layers in layers])
+        for i in range(len(layers[0]))
+        for name in ("kernel", "bias")
+    ]
+    histories = [keras.callbacks.History() for _ in models]
+    callback_lists = [
+        keras.callbacks.CallbackList(
+            [*(callbacks[k] if callbacks is not None else []), histories[k]],
+            model=model, epochs=epochs, steps=len(x_train) // batch_size, verbose=0,
+        )
+        for k, model in enumerate(models)
+    ]
+    results: list = list(histories)
+    active = list(range(len(models)))
+    for k in active:
+        models[k].stop_training = False
+        callback_lists[k].on_train_begin()
+    for epoch in range(epochs):
+        for k in active:
+            callback_lists[k].on_epoch_begin(epoch)
+        params, train_losses = steps.train_epoch(params, x_train, y_train, tf.constant(orders[epoch]))
+        val_losses, val_accuracies = steps.evaluate(params, x_val, y_val)
+        train_losses, val_losses, val_accuracies = (t.numpy() for t in (train_losses, val_losses, val_accuracies))
+        for k in list(active):
+            train_loss, val_loss = float(train_losses[k]), float(val_losses[k])
+            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                results[k] = NonFiniteLossError(
+                    f"Non-finite loss in epoch {epoch + 1} of model {models[k].name!r}: "
+                    f"train_loss={train_loss}, val_loss={val_loss}."
+                )
+                _write_back(params, k, layers[k])
+                active.remove(k)
+                continue
+            logs = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": float(val_accuracies[k])}
+            callback_lists[k].on_epoch_end(epoch, logs)
+            if models[k].stop_training:
+                _write_back(params, k, layers[k])
+                callback_lists[k].on_train_end()
+                active.remove(k)
+        if not active:
+            break
+    for k in active:
+        _write_back(params, k, layers[k])
+        callback_lists[k].on_train_end()
+    return results
+
+
+def _write_back(params, k: int, layers: list[keras.layers.Dense]) -> None:
+    """Copies slice ``k`` of the stacked weights into one model's Dense layers."""
+    for i, layer in enumerate(layers):
+        layer.kernel.assign(params[2 * i][k])
+        layer.bias.assign(params[2 * i + 1][k])

@@ -1,0 +1,146 @@
+"""Stacked training: K models in one graph follow exactly the trajectories `train` gives each alone."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_initlab import stacked
+from keras_initlab.data import load_dataset
+from keras_initlab.models import build_mlp
+from keras_initlab.stacked import estimate_bytes, group_sizes, plan_groups, train_stacked
+from keras_initlab.training import NonFiniteLossError, train
+
+TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # float32: the stacked products sum in another order
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_dataset("mnist-10k").subset(200, 100)
+
+
+def nielsen(scheme, data, seed=0):
+    return build_mlp([784, 30, 10], scheme=scheme, l2_lambda=5.0, n_train=data.n_train, seed=seed)
+
+
+def assert_same_training(stacked_models, stacked_results, alone_models, alone_histories):
+    for model, result, other, history in zip(stacked_models, stacked_results, alone_models, alone_histories):
+        assert isinstance(result, keras.callbacks.History), result
+        assert set(result.history) == {"train_loss", "val_loss", "val_accuracy"}
+        for key, values in history.history.items():
+            np.testing.assert_allclose(result.history[key], values, **TOLERANCE, err_msg=key)
+        for w, v in zip(model.weights, other.weights):
+            np.testing.assert_allclose(w.numpy(), v.numpy(), **TOLERANCE, err_msg=w.path)
+
+
+def test_three_schemes_stacked_end_where_train_takes_each_alone(small):
+    # 200 examples, batch 10, 1 epoch: 20 SGD steps with Nielsen's L2.
+    schemes = ("nielsen-default", "nielsen-large", "he")
+    models = [nielsen(s, small, seed=i) for i, s in enumerate(schemes)]
+    alone = [nielsen(s, small, seed=i) for i, s in enumerate(schemes)]
+    before = [m.layers[1].kernel.numpy() for m in models]
+    results = train_stacked(models, small, epochs=1, batch_size=10, learning_rate=0.1, seed=7)
+    histories = [train(m, small, epochs=1, batch_size=10, learning_rate=0.1, seed=7) for m in alone]
+    assert_same_training(models, results, alone, histories)
+    assert all(not np.allclose(b, m.layers[1].kernel.numpy()) for b, m in zip(before, models))  # weights written back
+    assert len({r.history["val_loss"][0] for r in results}) == 3  # the slices did not share weights
+
+
+def test_a_small_memory_budget_splits_the_models_into_groups_with_the_same_results(small, monkeypatch):
+    shared, per_model = estimate_bytes(nielsen("he", small), small, 10)
+    tiny = shared + 2 * per_model
+    assert plan_groups(nielsen("he", small), small, 4, 10, "/CPU:0", max_bytes=tiny) == [2, 2]
+    with pytest.raises(MemoryError, match=r"budget is \d+ bytes \(max_bytes=\d+\)"):
+        plan_groups(nielsen("he", small), small, 4, 10, "/CPU:0", max_bytes=shared)
+
+    groups = []
+    original = stacked._train_group
+    monkeypatch.setattr(stacked, "_train_group", lambda steps, models, *a: groups.append(len(models)) or original(
+        steps, models, *a))
+    split = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
+    together = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
+    split_results = train_stacked(split, small, epochs=2, seed=1, max_bytes=tiny)
+    assert groups == [2, 2]
+    together_results = train_stacked(together, small, epochs=2, seed=1)
+    assert groups == [2, 2, 4]
+    assert_same_training(split, split_results, together, together_results)
+
+
+def test_group_sizes_are_balanced():
+    assert group_sizes(4, 16) == [4]
+    assert group_sizes(20, 16) == [10, 10]
+    assert group_sizes(5, 2) == [2, 2, 1]
+    assert group_sizes(64, 16) == [16] * 4
+
+
+def test_one_model_blowing_up_leaves_the_others_untouched(small):
+    # Huge first-layer weights make one ReLU/softmax model's logits infinite: NaN loss in epoch 1.
+    def relu_net(seed):
+        return build_mlp([784, 30, 10], activation="relu", output="softmax", scheme="he", seed=seed)
+
+    models = [relu_net(0), relu_net(1), relu_net(2)]
+    models[1].layers[1].kernel.assign(np.full((784, 30), 1e38, np.float32))
+    alone = [relu_net(0), relu_net(2)]
+    results = train_stacked(models, small, epochs=3, learning_rate=0.05, seed=0)
+
+    assert isinstance(results[1], NonFiniteLossError)
+    assert "Non-finite loss in epoch 1 of model 'mlp_he'" in str(results[1])
+    histories = [train(m, small, epochs=3, learning_rate=0.05, seed=0) for m in alone]
+    assert all(len(values) == 3 for r in (results[0], results[2]) for values in r.history.values())
+    assert_same_training([models[0], models[2]], [results[0], results[2]], alone, histories)
+
+
+def test_each_model_has_its_own_callbacks_and_can_stop_alone(small):
+    class Record(keras.callbacks.Callback):
+        def __init__(self, stop_at=None):
+            super().__init__()
+            self.stop_at, self.epochs, self.ended = stop_at, [], False
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append((self.model.name, sorted(logs)))
+            if epoch == self.stop_at:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            self.ended = True
+
+    models = [build_mlp([784, 10], scheme=s, seed=0) for s in ("nielsen-default", "zeros")]
+    first, second = Record(), Record(stop_at=0)
+    results = train_stacked(models, small, epochs=3, callbacks=[[first], [second]])
+    assert first.epochs == [("mlp_nielsen-default", ["train_loss", "val_accuracy", "val_loss"])] * 3
+    assert second.epochs == [("mlp_zeros", ["train_loss", "val_accuracy", "val_loss"])]
+    assert first.ended and second.ended
+    assert [len(r.history["val_loss"]) for r in results] == [3, 1]
+
+
+@pytest.mark.parametrize(
+    "other, message",
+    [
+        (dict(sizes=[784, 100, 10]), r"model 1 \('mlp_he'\) differs from model 0 \('mlp_he'\) in sizes "
+                                     r"\[784, 100, 10\] != \[784, 30, 10\]"),
+        (dict(activation="relu"), r"activation of Dense layer 1 'relu' != 'sigmoid'"),
+        (dict(output="softmax"), r"activation of Dense layer 2 'softmax' != 'sigmoid'"),
+        (dict(l2_lambda=1.0), r"L2 coefficient of Dense layer 1 6.25e-05 != 0.0003125"),
+    ],
+)
+def test_models_of_different_architectures_do_not_stack(small, other, message):
+    spec = dict(sizes=[784, 30, 10], activation="sigmoid", output="sigmoid", scheme="he", l2_lambda=5.0, n_train=8000)
+    models = [build_mlp(**spec, seed=0), build_mlp(**{**spec, **other}, seed=1)]
+    with pytest.raises(ValueError, match=message):
+        train_stacked(models, small, epochs=1)
+
+
+@pytest.mark.parametrize(
+    "models, kwargs, message",
+    [
+        (lambda: [], {}, r"`models` must be a non-empty list"),
+        (lambda: [build_mlp([784, 10], seed=0)] * 2, {}, r"the same model more than once"),
+        (lambda: [keras.Sequential([keras.Input((784,)), keras.layers.Dropout(0.1), keras.layers.Dense(10)])], {},
+         r"layer 'dropout' of model 'sequential\w*' is a Dropout; only Dense layers stack"),
+        (lambda: [build_mlp([784, 10], seed=0)], {"callbacks": [[]] * 2}, r"one list of callbacks per model"),
+        (lambda: [build_mlp([784, 10], seed=0)], {"max_bytes": 0}, r"`max_bytes` must be None or an int >= 1"),
+        (lambda: [build_mlp([784, 10], seed=0)], {"epochs": 0}, r"`epochs` must be an int >= 1"),
+    ],
+)
+def test_bad_arguments(small, models, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        train_stacked(models(), small, **kwargs)
