@@ -1,0 +1,570 @@
+"""Measured per-layer statistics of a model at initialization, beside the theory's prediction.
+
+`diagnose` runs one batch through a model and reports, for every Dense and
+Conv layer in depth order, the pre-activations ``z = W x + b`` (measured mean
+and std, and the std `keras_initlab.theory.predicted_preactivation_std`
+predicts from the second moment of the inputs that layer actually receives),
+how many sigmoid/tanh units saturate, how many ReLU units are dead, how many
+units are distinct (1 when the symmetry was never broken), and, given labels,
+the norm of the loss gradient of each kernel.
+
+>>> from keras_initlab import build_mlp, load_dataset
+>>> data = load_dataset("mnist-10k")
+>>> model = build_mlp([784, 30, 10], scheme="nielsen-large", seed=0)
+>>> table = diagnose(model, data.x_val[:1000], data.y_val[:1000])
+>>> print(table.to_markdown())                      # doctest: +SKIP
+>>> table[0].saturated_fraction                     # doctest: +SKIP
+
+The plotting helpers import matplotlib only when called and draw on an Agg
+canvas (no pyplot state, no window); they return the `matplotlib.figure.Figure`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_initlab.initializers import compute_fans
+from keras_initlab.models import default_loss
+from keras_initlab.theory import predicted_preactivation_std
+from keras_initlab.training import as_model_input
+
+__all__ = [
+    "DiagnosticsTable",
+    "LayerDiagnostics",
+    "LayerSignals",
+    "collect_signals",
+    "diagnose",
+    "plot_activation_histograms",
+    "plot_preactivation_std_by_depth",
+]
+
+SIGMOID_SATURATION = (0.01, 0.99)
+"""A sigmoid unit counts as saturated when its output is below the first or above the second value."""
+
+TANH_SATURATION = 0.99
+"""A tanh unit counts as saturated when ``|a|`` exceeds this value."""
+
+DIAGNOSED_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+"""Layer classes (and subclasses) that `diagnose` reports on; other layers only pass signals through."""
+
+
+def _is_diagnosed(layer) -> bool:
+    # Conv*Transpose, depthwise and separable convolutions are not Conv*D subclasses in Keras 3.
+    return isinstance(layer, DIAGNOSED_LAYERS)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerSignals:
+    """The arrays of one diagnosed layer on one batch (NumPy, float32).
+
+    Args:
+        layer: the Dense/Conv layer.
+        depth: 1-based position among the diagnosed layers, in the model's topological order.
+        activation: name of the activation applied to ``z``: the layer's own
+            (fused) one, or that of a `keras.layers.Activation` (or plain
+            `keras.layers.ReLU`) layer that is the only consumer of a linear
+            layer's output; ``"linear"`` otherwise.
+        inputs: what the layer receives, ``x``.
+        preactivations: ``z = W x + b``, computed by a copy of the layer with a linear activation.
+        activations: ``a``, the output of the activation (the layer's output for ``"linear"``).
+        unit_axis: the axis of ``z``/``a`` that indexes units (channels for conv layers).
+    """
+
+    layer: keras.layers.Layer = dataclasses.field(repr=False)
+    depth: int
+    activation: str
+    inputs: np.ndarray = dataclasses.field(repr=False)
+    preactivations: np.ndarray = dataclasses.field(repr=False)
+    activations: np.ndarray = dataclasses.field(repr=False)
+    unit_axis: int
+
+    @property
+    def name(self) -> str:
+        return self.layer.name
+
+    def unit_columns(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (shaped like ``a``) as ``(units, everything else)``: one row per unit."""
+        moved = np.moveaxis(values, self.unit_axis, 0)
+        return moved.reshape(moved.shape[0], -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerDiagnostics:
+    """Statistics of one Dense/Conv layer at initialization, over one batch.
+
+    Pooled statistics are over every entry of the tensor (examples x positions x units).
+
+    Args:
+        name: the layer's name.
+        depth: 1-based position among the diagnosed layers, in topological order.
+        layer_class: e.g. ``"Dense"``, ``"Conv2D"``.
+        activation: see `LayerSignals.activation`.
+        fan_in: of the kernel (`keras_initlab.compute_fans`).
+        input_second_moment: measured ``E[x**2]`` per kernel entry: the mean over
+            units' input patches of ``|patch|**2 / fan_in`` (for Dense, the mean of
+            ``x**2``; for conv it counts padding as zeros and follows the strides).
+        preactivation_mean, preactivation_std: of ``z``, pooled.
+        predicted_std: `predicted_preactivation_std` for the layer's initializers,
+            kernel shape and the measured ``input_second_moment`` (and ``Var(S)``);
+            NaN when those moments are not finite (the signal overflowed upstream).
+        std_ratio: ``preactivation_std / predicted_std``; ``None`` when the prediction is 0.
+        saturated_fraction: sigmoid: share of ``a < 0.01`` or ``a > 0.99``; tanh:
+            share of ``|a| > 0.99``; ``None`` for other activations.
+        dead_fraction: ReLU only: share of units whose output is 0 for every example
+            and position of the batch; ``None`` for other activations.
+        activation_std: std of ``a``, pooled.
+        distinct_units: number of distinct unit columns of ``a`` (exact equality
+            over the batch; dead units all count as one). 1 means no symmetry was broken.
+        kernel_grad_norm: L2 norm of the gradient of the mean data loss (no
+            regularization) with respect to the kernel; ``None`` without labels.
+    """
+
+    name: str
+    depth: int
+    layer_class: str
+    activation: str
+    fan_in: int
+    input_second_moment: float
+    preactivation_mean: float
+    preactivation_std: float
+    predicted_std: float
+    std_ratio: float | None
+    saturated_fraction: float | None
+    dead_fraction: float | None
+    activation_std: float
+    distinct_units: int
+    kernel_grad_norm: float | None = None
+
+
+_COLUMNS = (
+    ("depth", "#"),
+    ("name", "layer"),
+    ("activation", "activation"),
+    ("fan_in", "fan_in"),
+    ("input_second_moment", "E[x^2]"),
+    ("preactivation_mean", "z mean"),
+    ("preactivation_std", "z std"),
+    ("predicted_std", "predicted std"),
+    ("std_ratio", "ratio"),
+    ("saturated_fraction", "saturated"),
+    ("dead_fraction", "dead ReLU"),
+    ("activation_std", "a std"),
+    ("distinct_units", "distinct units"),
+    ("kernel_grad_norm", "|grad W|"),
+)
+
+
+METRIC_NAMES = {
+    "preactivation_mean": "preact_mean",
+    "preactivation_std": "preact_std",
+    "predicted_std": "predicted_std",
+    "std_ratio": "std_ratio",
+    "input_second_moment": "input_second_moment",
+    "saturated_fraction": "saturated_fraction",
+    "dead_fraction": "dead_fraction",
+    "activation_std": "activation_std",
+    "distinct_units": "distinct_units",
+    "kernel_grad_norm": "grad_norm",
+}
+"""`LayerDiagnostics` field -> metric name in `DiagnosticsTable.metrics`."""
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class DiagnosticsTable(Sequence):
+    """An immutable sequence of `LayerDiagnostics`, one per diagnosed layer, in depth order."""
+
+    def __init__(self, rows: Sequence[LayerDiagnostics] = ()):
+        self._rows = tuple(rows)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return DiagnosticsTable(self._rows[index])
+        return self._rows[index]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[LayerDiagnostics]:
+        return iter(self._rows)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DiagnosticsTable) and self._rows == other._rows
+
+    def __repr__(self) -> str:
+        return f"DiagnosticsTable({list(self._rows)!r})"
+
+    def by_name(self, name: str) -> LayerDiagnostics:
+        """The row of the layer called ``name``."""
+        for row in self._rows:
+            if row.name == name:
+                return row
+        raise KeyError(f"No diagnosed layer named {name!r}; layers: {[r.name for r in self._rows]}")
+
+    def to_records(self) -> list[dict]:
+        """One plain dict per layer (`dataclasses.asdict`)."""
+        return [dataclasses.asdict(row) for row in self._rows]
+
+    def metrics(self, prefix: str = "init") -> dict[str, float]:
+        """Flat ``{"<prefix>/layer<depth>/<metric>": value}`` for tracking, e.g. ``init/layer1/preact_std``.
+
+        Keyed by depth, not layer name, so that the same metric lines up across
+        models in the MLflow compare view. Metrics (`METRIC_NAMES`): ``preact_mean``,
+        ``preact_std``, ``predicted_std``, ``std_ratio``, ``input_second_moment``,
+        ``saturated_fraction``, ``dead_fraction``, ``activation_std``,
+        ``distinct_units``, ``grad_norm``; those without a value (``None``) are left out.
+        """
+        out = {}
+        for row in self._rows:
+            for field, metric in METRIC_NAMES.items():
+                value = getattr(row, field)
+                if value is not None:
+                    out[f"{prefix}/layer{row.depth}/{metric}"] = float(value)
+        return out
+
+    def to_markdown(self) -> str:
+        """A GitHub-flavoured Markdown table, one row per layer (4 significant digits; ``-`` = not applicable)."""
+        lines = [
+            "| " + " | ".join(title for _, title in _COLUMNS) + " |",
+            "|" + "|".join("---" for _ in _COLUMNS) + "|",
+        ]
+        for row in self._rows:
+            lines.append("| " + " | ".join(_cell(getattr(row, field)) for field, _ in _COLUMNS) + " |")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- signals
+
+
+def _activation_name(fn) -> str:
+    if fn is None:
+        return "linear"
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def _flat_inputs(layer) -> list:
+    try:
+        return keras.tree.flatten(layer.input)
+    except (AttributeError, ValueError):  # a layer never called symbolically
+        return []
+
+
+def _activation_after(model: keras.Model, layer) -> tuple[str, keras.layers.Layer | None]:
+    """(activation name, activation layer or None) for a diagnosed layer."""
+    own = _activation_name(getattr(layer, "activation", None))
+    if own != "linear":
+        return own, None
+    consumers = [other for other in model.layers if any(t is layer.output for t in _flat_inputs(other))]
+    if len(consumers) == 1:
+        after = consumers[0]
+        if isinstance(after, keras.layers.Activation):
+            return _activation_name(after.activation), after
+        if (
+            isinstance(after, keras.layers.ReLU)
+            and after.max_value is None
+            and not after.negative_slope
+            and not after.threshold
+        ):
+            return "relu", after
+    return "linear", None
+
+
+_REGULARIZER_KEYS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint")
+
+
+def _twin(layer, input_shape, **overrides):
+    """A fresh, built copy of ``layer``'s class from its config, linear and unregularized, with ``overrides``.
+
+    Its initializers are replaced by zeros (the caller sets the weights), so no
+    custom initializer needs to deserialize or draw.
+    """
+    config = layer.get_config()
+    for key in _REGULARIZER_KEYS:
+        if key in config:
+            config[key] = None
+    config.update(
+        activation="linear", kernel_initializer="zeros", bias_initializer="zeros", name=f"{layer.name}_diagnostics"
+    )
+    config.update(overrides)
+    twin = type(layer).from_config(config)
+    twin.build(input_shape)
+    return twin
+
+
+def _linear_twin(layer, input_shape):
+    """``layer`` with its own weights and a linear activation: computes ``z = W x + b`` exactly as it does."""
+    twin = _twin(layer, input_shape)
+    twin.set_weights(layer.get_weights())
+    return twin
+
+
+def _patch_sum_layer(layer, input_shape):
+    """A layer like ``layer`` with an all-ones kernel and no bias: per group, the sum over each unit's input patch."""
+    units_key = "filters" if "filters" in layer.get_config() else "units"
+    units = {units_key: getattr(layer, "groups", 1)}
+    return _twin(layer, input_shape, use_bias=False, kernel_initializer="ones", **units)
+
+
+def _unit_axis(layer, ndim: int) -> int:
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return 1
+    return ndim - 1
+
+
+def _model_input(model: keras.Model, x_batch) -> np.ndarray:
+    x = np.asarray(x_batch)
+    if len(model.inputs) == 1:
+        return as_model_input(model, x)
+    raise ValueError(f"diagnose needs a model with one input; {model.name!r} has {len(model.inputs)}.")
+
+
+def _all_layers(model: keras.Model) -> Iterator:
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
+def _diagnosed_layers(model: keras.Model) -> list:
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and any(_is_diagnosed(inner) for inner in _all_layers(layer)):
+            raise ValueError(
+                f"Model {model.name!r} nests model {layer.name!r}, which holds Dense/Conv layers; "
+                "diagnose reads one level only: rebuild it as one functional model."
+            )
+    layers = [layer for layer in model.layers if _is_diagnosed(layer)]
+    if not layers:
+        raise ValueError(f"Model {model.name!r} has no Dense or Conv1D/2D/3D layer to diagnose.")
+    for layer in layers:
+        if not _flat_inputs(layer):
+            raise ValueError(
+                f"Layer {layer.name!r} has no symbolic input: diagnose needs a functional or Sequential model."
+            )
+    return layers
+
+
+def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
+    """Inputs, pre-activations and activations of every Dense/Conv layer on ``x_batch``.
+
+    One forward pass of a probe model (the model's graph with every diagnosed
+    layer's input and activation output as outputs, ``training=False``); ``z``
+    comes from a linear copy of each layer applied to its input, so padding,
+    strides and dilation are those of the layer itself.
+
+    Works for functional and Sequential models with one input (images are
+    reshaped to the input shape, as in training); an unbuilt Sequential model is
+    built for ``x_batch``'s shape. A layer called more than once is reported for
+    its first call.
+    """
+    if isinstance(model, keras.Sequential) and not model.built:
+        model.build((None, *np.asarray(x_batch).shape[1:]))
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise ValueError(f"diagnose needs a functional or Sequential model; {model.name!r} has no symbolic inputs.")
+    x = _model_input(model, x_batch)
+    layers = _diagnosed_layers(model)
+    activations = [_activation_after(model, layer) for layer in layers]
+    probe_outputs = [layer.input for layer in layers] + [
+        (after if after is not None else layer).output for layer, (_, after) in zip(layers, activations)
+    ]
+    probe = keras.Model(inputs[0], probe_outputs, name=f"{model.name}_probe")
+    values = [np.asarray(v) for v in probe(x, training=False)]
+    signals = []
+    for depth, (layer, (name, _)) in enumerate(zip(layers, activations), start=1):
+        received, acts = values[depth - 1], values[len(layers) + depth - 1]
+        z = np.asarray(_linear_twin(layer, (None, *received.shape[1:]))(received))
+        signals.append(LayerSignals(layer, depth, name, received, z, acts, _unit_axis(layer, z.ndim)))
+    return signals
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _kernel_grad_norms(model, layers, x, y, loss) -> list[float]:
+    kernels = [layer.kernel for layer in layers]
+    with tf.GradientTape() as tape:
+        pred = model(x, training=False)
+        value = keras.ops.mean(loss(y, pred))
+    return [float(tf.norm(g)) if g is not None else 0.0 for g in tape.gradient(value, kernels)]
+
+
+def _saturated_fraction(activation: str, a: np.ndarray) -> float | None:
+    if activation == "sigmoid":
+        low, high = SIGMOID_SATURATION
+        return float(np.mean((a < low) | (a > high)))
+    if activation == "tanh":
+        return float(np.mean(np.abs(a) > TANH_SATURATION))
+    return None
+
+
+def _distinct_rows(rows: np.ndarray) -> int:
+    """Number of distinct rows (exact equality; -0.0 counts as 0.0). Hashes bytes: `np.unique(axis=0)` is slow."""
+    rows = np.ascontiguousarray(rows + rows.dtype.type(0))
+    return len({row.tobytes() for row in rows})
+
+
+def _layer_row(signal: LayerSignals, grad_norm: float | None) -> LayerDiagnostics:
+    layer, x, z, a = signal.layer, signal.inputs, signal.preactivations, signal.activations
+    kernel_shape = tuple(int(d) for d in layer.kernel.shape)
+    fan_in, _ = compute_fans(kernel_shape)
+    # Patch statistics through an all-ones copy of the layer: same padding, strides, groups.
+    patch_sum = _patch_sum_layer(layer, (None, *x.shape[1:]))
+    # A model whose signal overflows (huge weights) gets inf/NaN statistics, not warnings or errors.
+    with np.errstate(over="ignore", invalid="ignore"):
+        second_moment = float(np.mean(np.asarray(patch_sum(x * x), dtype=np.float64))) / fan_in
+        sum_variance = float(np.var(np.asarray(patch_sum(x), dtype=np.float64)))
+    if math.isfinite(second_moment) and math.isfinite(sum_variance):
+        predicted = predicted_preactivation_std(
+            layer.kernel_initializer,
+            layer.bias_initializer if getattr(layer, "use_bias", True) else None,
+            second_moment,
+            kernel_shape,
+            input_sum_variance=sum_variance,
+        )
+    else:  # no finite prediction from non-finite input moments
+        predicted = math.nan
+    z64, a64 = z.astype(np.float64), a.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z_mean, z_std, a_std = float(np.mean(z64)), float(np.std(z64)), float(np.std(a64))
+    columns = signal.unit_columns(a)
+    return LayerDiagnostics(
+        name=layer.name,
+        depth=signal.depth,
+        layer_class=type(layer).__name__,
+        activation=signal.activation,
+        fan_in=fan_in,
+        input_second_moment=second_moment,
+        preactivation_mean=z_mean,
+        preactivation_std=z_std,
+        predicted_std=predicted,
+        std_ratio=z_std / predicted if predicted > 0 else None,
+        saturated_fraction=_saturated_fraction(signal.activation, a),
+        dead_fraction=float(np.mean(np.all(columns == 0, axis=1))) if signal.activation == "relu" else None,
+        activation_std=a_std,
+        distinct_units=_distinct_rows(columns),
+        kernel_grad_norm=grad_norm,
+    )
+
+
+def diagnose(model: keras.Model, x_batch, y_batch=None, loss: Callable | str | None = None) -> DiagnosticsTable:
+    """Per-layer statistics of ``model`` on one batch, beside the theory's prediction.
+
+    Reports every Dense/Conv1D/2D/3D layer (`DIAGNOSED_LAYERS`) in topological
+    order; see `LayerDiagnostics` for the fields. The prediction uses the
+    initializers stored on each layer, so it describes the model as initialized
+    (after training the ratio no longer means anything), and raises the
+    `TypeError` of `predicted_preactivation_std` for an initializer class whose
+    variance is unknown.
+
+    The activation of a layer is its own (fused, as in `keras_initlab.models`)
+    or, for a layer with a linear activation whose output goes only to a
+    `keras.layers.Activation` (or a plain `keras.layers.ReLU`), that layer's.
+
+    Args:
+        model: a functional or Sequential Keras model with one input.
+        x_batch: inputs (images are reshaped to the model's input shape).
+        y_batch: integer labels; when given, one backward pass fills ``kernel_grad_norm``.
+        loss: ``loss(y_true, y_pred)`` per example (or a Keras loss name);
+            default `keras_initlab.models.default_loss(model)`. Needs ``y_batch``.
+    """
+    if loss is not None and y_batch is None:
+        raise ValueError("A `loss` was given without `y_batch`: the gradient norms need labels.")
+    signals = collect_signals(model, x_batch)
+    grad_norms: list[float | None] = [None] * len(signals)
+    if y_batch is not None:
+        y = np.asarray(y_batch)
+        if len(y) != len(signals[0].inputs):
+            raise ValueError(f"x_batch has {len(signals[0].inputs)} examples but y_batch has {len(y)}.")
+        loss_fn = keras.losses.get(loss) if isinstance(loss, str) else (loss or default_loss(model))
+        x = _model_input(model, x_batch)
+        grad_norms = _kernel_grad_norms(model, [s.layer for s in signals], x, y, loss_fn)
+    return DiagnosticsTable(_layer_row(s, g) for s, g in zip(signals, grad_norms))
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _agg_figure(**kwargs):
+    """A `matplotlib.figure.Figure` on an Agg canvas; pyplot (and its global state) is not used."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(**kwargs)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_activation_histograms(model: keras.Model, x_batch, title: str | None = None, bins: int = 50):
+    """One histogram panel per diagnosed layer of its activations ``a`` on ``x_batch``.
+
+    The classic picture: tiny weights collapse every sigmoid to 0.5 (tanh/ReLU
+    to 0), large ones pile the outputs up at the saturation ends. Bars show the
+    fraction of all entries (examples x units); sigmoid panels span [0, 1].
+    Returns the Figure (one axes per layer, up to 4 per row).
+    """
+    signals = collect_signals(model, x_batch)
+    n = len(signals)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    figure = _agg_figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), layout="constrained")
+    for i, signal in enumerate(signals):
+        axes = figure.add_subplot(rows, cols, i + 1)
+        values = signal.activations.astype(np.float64).ravel()
+        value_range = (0.0, 1.0) if signal.activation == "sigmoid" else None
+        axes.hist(values, bins=bins, range=value_range, weights=np.full(values.size, 1.0 / values.size))
+        axes.set_title(f"{signal.depth}: {signal.name} ({signal.activation})", fontsize=9)
+        axes.set_xlabel("activation")
+        if i % cols == 0:
+            axes.set_ylabel("fraction")
+    figure.suptitle(title if title is not None else model.name)
+    return figure
+
+
+def plot_preactivation_std_by_depth(
+    tables: Mapping[str, Sequence[LayerDiagnostics]], title: str | None = None, show_predicted: bool = False
+):
+    """Measured pre-activation std against layer depth: one line per scheme, log y axis.
+
+    ``tables`` maps a label (e.g. a scheme name) to its `diagnose` result. A std
+    of exactly 0 cannot be drawn on a log axis: those points are left out and
+    the label says so. With ``show_predicted``, each scheme's predicted std is
+    drawn dashed in the same colour. Returns the Figure (one axes).
+    """
+    if not tables:
+        raise ValueError("Argument `tables` must map at least one label to a DiagnosticsTable.")
+    figure = _agg_figure(figsize=(6.0, 4.0), layout="constrained")
+    axes = figure.add_subplot(1, 1, 1)
+    for label, table in tables.items():
+        depths = [row.depth for row in table]
+        stds = np.array([row.preactivation_std for row in table], dtype=np.float64)
+        zero = stds <= 0
+        zero_depths = ", ".join(str(d) for d, z in zip(depths, zero) if z)
+        shown = f"{label} (std 0 at depth {zero_depths})" if zero_depths else label
+        (line,) = axes.plot(depths, np.where(zero, np.nan, stds), marker="o", label=shown)
+        if show_predicted:
+            predicted = np.array([row.predicted_std for row in table], dtype=np.float64)
+            axes.plot(depths, np.where(predicted <= 0, np.nan, predicted), linestyle="--", color=line.get_color())
+    axes.set_yscale("log")
+    axes.set_xlabel("layer depth")
+    axes.set_ylabel("pre-activation std")
+    all_depths = sorted({row.depth for table in tables.values() for row in table})
+    axes.set_xticks(all_depths)
+    axes.legend(fontsize=8)
+    if title:
+        axes.set_title(title)
+    return figure
