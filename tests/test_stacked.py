@@ -47,29 +47,43 @@ def test_three_schemes_stacked_end_where_train_takes_each_alone(small):
 
 def test_a_small_memory_budget_splits_the_models_into_groups_with_the_same_results(small, monkeypatch):
     shared, per_model = estimate_bytes(nielsen("he", small), small, 10)
-    tiny = shared + 2 * per_model
-    assert plan_groups(nielsen("he", small), small, 4, 10, "/CPU:0", max_bytes=tiny) == [2, 2]
+    tiny = shared + 2 * per_model  # two models fit at a time
+    assert plan_groups(nielsen("he", small), small, 4, 10, "/CPU:0", max_bytes=tiny) == [[2], [2]]
+    assert plan_groups(nielsen("he", small), small, 4, 10, "/CPU:0", max_bytes=tiny, lanes=2) == [[1, 1], [1, 1]]
     with pytest.raises(MemoryError, match=r"budget is \d+ bytes \(max_bytes=\d+\)"):
         plan_groups(nielsen("he", small), small, 4, 10, "/CPU:0", max_bytes=shared)
 
-    groups = []
-    original = stacked._train_group
-    monkeypatch.setattr(stacked, "_train_group", lambda steps, models, *a: groups.append(len(models)) or original(
-        steps, models, *a))
+    waves = []
+    original = stacked._train_wave
+    monkeypatch.setattr(stacked, "_train_wave", lambda steps, sizes, *a: waves.append(list(sizes)) or original(
+        steps, sizes, *a))
+    monkeypatch.setattr(stacked, "parallel_lanes", lambda device_name: 1)
     split = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
-    together = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
     split_results = train_stacked(split, small, epochs=2, seed=1, max_bytes=tiny)
-    assert groups == [2, 2]
-    together_results = train_stacked(together, small, epochs=2, seed=1)
-    assert groups == [2, 2, 4]
-    assert_same_training(split, split_results, together, together_results)
+    assert waves == [[2], [2]]
+    monkeypatch.setattr(stacked, "parallel_lanes", lambda device_name: 2)
+    concurrent = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
+    concurrent_results = train_stacked(concurrent, small, epochs=2, seed=1)
+    assert waves == [[2], [2], [2, 2]]  # two groups of two, their epochs running at the same time
+    assert_same_training(split, split_results, concurrent, concurrent_results)
+
+
+def test_plan_groups_keeps_every_lane_busy_and_caps_the_group_size(small):
+    model = nielsen("he", small)
+    cap = stacked.MAX_GROUP_SIZE["/CPU:0"]
+    assert plan_groups(model, small, 1, 10, "/CPU:0", lanes=2) == [[1]]
+    assert plan_groups(model, small, 3, 10, "/CPU:0", lanes=2) == [[2, 1]]
+    assert plan_groups(model, small, 16, 10, "/CPU:0", lanes=2) == [[8, 8]]
+    assert plan_groups(model, small, 16, 10, "/CPU:0", lanes=1) == [[16]]
+    assert plan_groups(model, small, 4 * cap, 10, "/CPU:0", lanes=2) == [[cap, cap], [cap, cap]]
+    assert plan_groups(model, small, 4 * cap + 1, 10, "/CPU:0", lanes=1) == [[13]] * 5
 
 
 def test_group_sizes_are_balanced():
-    assert group_sizes(4, 16) == [4]
-    assert group_sizes(20, 16) == [10, 10]
-    assert group_sizes(5, 2) == [2, 2, 1]
-    assert group_sizes(64, 16) == [16] * 4
+    assert group_sizes(4, 1) == [4]
+    assert group_sizes(20, 2) == [10, 10]
+    assert group_sizes(5, 3) == [2, 2, 1]
+    assert group_sizes(64, 4) == [16] * 4
 
 
 def test_one_model_blowing_up_leaves_the_others_untouched(small):

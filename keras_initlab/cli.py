@@ -1,0 +1,103 @@
+"""The ``initlab`` command: ``initlab compare CONFIG``, ``initlab diagnose CONFIG``, ``initlab list``.
+
+>>> main(["list"])   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="initlab", description="Compare weight initializations, tracked in MLflow.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compare = commands.add_parser("compare", help="train every (scheme, seed) of a spec and track it in MLflow")
+    compare.add_argument("config", help="comparison spec (.yaml/.yml/.json)")
+    compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./tracking/mlflow.db)")
+    compare.add_argument("--experiment", help="MLflow experiment name (default: the spec's name)")
+    compare.add_argument("--seeds", type=int, nargs="+", help="override the spec's seeds")
+    compare.add_argument("--epochs", type=int, help="override the spec's epochs")
+    compare.add_argument("--resume", action="store_true", help="re-open the last parent run of this spec; train only unfinished runs")
+    compare.add_argument("--no-stack", dest="stack", action="store_false", help="train one model at a time")
+
+    diagnose = commands.add_parser("diagnose", help="per-layer statistics of every scheme of a spec at initialization")
+    diagnose.add_argument("config", help="comparison spec (.yaml/.yml/.json)")
+    diagnose.add_argument("--seed", type=int, help="model seed (default: the spec's first seed)")
+    diagnose.add_argument("--out", help="folder for the figures (default: diagnostics/<spec name>)")
+
+    commands.add_parser("list", help="list the built-in schemes and initializers")
+    return parser
+
+
+def _list(args: argparse.Namespace) -> int:
+    import keras_initlab
+    from keras_initlab import initializers
+
+    print("schemes (kernel, bias):")
+    for name, description in keras_initlab.list_schemes().items():
+        print(f"  {name:<18} {description}")
+    print("\ninitializers (keras_initlab>NAME):")
+    for name in ("ScaledGaussian", "InverseSqrtUniform", "SparseGaussian", "BiasConstant"):
+        summary = getattr(initializers, name).__doc__.strip().splitlines()[0]
+        print(f"  {name:<18} {summary}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from keras_initlab.experiment import ComparisonSpec, run_comparison
+    from keras_initlab.report import to_markdown
+    from keras_initlab.tracking import ui_command
+
+    spec = ComparisonSpec.from_file(args.config)
+    overrides = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs)) if v is not None}
+    if overrides:
+        spec = spec.replace(**overrides)
+    outcome = run_comparison(
+        spec, args.tracking_uri, args.experiment, resume=args.resume, stack=args.stack,
+        progress=sys.stderr, spec_file=args.config,
+    )
+    if outcome.skipped:
+        print(f"resumed: {len(outcome.skipped)} finished run(s) kept: {', '.join(outcome.skipped)}")
+    print(to_markdown(outcome.summary), end="")
+    print(f"\ntracked in {outcome.tracking_uri} (experiment {outcome.experiment_id}, parent run {outcome.parent_run_id})")
+    print(f"look: {ui_command(outcome.tracking_uri)}")
+    if outcome.failures:
+        print(f"\n{len(outcome.failures)} run(s) failed:", file=sys.stderr)
+        for key, reason in outcome.failures.items():
+            print(f"  {key}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from keras_initlab.experiment import ComparisonSpec, diagnose_spec
+
+    spec = ComparisonSpec.from_file(args.config)
+    out = Path(args.out if args.out is not None else Path("diagnostics") / spec.name)
+    tables = diagnose_spec(spec, out, seed=args.seed)
+    for scheme, table in tables.items():
+        print(f"## {scheme}\n\n{table.to_markdown()}\n")
+    print(f"figures in {out}/: " + ", ".join(sorted(p.name for p in out.glob("*.png"))))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``initlab`` console script; returns the exit status."""
+    from keras_initlab.experiment import SpecError
+    from keras_initlab.tracking import TrackingUnavailableError
+
+    args = _parser().parse_args(argv)
+    try:
+        commands = {"list": _list, "compare": _compare, "diagnose": _diagnose}
+        return commands[args.command](args)
+    except (SpecError, TrackingUnavailableError) as e:
+        print(f"initlab {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

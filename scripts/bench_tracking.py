@@ -1,0 +1,64 @@
+"""Tracking overhead: the same comparison with and without MLflow tracking, in one run.
+
+Run: python scripts/bench_tracking.py [--config scripts/configs/nielsen.yaml] [--repeats 2]
+
+"Without" trains exactly the models `initlab compare` trains, grouped the same
+way (stacked per seed), with no MLflow at all; "with" is `run_comparison` into a
+fresh SQLite store in a temporary directory: params, per-epoch metrics, the
+step-0 diagnostics with their histogram figure, the saved models, the parent's
+plot and tables. Both are timed end to end after a
+warm-up that compiles the training loops, alternating, best of `repeats`.
+"""
+
+import argparse
+import tempfile
+import time
+
+from keras_initlab.experiment import ComparisonSpec, _groups, build_model, load_spec_data, run_comparison
+from keras_initlab.stacked import train_stacked
+from keras_initlab.training import train
+
+
+def untracked(spec: ComparisonSpec) -> None:
+    data = load_spec_data(spec)
+    for group in _groups(spec.runs(), stack=True):
+        models = [build_model(spec, run.scheme, run.seed, data.n_train) for run in group]
+        common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
+                      seed=group[0].seed, device=spec.device)
+        if len(models) > 1:
+            train_stacked(models, data, **common)
+        else:
+            train(models[0], data, **common)
+
+
+def tracked(spec: ComparisonSpec) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        run_comparison(spec, tracking_uri=f"sqlite:///{tmp}/bench.db")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="scripts/configs/nielsen.yaml")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    spec = ComparisonSpec.from_file(args.config)
+    warm = spec.replace(epochs=1, seeds=[spec.seeds[0]])
+    untracked(warm)
+    tracked(warm)
+    times = {"without tracking": [], "with tracking": []}
+    for _ in range(args.repeats):
+        for name, job in (("without tracking", untracked), ("with tracking", tracked)):
+            start = time.perf_counter()
+            job(spec)
+            times[name].append(time.perf_counter() - start)
+    base, with_tracking = min(times["without tracking"]), min(times["with tracking"])
+    runs = len(spec.runs())
+    print(f"spec {args.config}: {runs} runs x {spec.epochs} epochs")
+    print(f"without tracking: {base:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in times['without tracking'])})")
+    print(f"with tracking:    {with_tracking:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in times['with tracking'])})")
+    print(f"overhead: {with_tracking - base:+.2f} s = {(with_tracking / base - 1):+.1%} "
+          f"({(with_tracking - base) / runs * 1e3:.0f} ms per run)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""`initlab compare` end to end against real MLflow stores: SQLite, a real server, resume after SIGINT."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from keras_initlab.cli import main
+from keras_initlab.diagnostics import diagnose
+from keras_initlab.experiment import ComparisonSpec, SpecError, build_model, diagnostic_batch, load_spec_data
+from keras_initlab.report import summarize
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "name": "tiny",
+    "dataset": "mnist-10k",
+    "subset": {"train": 400, "val": 200},
+    "model": {"sizes": [784, 30, 10], "activation": "sigmoid", "output": "sigmoid"},
+    "schemes": ["nielsen-default", "nielsen-large"],
+    "seeds": [0, 1],
+    "epochs": 2,
+    "batch_size": 10,
+    "learning_rate": 0.1,
+    "l2_lambda": 5.0,
+}
+CHILD_PARAMS = {"scheme", "kernel_initializer", "bias_initializer", "sizes", "activation", "output", "seed",
+                "dataset", "epochs", "batch_size", "learning_rate", "l2_lambda", "device"}
+EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
+INIT_METRICS = [f"init/layer{depth}/{metric}" for depth in (1, 2)
+                for metric in ("preact_std", "predicted_std", "saturated_fraction", "grad_norm")]
+
+
+def write_spec(tmp_path, **changes):
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def runs_of(client, experiment_name):
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def check_comparison(client, experiment_name, epochs=2):
+    parents, children = runs_of(client, experiment_name)
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 4
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert sorted(c.data.tags["initlab.run_key"] for c in children) == [
+        "nielsen-default/seed=0", "nielsen-default/seed=1", "nielsen-large/seed=0", "nielsen-large/seed=1"]
+    results = {}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert set(child.data.params) == CHILD_PARAMS
+        assert child.data.params["sizes"] == "[784, 30, 10]"
+        assert child.data.params["kernel_initializer"].startswith(
+            "ScaledGaussian {" if child.data.params["scheme"] == "nielsen-default" else "RandomNormal {")
+        for key in EPOCH_METRICS:
+            history = client.get_metric_history(child.info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
+        accuracy = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+        results.setdefault(child.data.params["scheme"], []).append({"val_accuracy": accuracy})
+        assert "model/model.keras" in [a.path for a in client.list_artifacts(child.info.run_id, "model")]
+        for key in INIT_METRICS:  # diagnostics of the untrained model, at step 0
+            assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [0], key
+        assert {"init/activations.png", "init/diagnostics.md"} <= {
+            a.path for a in client.list_artifacts(child.info.run_id, "init")}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"comparison.png", "summary.csv", "summary.md", "spec.json", "spec.yaml"} <= artifacts
+    # The summary's numbers are the children's metric histories, summarized.
+    expected = {row.scheme: row for row in summarize(results)}
+    csv_path = client.download_artifacts(parent.info.run_id, "summary.csv")
+    lines = Path(csv_path).read_text().splitlines()
+    assert lines[0].split(",")[:5] == ["scheme", "seeds", "epoch_1", "epoch_5", "final"]
+    for line in lines[1:]:
+        scheme, seeds, epoch_1, _, final = line.split(",")[:5]
+        assert int(seeds) == 2
+        assert float(epoch_1) == pytest.approx(expected[scheme].epoch_1)
+        assert float(final) == pytest.approx(expected[scheme].final)
+        assert parent.data.metrics[f"final_val_accuracy.{scheme}"] == pytest.approx(expected[scheme].final)
+    return parent, children
+
+
+def test_compare_into_a_sqlite_store(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    spec_file = write_spec(tmp_path)
+    assert main(["compare", str(spec_file), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"mlflow ui --backend-store-uri {uri}" in out
+    _, children = check_comparison(MlflowClient(uri), "tiny")
+
+    # The step-0 metrics are `diagnose` of the very model the run started from.
+    spec = ComparisonSpec.from_file(spec_file)
+    data = load_spec_data(spec)
+    for child in children:
+        scheme = next(s for s in spec.schemes if s.name == child.data.params["scheme"])
+        table = diagnose(build_model(spec, scheme, int(child.data.params["seed"]), data.n_train), *diagnostic_batch(data))
+        for key, value in table.metrics().items():
+            assert child.data.metrics[key] == pytest.approx(value, rel=1e-6), key
+    saturated = {c.data.params["scheme"]: c.data.metrics["init/layer1/saturated_fraction"] for c in children}
+    assert saturated["nielsen-large"] > 0.3 > 0.01 > saturated["nielsen-default"]
+
+
+def test_default_store_is_tracking_sqlite_in_the_current_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = write_spec(tmp_path, schemes=["he"], seeds=[0], epochs=1)
+    assert main(["compare", str(spec), "--experiment", "renamed"]) == 0
+    db = tmp_path / "tracking" / "mlflow.db"
+    assert db.is_file()
+    parents, children = runs_of(MlflowClient(f"sqlite:///{db}"), "renamed")
+    assert len(parents) == 1 and len(children) == 1
+    assert f"mlflow ui --backend-store-uri sqlite:///{db}" in capsys.readouterr().out
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PORT": str(port), "BACKEND": f"sqlite:///{tmp_path / 'server.db'}",
+           "ARTIFACTS": str(tmp_path / "server-artifacts"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(["bash", str(REPO / "tracking" / "serve.sh")], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    import urllib.request
+
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2)
+            break
+        except OSError:
+            if server.poll() is not None or time.time() > deadline:
+                os.killpg(server.pid, signal.SIGKILL)
+                raise RuntimeError("mlflow server did not start:\n" + (tmp_path / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+    yield uri
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+    log.close()
+
+
+def test_compare_against_a_real_mlflow_server(tmp_path, monkeypatch, mlflow_server):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(write_spec(tmp_path))]) == 0
+    check_comparison(MlflowClient(mlflow_server), "tiny")
+    assert not (tmp_path / "tracking").exists()  # nothing went to the local default store
+
+
+def test_unreachable_server_is_reported_before_training(tmp_path, capsys):
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.time()
+    assert main(["compare", str(write_spec(tmp_path)), "--tracking-uri", uri]) == 2
+    assert f"MLflow tracking server {uri} is unreachable" in capsys.readouterr().err
+    assert time.time() - start < 30
+
+
+def test_failed_child_is_marked_and_the_others_finish(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    exploding = {"name": "huge", "kernel": {"class_name": "RandomNormal", "config": {"stddev": 1e30}}, "bias": "zeros"}
+    spec = write_spec(tmp_path, model={"sizes": [784, 30, 10], "activation": "relu", "output": "softmax"},
+                      schemes=["he", exploding], seeds=[0], epochs=2, learning_rate=0.01)
+    assert main(["compare", str(spec), "--tracking-uri", uri]) == 1
+    assert "huge/seed=0: NonFiniteLossError" in capsys.readouterr().err
+    parents, children = runs_of(MlflowClient(uri), "tiny")
+    status = {c.data.tags["initlab.run_key"]: c for c in children}
+    assert status["he/seed=0"].info.status == "FINISHED"
+    assert status["huge/seed=0"].info.status == "FAILED"
+    assert "epoch 1" in status["huge/seed=0"].data.tags["initlab.failure"]
+    assert parents[0].info.status == "FAILED"
+    assert "final_val_accuracy.he" in parents[0].data.metrics
+
+
+def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    spec = write_spec(tmp_path, epochs=6, subset={"train": 2000, "val": 200})
+    command = [sys.executable, "-m", "keras_initlab", "compare", str(spec), "--tracking-uri", uri, "--no-stack"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(uri)
+    deadline = time.time() + 300
+    while True:  # interrupt once the first run has finished and the second is under way
+        time.sleep(0.5)
+        assert first.poll() is None, first.stdout.read()
+        assert time.time() < deadline
+        try:
+            _, children = runs_of(client, "tiny")
+        except Exception:  # the store or experiment does not exist yet
+            continue
+        if any(c.info.status == "FINISHED" for c in children) and any(c.info.status == "RUNNING" for c in children):
+            break
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) != 0
+    parents, children = runs_of(client, "tiny")
+    assert parents[0].info.status == "KILLED"
+    done_before = {c.data.tags["initlab.run_key"]: c.info.run_id for c in children if c.info.status == "FINISHED"}
+    assert 1 <= len(done_before) < 4
+    assert any(c.info.status == "KILLED" for c in children)
+
+    second = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert f"resumed: {len(done_before)} finished run(s) kept" in second.stdout
+    parent, children = check_comparison(client, "tiny", epochs=6)
+    assert parent.info.run_id == parents[0].info.run_id
+    for child in children:  # the runs finished before the interrupt were kept, not re-run
+        key = child.data.tags["initlab.run_key"]
+        if key in done_before:
+            assert child.info.run_id == done_before[key]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"schemes": ["nielsen-default", "he", "sparce10"]}, r"schemes\[2\]: unknown scheme 'sparce10'; known: .*sparse10"),
+        ({"epochs": "30"}, "epochs: must be an integer >= 1; got '30'"),
+        ({"learning_rate": -1}, r"learning_rate: must be > 0; got -1"),
+        ({"seeds": [0, "a"]}, r"seeds\[1\]: must be an integer >= 0"),
+        ({"model": {"sizes": [784, 30, 10], "activaton": "relu"}}, r"model.activaton: unknown key"),
+        ({"batchsize": 10}, r"batchsize: unknown key; allowed: "),
+        ({"model": {"sizes": [784]}}, r"model.sizes: must be a list of at least 2"),
+        ({"model": {"output": "tanh"}}, r"model.output: must be one of sigmoid, softmax; got 'tanh'"),
+        ({"device": "tpu"}, r"device: must be one of auto, cpu, gpu; got 'tpu'"),
+        ({"schemes": [{"name": "x", "kernel": "nope", "bias": "zeros"}]}, r"schemes\[0\].kernel: not a Keras initializer"),
+        ({"schemes": [{"name": "x", "kernel": "zeros"}]}, r"schemes\[0\]: an explicit scheme needs exactly the keys"),
+        ({"schemes": ["he", "he"]}, r"schemes: names must not repeat"),
+        ({"subset": {"train": 0, "val": 10}}, r"subset.train: must be an integer >= 1"),
+    ],
+)
+def test_bad_specs_are_rejected_with_the_key_path(tmp_path, changes, message):
+    with pytest.raises(SpecError, match=message):
+        ComparisonSpec.from_file(write_spec(tmp_path, **changes))
+
+
+def test_bad_spec_through_the_command_exits_2_before_training(tmp_path, capsys):
+    assert main(["compare", str(write_spec(tmp_path, schemes=["sparce10"]))]) == 2
+    assert "initlab compare: schemes[0]: unknown scheme 'sparce10'" in capsys.readouterr().err
+
+
+def test_spec_files_json_and_missing(tmp_path):
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(TINY))
+    spec = ComparisonSpec.from_file(path)
+    assert spec.hash == ComparisonSpec.from_file(write_spec(tmp_path)).hash
+    assert spec.replace(epochs=3).hash != spec.hash
+    with pytest.raises(SpecError, match="no such spec file"):
+        ComparisonSpec.from_file(tmp_path / "missing.yaml")
+
+
+def test_shipped_configs_are_valid():
+    for config in (REPO / "scripts" / "configs").glob("*.yaml"):
+        assert ComparisonSpec.from_file(config).runs()
+
+
+def test_list_command(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "nielsen-default" in out and "SparseGaussian" in out
