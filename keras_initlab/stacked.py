@@ -37,11 +37,11 @@ from keras_initlab.training import NonFiniteLossError, as_model_input, epoch_ord
 MAX_GROUP_SIZE = {"/CPU:0": 16, "/GPU:0": 256}
 """Most models in one compiled group, per device.
 
-CPU: on a 2-core CPU (784-30-10, batch 10, 8,000 images) total throughput grows
-up to about 16 stacked models (~3x one model) and falls beyond (32: a little
-less; 64: ~2x), as the first layer's weights and gradients (3 MB at K = 16,
-12 MB at 64) outgrow the 8 MB cache: ``python scripts/bench_training.py``.
-GPU: not measured; a generous cap, so that memory usually decides.
+CPU: on a 2-core CPU (784-30-10, batch 10, 8,000 images), one group on one core
+gains little beyond 16 models (16: 579k samples/s in total, 64: 579k), while
+64 models as 2 waves of 2 concurrent groups of 16 reach 792k:
+``python scripts/bench_training.py`` (BENCHMARKS.md).
+GPU: not measured (no GPU was available); a generous cap, so that memory usually decides.
 """
 
 MEMORY_FRACTION = 0.5
