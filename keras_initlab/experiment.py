@@ -364,18 +364,19 @@ class _Progress(keras.callbacks.Callback):
 
     def __init__(self, stream, total: int):
         super().__init__()
-        self.stream, self.total, self.done, self.label = stream, total, 0, ""
+        self.stream, self.total, self.done, self.label, self.reporting = stream, total, 0, "", ""
         self.tty = hasattr(stream, "isatty") and stream.isatty()
 
-    def start(self, label: str) -> None:
-        self.label = label
+    def start(self, label: str, reporting: str) -> None:
+        """A new group: ``label`` names its runs, ``reporting`` the run whose logs this callback sees."""
+        self.label, self.reporting = label, reporting
 
     def on_epoch_end(self, epoch, logs=None):
         if self.stream is None:
             return
         line = f"[{self.done}/{self.total} runs done] {self.label}: epoch {epoch + 1}/{self.params['epochs']}"
         if logs and "val_accuracy" in logs:
-            line += f"  val_accuracy {logs['val_accuracy']:.4f}"
+            line += f"  ({self.reporting}: val_accuracy {logs['val_accuracy']:.4f})"
         self.stream.write(("\r" + line.ljust(100)) if self.tty else line + "\n")
         self.stream.flush()
 
@@ -485,7 +486,7 @@ def run_comparison(
                 loggers.append(EpochMetricsLogger(tracker, run_id))
             common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
                           seed=group[0].seed, device=spec.device)
-            bar.start(", ".join(run.key for run in group))
+            bar.start(", ".join(run.key for run in group), group[-1].key)
             try:
                 if len(group) > 1:
                     callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
