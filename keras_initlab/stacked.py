@@ -27,6 +27,7 @@ import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import keras
 import tensorflow as tf
@@ -157,16 +158,35 @@ def estimate_bytes(model: keras.Model, data, batch_size: int) -> tuple[int, int]
 
 
 def memory_budget(device_name: str) -> int:
-    """Bytes a group may plan to use: `MEMORY_FRACTION` of available RAM, or of the GPU's free memory."""
+    """Bytes a wave of groups may plan to use: `MEMORY_FRACTION` of available RAM, or of the GPU's free memory."""
     if device_name.startswith("/GPU"):
         total = _gpu_memory_limit()
         used = tf.config.experimental.get_memory_info("GPU:0")["current"]
         return int(MEMORY_FRACTION * max(total - used, 0))
+    return int(MEMORY_FRACTION * _available_ram())
+
+
+def _available_ram() -> int:
+    """``MemAvailable`` (/proc/meminfo), capped by a cgroup v2 memory limit; 4 GiB where neither is readable."""
+    available = None
     try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not on this platform: assume 4 GiB free
-        available = 4 << 30
-    return int(MEMORY_FRACTION * available)
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                available = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    limit, used = _cgroup_number("memory.max"), _cgroup_number("memory.current")
+    if limit is not None and used is not None:
+        available = limit - used if available is None else min(available, limit - used)
+    return (4 << 30) if available is None else max(available, 0)
+
+
+def _cgroup_number(name: str) -> int | None:
+    """The first number in ``/sys/fs/cgroup/<name>`` (cgroup v2); None when absent or ``max`` (no limit)."""
+    try:
+        return int(Path("/sys/fs/cgroup", name).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _gpu_memory_limit() -> int:
@@ -180,7 +200,8 @@ def _gpu_memory_limit() -> int:
 
 
 def parallel_lanes(device_name: str) -> int:
-    """How many groups run at the same time: the usable CPU cores on CPU, 1 on a GPU.
+    """How many groups run at the same time: the usable CPU cores on CPU (affinity, and a
+    cgroup v2 CPU quota where there is one), 1 on a GPU.
 
     One XLA-compiled epoch of a group runs on about one core (a measured second
     core speeds a lone 16-model group up by only ~7%), so on CPU the models are
@@ -189,9 +210,14 @@ def parallel_lanes(device_name: str) -> int:
     if device_name.startswith("/GPU"):
         return 1
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on this platform
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = _cgroup_number("cpu.max")  # "<quota> <period>" microseconds, or "max <period>"
+    if quota is not None:
+        period = int(Path("/sys/fs/cgroup/cpu.max").read_text().split()[1])
+        cores = min(cores, math.ceil(quota / period))
+    return max(1, cores)
 
 
 def plan_groups(
@@ -339,8 +365,11 @@ def train_stacked(
 
     The weights of each model are copied into a stacked tensor (leading model
     axis, ``(K, fan_in, units)``) at the start and written back into the
-    model's variables at the end (or when the model stops), so the trained
-    models can be evaluated and saved as usual. The models are split into
+    model's variables after every epoch, before its callbacks' ``on_epoch_end``,
+    so callbacks see the model as trained so far (checkpoints, ``EarlyStopping``
+    with ``restore_best_weights`` work as with `train`) and the trained models
+    can be evaluated and saved as usual. Weights a callback changes during
+    training are not read back. The models are split into
     groups (`plan_groups`): on CPU one group per core (`parallel_lanes`), whose
     compiled epochs run at the same time in threads, since one compiled loop
     keeps about one core busy; groups of at most `MAX_GROUP_SIZE`; and no more
@@ -468,17 +497,15 @@ def _train_wave(steps, sizes, models, callbacks, tensors, orders, batch_size, po
                 _write_back(group_params, i, layers[k])
                 active.remove(k)
                 continue
+            _write_back(group_params, i, layers[k])  # callbacks see the model as trained so far
             logs = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
             callback_lists[k].on_epoch_end(epoch, logs)
             if models[k].stop_training:
-                _write_back(group_params, i, layers[k])
                 callback_lists[k].on_train_end()
                 active.remove(k)
         if not active:
             break
     for k in active:
-        group_params, i = slice_of(k)
-        _write_back(group_params, i, layers[k])
         callback_lists[k].on_train_end()
     return results
 

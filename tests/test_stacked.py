@@ -126,6 +126,42 @@ def test_each_model_has_its_own_callbacks_and_can_stop_alone(small):
     assert [len(r.history["val_loss"]) for r in results] == [3, 1]
 
 
+def test_callbacks_see_the_weights_of_each_epoch_and_early_stopping_restores_the_best(small):
+    class Weights(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.kernels = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.kernels.append(self.model.layers[1].kernel.numpy())
+
+    schemes = ("nielsen-default", "nielsen-large", "he")
+    stacked_seen, alone_seen = [Weights() for _ in schemes], [Weights() for _ in schemes]
+    train_stacked([nielsen(s, small) for s in schemes], small, epochs=3, seed=2,
+                  callbacks=[[w] for w in stacked_seen])
+    for scheme, seen in zip(schemes, alone_seen):
+        train(nielsen(scheme, small), small, epochs=3, seed=2, callbacks=[seen])
+    for stacked_run, alone_run in zip(stacked_seen, alone_seen):
+        assert len(stacked_run.kernels) == 3
+        for a, b in zip(stacked_run.kernels, alone_run.kernels):
+            np.testing.assert_allclose(a, b, **TOLERANCE)
+
+    # EarlyStopping restores the best epoch's weights at the end, as with `train`. Monitoring the
+    # accuracy with mode "min" makes an early epoch the best, so restoring really changes the weights.
+    def early_stopping():
+        return keras.callbacks.EarlyStopping("val_accuracy", mode="min", patience=5, restore_best_weights=True)
+
+    models = [nielsen(s, small) for s in schemes]
+    results = train_stacked(models, small, epochs=3, seed=2, callbacks=[[early_stopping()] for _ in models])
+    for scheme, model, result, seen in zip(schemes, models, results, alone_seen):
+        best = int(np.argmin(result.history["val_accuracy"]))
+        assert best < 2
+        alone = nielsen(scheme, small)
+        train(alone, small, epochs=3, seed=2, callbacks=[early_stopping()])
+        np.testing.assert_allclose(model.layers[1].kernel.numpy(), alone.layers[1].kernel.numpy(), **TOLERANCE)
+        np.testing.assert_allclose(model.layers[1].kernel.numpy(), seen.kernels[best], **TOLERANCE)
+
+
 @pytest.mark.parametrize(
     "other, message",
     [
