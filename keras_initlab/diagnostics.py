@@ -113,7 +113,7 @@ class LayerDiagnostics:
         predicted_std: `predicted_preactivation_std` for the layer's initializers,
             kernel shape and the measured ``input_second_moment`` (and ``Var(S)``);
             NaN when those moments are not finite (the signal overflowed upstream).
-        std_ratio: ``preactivation_std / predicted_std``; ``None`` when the prediction is 0.
+        std_ratio: ``preactivation_std / predicted_std``; ``None`` when the prediction is 0 or NaN.
         saturated_fraction: sigmoid: share of ``a < 0.01`` or ``a > 0.99``; tanh:
             share of ``|a| > 0.99``; ``None`` for other activations.
         dead_fraction: ReLU only: share of units whose output is 0 for every example

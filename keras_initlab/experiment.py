@@ -27,11 +27,13 @@ Everything is checked before anything trains; errors name the key path, e.g.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -128,9 +130,7 @@ class ComparisonSpec:
         for key in ("name", "schemes"):
             if key not in raw:
                 raise SpecError(f"{key}: required")
-        name = _expect(raw["name"], str, "name", "a non-empty string")
-        if not name.strip():
-            raise SpecError("name: must be a non-empty string")
+        name = _name(raw["name"], "name")
         model = raw.get("model", {})
         _expect(model, Mapping, "model", "a mapping")
         unknown = sorted(set(model) - _MODEL_KEYS)
@@ -228,6 +228,18 @@ def _expect(value, kind, path: str, what: str):
     return value
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _name(value, path: str) -> str:
+    """A spec or scheme name: it becomes part of MLflow metric names and of file names."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise SpecError(
+            f"{path}: must be a name of letters, digits, '_', '.', '-' starting with a letter or digit; got {value!r}"
+        )
+    return value
+
+
 def _int(value, path: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise SpecError(f"{path}: must be an integer >= {minimum}; got {value!r}")
@@ -261,7 +273,7 @@ def _scheme(value, path: str) -> SchemeSpec:
     _expect(value, Mapping, path, "a scheme name or a mapping {name, kernel, bias}")
     if set(value) != {"name", "kernel", "bias"}:
         raise SpecError(f"{path}: an explicit scheme needs exactly the keys name, kernel, bias; got {sorted(value)}")
-    name = _expect(value["name"], str, f"{path}.name", "a string")
+    name = _name(value["name"], f"{path}.name")
     if name in known:
         raise SpecError(f"{path}.name: {name!r} is a built-in scheme; give an explicit scheme its own name")
     for part in ("kernel", "bias"):
@@ -443,10 +455,9 @@ def run_comparison(
     >>> outcome = run_comparison(ComparisonSpec.from_file("scripts/configs/nielsen.yaml"))  # doctest: +SKIP
     """
     from keras_initlab.diagnostics import diagnose, plot_activation_histograms
-    from keras_initlab.report import plot_comparison, summarize, to_csv, to_markdown
     from keras_initlab.stacked import train_stacked
     from keras_initlab.tracking import (
-        RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, check_reachable, resolve_tracking_uri,
+        ComparisonTracker, EpochMetricsLogger, check_reachable, resolve_tracking_uri,
     )
     from keras_initlab.training import resolve_device, train
 
@@ -460,14 +471,15 @@ def run_comparison(
     shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
     finished = tracker.start_parent(params=shared, resume=resume)
     files = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
-    if spec_file is not None:
-        files[Path(spec_file).name] = Path(spec_file).read_bytes()
+    if spec_file is not None:  # the file as written, beside what ran (overrides applied)
+        files[f"original-{Path(spec_file).name}"] = Path(spec_file).read_bytes()
     tracker.log_parent_artifacts(files)
 
     pending = [run for run in spec.runs() if run.key not in finished]
     batch = diagnostic_batch(data)
     bar = _Progress(progress, len(pending))
     failures: dict[str, str] = {}
+    loggers: list = []
     try:
         for group in _groups(pending, stack):
             models, run_ids, loggers = [], [], []
@@ -503,10 +515,24 @@ def run_comparison(
                 else:
                     tracker.finish_child(run_id, model)
             bar.finish(len(group))
-    except BaseException as interrupt:  # Ctrl-C: whatever was running is KILLED, nothing stays RUNNING
-        tracker.kill_running_children(f"interrupted: {type(interrupt).__name__}")
-        tracker.finish_parent("KILLED")
+        summary = _log_summary(tracker, spec, data.name)
+    except BaseException as error:  # Ctrl-C, or MLflow failing: nothing is left RUNNING
+        for logger in loggers:  # keep the epochs that did complete
+            with contextlib.suppress(Exception):
+                logger.flush()
+        interrupted = isinstance(error, KeyboardInterrupt)
+        with contextlib.suppress(Exception):
+            tracker.kill_running_children("interrupted" if interrupted else f"aborted: {type(error).__name__}: {error}")
+            tracker.finish_parent("KILLED" if interrupted else "FAILED")
         raise
+    tracker.finish_parent("FAILED" if failures else "FINISHED")
+    return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
+
+
+def _log_summary(tracker, spec: ComparisonSpec, data_name: str) -> list:
+    """Summarizes the FINISHED children's histories into the parent: plot, tables, key metrics."""
+    from keras_initlab.report import plot_comparison, summarize, to_csv, to_markdown
+    from keras_initlab.tracking import RUN_KEY_TAG
 
     results: dict[str, list[dict]] = {}
     for child in sorted(tracker.children(), key=lambda c: c.data.tags.get(RUN_KEY_TAG, "")):
@@ -516,7 +542,7 @@ def run_comparison(
     results = {s.name: results[s.name] for s in spec.schemes if s.name in results}
     summary = summarize(results) if results else []
     if summary:
-        title = f"{spec.name}: {spec.sizes} {spec.activation} on {data.name}"
+        title = f"{spec.name}: {spec.sizes} {spec.activation} on {data_name}"
         tracker.log_parent_artifacts(
             {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary)},
             figures={"comparison.png": plot_comparison(results, title=title)},
@@ -532,5 +558,4 @@ def run_comparison(
                 if value is not None:
                     metrics[f"epochs_to_{level}pct.{row.scheme}"] = value
         tracker.log_parent_metrics(metrics)
-    tracker.finish_parent("FAILED" if failures else "FINISHED")
-    return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
+    return summary

@@ -79,7 +79,7 @@ def check_comparison(client, experiment_name, epochs=2):
         assert {"init/activations.png", "init/diagnostics.md"} <= {
             a.path for a in client.list_artifacts(child.info.run_id, "init")}
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"comparison.png", "summary.csv", "summary.md", "spec.json", "spec.yaml"} <= artifacts
+    assert {"comparison.png", "summary.csv", "summary.md", "spec.json", "original-spec.yaml"} <= artifacts
     # The summary's numbers are the children's metric histories, summarized.
     expected = {row.scheme: row for row in summarize(results)}
     csv_path = client.download_artifacts(parent.info.run_id, "summary.csv")
@@ -117,12 +117,18 @@ def test_compare_into_a_sqlite_store(tmp_path, capsys):
 def test_default_store_is_tracking_sqlite_in_the_current_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    spec = write_spec(tmp_path, schemes=["he"], seeds=[0], epochs=1)
-    assert main(["compare", str(spec), "--experiment", "renamed"]) == 0
+    spec = write_spec(tmp_path, schemes=["he"], seeds=[0], epochs=3)
+    assert main(["compare", str(spec), "--experiment", "renamed", "--epochs", "1"]) == 0
     db = tmp_path / "tracking" / "mlflow.db"
     assert db.is_file()
-    parents, children = runs_of(MlflowClient(f"sqlite:///{db}"), "renamed")
+    client = MlflowClient(f"sqlite:///{db}")
+    parents, children = runs_of(client, "renamed")
     assert len(parents) == 1 and len(children) == 1
+    # What ran (the override applied) is spec.json; the file as written is kept beside it.
+    ran = json.loads(Path(client.download_artifacts(parents[0].info.run_id, "spec.json")).read_text())
+    written = yaml.safe_load(Path(client.download_artifacts(parents[0].info.run_id, "original-spec.yaml")).read_text())
+    assert (ran["epochs"], written["epochs"]) == (1, 3)
+    assert len(client.get_metric_history(children[0].info.run_id, "val_accuracy")) == 1
     assert f"mlflow ui --backend-store-uri sqlite:///{db}" in capsys.readouterr().out
 
 
@@ -246,6 +252,9 @@ def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path):
         ({"schemes": [{"name": "x", "kernel": "nope", "bias": "zeros"}]}, r"schemes\[0\].kernel: not a Keras initializer"),
         ({"schemes": [{"name": "x", "kernel": "zeros"}]}, r"schemes\[0\]: an explicit scheme needs exactly the keys"),
         ({"schemes": ["he", "he"]}, r"schemes: names must not repeat"),
+        ({"schemes": [{"name": "he+zero", "kernel": "he_normal", "bias": "zeros"}]},
+         r"schemes\[0\].name: must be a name of letters, digits, '_', '.', '-'"),
+        ({"name": "../elsewhere"}, r"name: must be a name of letters"),
         ({"subset": {"train": 0, "val": 10}}, r"subset.train: must be an integer >= 1"),
     ],
 )
