@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,14 +33,14 @@ import keras
 import tensorflow as tf
 
 from keras_initlab.models import default_loss
-from keras_initlab.training import NonFiniteLossError, as_model_input, epoch_orders, resolve_device
+from keras_initlab.training import NonFiniteLossError, as_model_input, epoch_orders, resolve_device, train
 
 MAX_GROUP_SIZE = {"/CPU:0": 16, "/GPU:0": 256}
 """Most models in one compiled group, per device.
 
 CPU: on a 2-core CPU (784-30-10, batch 10, 8,000 images), one group on one core
-gains little beyond 16 models (16: 579k samples/s in total, 64: 579k), while
-64 models as 2 waves of 2 concurrent groups of 16 reach 792k:
+gains little beyond 16 models (16: 536k samples/s in total, 64: 577k), while
+64 models as 2 waves of 2 concurrent groups of 16 reach 822k:
 ``python scripts/bench_training.py`` (BENCHMARKS.md).
 GPU: not measured (no GPU was available); a generous cap, so that memory usually decides.
 """
@@ -369,7 +369,7 @@ def train_stacked(
     so callbacks see the model as trained so far (checkpoints, ``EarlyStopping``
     with ``restore_best_weights`` work as with `train`) and the trained models
     can be evaluated and saved as usual. Weights a callback changes during
-    training are not read back. The models are split into
+    training are not read back. A single model is simply trained by `train`. The models are split into
     groups (`plan_groups`): on CPU one group per core (`parallel_lanes`), whose
     compiled epochs run at the same time in threads, since one compiled loop
     keeps about one core busy; groups of at most `MAX_GROUP_SIZE`; and no more
@@ -415,6 +415,12 @@ def train_stacked(
         )
     if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
         raise ValueError(f"Argument `max_bytes` must be None or an int >= 1. Received: max_bytes={max_bytes!r}")
+    if len(models) == 1:  # nothing to stack: the single-model trainer is the faster path
+        try:
+            return [train(models[0], data, epochs, batch_size, learning_rate, seed,
+                          callbacks=None if callbacks is None else callbacks[0], device=device)]
+        except NonFiniteLossError as e:
+            return [e]
     device_name = resolve_device(device)
     waves = plan_groups(models[0], data, len(models), batch_size, device_name, max_bytes, parallel_lanes(device_name))
     steps = _StackedSteps(arch, batch_size, learning_rate)
@@ -462,14 +468,12 @@ def _train_wave(steps, sizes, models, callbacks, tensors, orders, batch_size, po
 
     group_of = [g for g, size in enumerate(sizes) for _ in range(size)]
 
-    def slice_of(k: int) -> tuple[list, int]:
-        """The stacked weights holding model ``k``, and its index in them."""
-        return params[group_of[k]], k - starts[group_of[k]]
-
-    def epoch_of(group: int, order):
+    def epoch_of(group: int, order, members: list[int]):
+        """One epoch of one group; writes the new weights of its ``members`` (still training) back."""
         with tf.device(device_name):  # the device scope is per thread
             new, train_losses = steps.train_epoch(params[group], x_train, y_train, order)
             val_losses, val_accuracies = steps.evaluate(new, x_val, y_val)
+            _write_back(new, {k - starts[group]: layers[k] for k in members})
             return new, [t.numpy() for t in (train_losses, val_losses, val_accuracies)]
 
     for k in active:
@@ -479,8 +483,9 @@ def _train_wave(steps, sizes, models, callbacks, tensors, orders, batch_size, po
         for k in active:
             callback_lists[k].on_epoch_begin(epoch)
         order = tf.constant(orders[epoch])
-        running = sorted({group_of[k] for k in active})  # a group whose models all stopped rests
-        outcomes = dict(zip(running, pool.map(lambda g: epoch_of(g, order), running)))
+        members = {g: [k for k in active if group_of[k] == g] for g in sorted({group_of[k] for k in active})}
+        # A group whose models all stopped rests; callbacks then see each model as trained so far.
+        outcomes = dict(zip(members, pool.map(lambda g: epoch_of(g, order, members[g]), members)))
         stats = {}
         for g, (new, values) in outcomes.items():
             params[g] = new
@@ -488,16 +493,13 @@ def _train_wave(steps, sizes, models, callbacks, tensors, orders, batch_size, po
                 stats[starts[g] + i] = [float(v[i]) for v in values]
         for k in list(active):
             train_loss, val_loss, val_accuracy = stats[k]
-            group_params, i = slice_of(k)
             if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                 results[k] = NonFiniteLossError(
                     f"Non-finite loss in epoch {epoch + 1} of model {models[k].name!r}: "
                     f"train_loss={train_loss}, val_loss={val_loss}."
                 )
-                _write_back(group_params, i, layers[k])
                 active.remove(k)
                 continue
-            _write_back(group_params, i, layers[k])  # callbacks see the model as trained so far
             logs = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
             callback_lists[k].on_epoch_end(epoch, logs)
             if models[k].stop_training:
@@ -510,8 +512,12 @@ def _train_wave(steps, sizes, models, callbacks, tensors, orders, batch_size, po
     return results
 
 
-def _write_back(params, k: int, layers: list[keras.layers.Dense]) -> None:
-    """Copies slice ``k`` of the stacked weights into one model's Dense layers."""
-    for i, layer in enumerate(layers):
-        layer.kernel.assign(params[2 * i][k])
-        layer.bias.assign(params[2 * i + 1][k])
+def _write_back(params, layers: Mapping[int, list[keras.layers.Dense]]) -> None:
+    """Copies slices of the stacked weights into models' Dense layers: ``{index in the stack: layers}``."""
+    if not layers:
+        return
+    parts = [tf.unstack(p) for p in params]  # one op per tensor, not one slice per model
+    for k, model_layers in layers.items():
+        for i, layer in enumerate(model_layers):
+            layer.kernel.assign(parts[2 * i][k])
+            layer.bias.assign(parts[2 * i + 1][k])

@@ -60,21 +60,25 @@ def trainer_rate(data) -> float:
 
 
 class GroupEpochTimer(keras.callbacks.Callback):
-    """Shared by all stacked models: one interval per (group, epoch), from the first model's
-    `on_epoch_begin` to the first model's `on_epoch_end` (training steps and validation)."""
+    """Shared by all stacked models: one interval per (wave, epoch), from the first model's
+    `on_epoch_begin` to the last model's `on_epoch_end` (steps, validation, weight write-backs)."""
 
     def __init__(self):
         super().__init__()
-        self.seconds, self.start = [], None
+        self.seconds, self.start, self.end = [], None, None
 
     def on_epoch_begin(self, epoch, logs=None):
+        if self.end is not None:  # the first begin after some ends: a new (wave, epoch)
+            self.close()
         if self.start is None:
             self.start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.start is not None:
-            self.seconds.append(time.perf_counter() - self.start)
-            self.start = None
+        self.end = time.perf_counter()
+
+    def close(self):
+        self.seconds.append(self.end - self.start)
+        self.start = self.end = None
 
 
 def stacked_rate(data, k: int, one_group: bool) -> float:
@@ -92,6 +96,7 @@ def stacked_rate(data, k: int, one_group: bool) -> float:
         stacked.MAX_GROUP_SIZE.update(saved_cap)
         stacked.parallel_lanes = saved_lanes
     assert all(isinstance(o, keras.callbacks.History) for o in outcomes), outcomes
+    timer.close()
     return k * data.n_train / sum(timer.seconds[1::2])  # epochs of each wave: warm-up, measured
 
 

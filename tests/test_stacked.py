@@ -103,6 +103,16 @@ def test_one_model_blowing_up_leaves_the_others_untouched(small):
     assert_same_training([models[0], models[2]], [results[0], results[2]], alone, histories)
 
 
+def test_one_model_is_trained_by_train_and_a_nan_is_returned_not_raised(small):
+    model, alone = nielsen("he", small, seed=4), nielsen("he", small, seed=4)
+    (result,) = train_stacked([model], small, epochs=2, seed=3)
+    assert_same_training([model], [result], [alone], [train(alone, small, epochs=2, seed=3)])
+    broken = build_mlp([784, 30, 10], activation="relu", output="softmax", scheme="he", seed=0)
+    broken.layers[1].kernel.assign(np.full((784, 30), 1e38, np.float32))
+    (failure,) = train_stacked([broken], small, epochs=2)
+    assert isinstance(failure, NonFiniteLossError) and "epoch 1" in str(failure)
+
+
 def test_each_model_has_its_own_callbacks_and_can_stop_alone(small):
     class Record(keras.callbacks.Callback):
         def __init__(self, stop_at=None):
