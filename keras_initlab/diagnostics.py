@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initlab.initializers import compute_fans
-from keras_initlab.models import default_loss
+from keras_initlab.models import activation_name, default_loss
 from keras_initlab.theory import predicted_preactivation_std
 from keras_initlab.training import as_model_input
 
@@ -40,6 +40,7 @@ __all__ = [
     "LayerSignals",
     "collect_signals",
     "diagnose",
+    "diagnose_with_histograms",
     "plot_activation_histograms",
     "plot_preactivation_std_by_depth",
 ]
@@ -248,12 +249,6 @@ class DiagnosticsTable(Sequence):
 # --------------------------------------------------------------------------- signals
 
 
-def _activation_name(fn) -> str:
-    if fn is None:
-        return "linear"
-    return getattr(fn, "__name__", type(fn).__name__)
-
-
 def _flat_inputs(layer) -> list:
     try:
         return keras.tree.flatten(layer.input)
@@ -263,14 +258,14 @@ def _flat_inputs(layer) -> list:
 
 def _activation_after(model: keras.Model, layer) -> tuple[str, keras.layers.Layer | None]:
     """(activation name, activation layer or None) for a diagnosed layer."""
-    own = _activation_name(getattr(layer, "activation", None))
+    own = activation_name(getattr(layer, "activation", None))
     if own != "linear":
         return own, None
     consumers = [other for other in model.layers if any(t is layer.output for t in _flat_inputs(other))]
     if len(consumers) == 1:
         after = consumers[0]
         if isinstance(after, keras.layers.Activation):
-            return _activation_name(after.activation), after
+            return activation_name(after.activation), after
         if (
             isinstance(after, keras.layers.ReLU)
             and after.max_value is None
@@ -482,9 +477,18 @@ def diagnose(model: keras.Model, x_batch, y_batch=None, loss: Callable | str | N
         loss: ``loss(y_true, y_pred)`` per example (or a Keras loss name);
             default `keras_initlab.models.default_loss(model)`. Needs ``y_batch``.
     """
+    return _table(model, collect_signals(model, x_batch), x_batch, y_batch, loss)
+
+
+def diagnose_with_histograms(model: keras.Model, x_batch, y_batch=None, title: str | None = None):
+    """`diagnose` and `plot_activation_histograms` from one forward pass: ``(table, figure)``."""
+    signals = collect_signals(model, x_batch)
+    return _table(model, signals, x_batch, y_batch, None), _histograms(signals, model.name if title is None else title)
+
+
+def _table(model, signals: list[LayerSignals], x_batch, y_batch, loss) -> DiagnosticsTable:
     if loss is not None and y_batch is None:
         raise ValueError("A `loss` was given without `y_batch`: the gradient norms need labels.")
-    signals = collect_signals(model, x_batch)
     grad_norms: list[float | None] = [None] * len(signals)
     if y_batch is not None:
         y = np.asarray(y_batch)
@@ -517,7 +521,10 @@ def plot_activation_histograms(model: keras.Model, x_batch, title: str | None = 
     fraction of all entries (examples x units); sigmoid panels span [0, 1].
     Returns the Figure (one axes per layer, up to 4 per row).
     """
-    signals = collect_signals(model, x_batch)
+    return _histograms(collect_signals(model, x_batch), model.name if title is None else title, bins)
+
+
+def _histograms(signals: list[LayerSignals], title: str, bins: int = 50):
     n = len(signals)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
@@ -537,7 +544,7 @@ def plot_activation_histograms(model: keras.Model, x_batch, title: str | None = 
         axes.set_xlabel("activation")
         if i % cols == 0:
             axes.set_ylabel("fraction")
-    figure.suptitle(title if title is not None else model.name)
+    figure.suptitle(title)
     return figure
 
 

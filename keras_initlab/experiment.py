@@ -334,7 +334,7 @@ def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | 
 
     >>> tables = diagnose_spec(ComparisonSpec.from_file("scripts/configs/deep-tanh.yaml"), "out")  # doctest: +SKIP
     """
-    from keras_initlab.diagnostics import diagnose, plot_activation_histograms, plot_preactivation_std_by_depth
+    from keras_initlab.diagnostics import diagnose_with_histograms, plot_preactivation_std_by_depth
 
     seed = spec.seeds[0] if seed is None else seed
     data = load_spec_data(spec)
@@ -344,12 +344,12 @@ def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | 
     tables = {}
     for i, scheme in enumerate(spec.schemes):
         model = build_model(spec, scheme, seed, data.n_train)
+        title = f"{scheme.name} (seed {seed}): activations at initialization"
         try:
-            tables[scheme.name] = diagnose(model, *batch)
+            tables[scheme.name], figure = diagnose_with_histograms(model, *batch, title=title)
         except TypeError as e:
             raise SpecError(f"schemes[{i}] ({scheme.name}): cannot predict its variance: {e}") from None
-        title = f"{scheme.name} (seed {seed}): activations at initialization"
-        plot_activation_histograms(model, batch[0], title=title).savefig(out / f"activations-{scheme.name}.png")
+        figure.savefig(out / f"activations-{scheme.name}.png")
     title = f"{spec.name} at initialization (dashed: predicted)"
     figure = plot_preactivation_std_by_depth(tables, title=title, show_predicted=True)
     figure.savefig(out / "preact-std-by-depth.png")
@@ -454,7 +454,7 @@ def run_comparison(
 
     >>> outcome = run_comparison(ComparisonSpec.from_file("scripts/configs/nielsen.yaml"))  # doctest: +SKIP
     """
-    from keras_initlab.diagnostics import diagnose, plot_activation_histograms
+    from keras_initlab.diagnostics import diagnose_with_histograms
     from keras_initlab.stacked import train_stacked
     from keras_initlab.tracking import (
         ComparisonTracker, EpochMetricsLogger, check_reachable, resolve_tracking_uri,
@@ -487,11 +487,10 @@ def run_comparison(
                 model = build_model(spec, run.scheme, run.seed, data.n_train)
                 run_id = tracker.start_child(run.key, _child_params(spec, run, model, device))
                 try:
-                    table = diagnose(model, *batch)
+                    table, figure = diagnose_with_histograms(model, *batch, title=f"{run.key}: activations at init")
                 except TypeError as e:  # an explicit scheme's initializer whose variance the theory lacks
                     tracker.skip_initial_diagnostics(run_id, str(e))
                 else:
-                    figure = plot_activation_histograms(model, batch[0], title=f"{run.key}: activations at init")
                     tracker.log_initial_diagnostics(run_id, table, figure)
                 models.append(model)
                 run_ids.append(run_id)

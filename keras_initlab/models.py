@@ -34,6 +34,13 @@ def summed_sigmoid_crossentropy(y_true, y_pred):
     return ops.sum(keras.losses.binary_crossentropy(labels[..., None], y_pred[..., None]), axis=-1)
 
 
+def activation_name(fn) -> str:
+    """The name of an activation function (``"linear"`` for None), e.g. ``"sigmoid"``."""
+    if fn is None:
+        return "linear"
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
 def default_loss(model: keras.Model):
     """The loss that goes with the model's output units.
 

@@ -32,8 +32,10 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_initlab.models import default_loss
-from keras_initlab.training import NonFiniteLossError, as_model_input, epoch_orders, resolve_device, train
+from keras_initlab.models import activation_name, default_loss
+from keras_initlab.training import (
+    NonFiniteLossError, as_model_input, check_schedule, epoch_orders, resolve_device, train,
+)
 
 MAX_GROUP_SIZE = {"/CPU:0": 16, "/GPU:0": 256}
 """Most models in one compiled group, per device.
@@ -57,7 +59,7 @@ class _Architecture:
         self.layers = _dense_layers(model)
         self.input_size = math.prod(model.input_shape[1:])
         self.units = [layer.units for layer in self.layers]
-        self.activations = [_activation_name(layer) for layer in self.layers]
+        self.activations = [activation_name(layer.activation) for layer in self.layers]
         self.l2 = _l2_coefficient(self.layers[0])
         self.loss = default_loss(model)
 
@@ -104,10 +106,6 @@ def _dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     if not layers:
         raise ValueError(f"Model {model.name!r} has no Dense layers to train.")
     return layers
-
-
-def _activation_name(layer: keras.layers.Dense) -> str:
-    return getattr(layer.activation, "__name__", repr(layer.activation))
 
 
 def _l2_coefficient(layer: keras.layers.Dense) -> float:
@@ -399,11 +397,7 @@ def train_stacked(
         written back as they were after the failing epoch); the others go on,
         unaffected.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Argument `{name}` must be an int >= 1. Received: {name}={value!r}")
-    if batch_size > len(data.x_train):
-        raise ValueError(f"batch_size={batch_size} exceeds the {len(data.x_train)} training examples.")
+    check_schedule(epochs, batch_size, len(data.x_train))
     arch = _architecture(models)
     if callbacks is not None and (
         len(callbacks) != len(models)

@@ -98,6 +98,15 @@ class _CompiledSteps:
         return data_loss, tf.reduce_mean(hits)
 
 
+def check_schedule(epochs: int, batch_size: int, n_train: int) -> None:
+    """ValueError unless ``epochs`` and ``batch_size`` are ints >= 1 and one batch fits the training set."""
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"Argument `{name}` must be an int >= 1. Received: {name}={value!r}")
+    if batch_size > n_train:
+        raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training examples.")
+
+
 def train(
     model: keras.Model,
     data,
@@ -137,11 +146,7 @@ def train(
     Raises:
         NonFiniteLossError: when a loss becomes NaN or infinite; names the epoch and the model.
     """
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"Argument `{name}` must be an int >= 1. Received: {name}={value!r}")
-    if batch_size > len(data.x_train):
-        raise ValueError(f"batch_size={batch_size} exceeds the {len(data.x_train)} training examples.")
+    check_schedule(epochs, batch_size, len(data.x_train))
     device_name = resolve_device(device)
     optimizer = optimizer or keras.optimizers.SGD(learning_rate)
     steps = _CompiledSteps(model, loss or default_loss(model), optimizer, batch_size)

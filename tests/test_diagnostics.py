@@ -17,6 +17,7 @@ from keras_initlab.diagnostics import (
     LayerDiagnostics,
     collect_signals,
     diagnose,
+    diagnose_with_histograms,
     plot_activation_histograms,
     plot_preactivation_std_by_depth,
 )
@@ -217,6 +218,15 @@ def test_models_without_dense_layers_are_refused(mnist_val):
     inputs = keras.Input((784,))
     with pytest.raises(ValueError, match="no Dense"):
         diagnose(keras.Model(inputs, keras.layers.Activation("relu")(inputs)), x[:10])
+
+
+def test_diagnose_with_histograms_is_both_from_one_pass(mnist_val):
+    x, y = mnist_val
+    model = build_mlp([784, 30, 10], scheme="he", seed=5)
+    table, figure = diagnose_with_histograms(model, x[:300], y[:300], title="he")
+    assert table == diagnose(model, x[:300], y[:300])
+    assert [a.get_title() for a in figure.axes] == [a.get_title() for a in plot_activation_histograms(model, x[:300]).axes]
+    assert figure._suptitle.get_text() == "he"
 
 
 def test_plots(mnist_val, tables, tmp_path):
