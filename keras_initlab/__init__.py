@@ -5,8 +5,8 @@
 >>> w = kil.ScaledGaussian(gain=1.0, seed=0)(shape=(784, 30))
 """
 
-__version__ = "0.1.0"
-
+from keras_initlab._version import __version__
+from keras_initlab.backend import BackendError
 from keras_initlab.initializers import (
     BiasConstant,
     InverseSqrtUniform,
@@ -16,14 +16,15 @@ from keras_initlab.initializers import (
 )
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.diagnostics import DiagnosticsTable, diagnose
-from keras_initlab.experiment import ComparisonSpec, run_comparison
+from keras_initlab.comparison import run_comparison
 from keras_initlab.models import build_convnet, build_mlp
 from keras_initlab.schemes import get_scheme, list_schemes
-from keras_initlab.stacked import train_stacked
+from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.theory import predicted_preactivation_std, weight_variance
-from keras_initlab.training import NonFiniteLossError, train
+from keras_initlab.training import NonFiniteLossError, train, train_stacked
 
 __all__ = [
+    "BackendError",
     "BiasConstant",
     "ComparisonSpec",
     "Dataset",
@@ -32,6 +33,7 @@ __all__ = [
     "InverseSqrtUniform",
     "ScaledGaussian",
     "SparseGaussian",
+    "SpecError",
     "build_convnet",
     "build_mlp",
     "compute_fans",

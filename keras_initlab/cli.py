@@ -10,6 +10,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from keras_initlab import initializers
+from keras_initlab.backend import BackendError
+from keras_initlab.comparison import diagnose_spec, run_comparison
+from keras_initlab.report import to_markdown
+from keras_initlab.schemes import list_schemes
+from keras_initlab.spec import ComparisonSpec, SpecError
+from keras_initlab.tracking import TrackingUnavailableError, ui_command
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="initlab", description="Compare weight initializations, tracked in MLflow.")
@@ -34,11 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(args: argparse.Namespace) -> int:
-    import keras_initlab
-    from keras_initlab import initializers
-
     print("schemes (kernel, bias):")
-    for name, description in keras_initlab.list_schemes().items():
+    for name, description in list_schemes().items():
         print(f"  {name:<18} {description}")
     print("\ninitializers (keras_initlab>NAME):")
     for name in ("ScaledGaussian", "InverseSqrtUniform", "SparseGaussian", "BiasConstant"):
@@ -48,10 +53,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from keras_initlab.experiment import ComparisonSpec, run_comparison
-    from keras_initlab.report import to_markdown
-    from keras_initlab.tracking import ui_command
-
     spec = ComparisonSpec.from_file(args.config)
     overrides = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs)) if v is not None}
     if overrides:
@@ -74,8 +75,6 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from keras_initlab.experiment import ComparisonSpec, diagnose_spec
-
     spec = ComparisonSpec.from_file(args.config)
     out = Path(args.out if args.out is not None else Path("diagnostics") / spec.name)
     tables = diagnose_spec(spec, out, seed=args.seed)
@@ -87,14 +86,11 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initlab`` console script; returns the exit status."""
-    from keras_initlab.experiment import SpecError
-    from keras_initlab.tracking import TrackingUnavailableError
-
     args = _parser().parse_args(argv)
     try:
         commands = {"list": _list, "compare": _compare, "diagnose": _diagnose}
         return commands[args.command](args)
-    except (SpecError, TrackingUnavailableError) as e:
+    except (SpecError, TrackingUnavailableError, BackendError) as e:
         print(f"initlab {args.command}: {e}", file=sys.stderr)
         return 2
 

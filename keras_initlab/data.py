@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_initlab.checks import check_int, check_str
+
 __all__ = [
     "DATA_ENV_VAR",
     "KNOWN_CHECKSUMS",
@@ -134,12 +136,7 @@ class Dataset:
             ("n_train", n_train, self.n_train),
             ("n_val", n_val, self.n_val),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"Argument `{arg}` must be an int. Received: {arg}={value!r}")
-            if not 1 <= value <= available:
-                raise ValueError(
-                    f"Argument `{arg}` must be between 1 and {available}. Received: {arg}={value}"
-                )
+            check_int(value, arg, minimum=1, maximum=available)
         suffix = f"[:{n_train},:{n_val}]"
         return dataclasses.replace(
             self,
@@ -194,8 +191,7 @@ def load_dataset(name: str = "mnist-10k", data_dir: str | os.PathLike | None = N
         DatasetNotFoundError: `"mnist"` is nowhere; the message lists each place and why.
         ValueError, TypeError: an unknown name or a bad argument.
     """
-    if not isinstance(name, str):
-        raise TypeError(f"Argument `name` must be a str. Received: name={name!r}")
+    check_str(name, "name")
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
         raise TypeError(
             f"Argument `data_dir` must be a path (str or os.PathLike) or None. "

@@ -15,8 +15,8 @@ the norm of the loss gradient of each kernel.
 >>> print(table.to_markdown())                      # doctest: +SKIP
 >>> table[0].saturated_fraction                     # doctest: +SKIP
 
-The plotting helpers import matplotlib only when called and draw on an Agg
-canvas (no pyplot state, no window); they return the `matplotlib.figure.Figure`.
+The measurements work on any Keras backend; the gradient norms (given labels)
+need TensorFlow. Figures of these tables are in `keras_initlab.plots`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_initlab.backend import require_tensorflow
 from keras_initlab.initializers import compute_fans
-from keras_initlab.models import activation_name, default_loss
+from keras_initlab.models import activation_name, as_model_input, default_loss
 from keras_initlab.theory import predicted_preactivation_std
-from keras_initlab.training import as_model_input
 
 __all__ = [
     "DiagnosticsTable",
@@ -40,9 +40,7 @@ __all__ = [
     "LayerSignals",
     "collect_signals",
     "diagnose",
-    "diagnose_with_histograms",
-    "plot_activation_histograms",
-    "plot_preactivation_std_by_depth",
+    "tabulate",
 ]
 
 SIGMOID_SATURATION = (0.01, 0.99)
@@ -391,6 +389,7 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
 
 
 def _kernel_grad_norms(model, layers, x, y, loss) -> list[float]:
+    require_tensorflow("diagnose's gradient norms (given `y_batch`)")
     kernels = [layer.kernel for layer in layers]
     with tf.GradientTape() as tape:
         pred = model(x, training=False)
@@ -477,16 +476,13 @@ def diagnose(model: keras.Model, x_batch, y_batch=None, loss: Callable | str | N
         loss: ``loss(y_true, y_pred)`` per example (or a Keras loss name);
             default `keras_initlab.models.default_loss(model)`. Needs ``y_batch``.
     """
-    return _table(model, collect_signals(model, x_batch), x_batch, y_batch, loss)
+    return tabulate(model, collect_signals(model, x_batch), x_batch, y_batch, loss)
 
 
-def diagnose_with_histograms(model: keras.Model, x_batch, y_batch=None, title: str | None = None):
-    """`diagnose` and `plot_activation_histograms` from one forward pass: ``(table, figure)``."""
-    signals = collect_signals(model, x_batch)
-    return _table(model, signals, x_batch, y_batch, None), _histograms(signals, model.name if title is None else title)
-
-
-def _table(model, signals: list[LayerSignals], x_batch, y_batch, loss) -> DiagnosticsTable:
+def tabulate(
+    model: keras.Model, signals: Sequence[LayerSignals], x_batch, y_batch=None, loss: Callable | str | None = None
+) -> DiagnosticsTable:
+    """The `diagnose` table from signals already collected (`collect_signals` of ``model`` on ``x_batch``)."""
     if loss is not None and y_batch is None:
         raise ValueError("A `loss` was given without `y_batch`: the gradient norms need labels.")
     grad_norms: list[float | None] = [None] * len(signals)
@@ -498,86 +494,3 @@ def _table(model, signals: list[LayerSignals], x_batch, y_batch, loss) -> Diagno
         x = _model_input(model, x_batch)
         grad_norms = _kernel_grad_norms(model, [s.layer for s in signals], x, y, loss_fn)
     return DiagnosticsTable(_layer_row(s, g) for s, g in zip(signals, grad_norms))
-
-
-# --------------------------------------------------------------------------- plots
-
-
-def _agg_figure(**kwargs):
-    """A `matplotlib.figure.Figure` on an Agg canvas; pyplot (and its global state) is not used."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(**kwargs)
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def plot_activation_histograms(model: keras.Model, x_batch, title: str | None = None, bins: int = 50):
-    """One histogram panel per diagnosed layer of its activations ``a`` on ``x_batch``.
-
-    The classic picture: tiny weights collapse every sigmoid to 0.5 (tanh/ReLU
-    to 0), large ones pile the outputs up at the saturation ends. Bars show the
-    fraction of all entries (examples x units); sigmoid panels span [0, 1].
-    Returns the Figure (one axes per layer, up to 4 per row).
-    """
-    return _histograms(collect_signals(model, x_batch), model.name if title is None else title, bins)
-
-
-def _histograms(signals: list[LayerSignals], title: str, bins: int = 50):
-    n = len(signals)
-    cols = min(n, 4)
-    rows = math.ceil(n / cols)
-    # Fixed margins, not a layout engine, and one filled step outline per panel, not `bins` bar
-    # patches: drawing stays cheap enough to do for every tracked run.
-    width, height = 3.2 * cols, 2.6 * rows + 0.6
-    figure = _agg_figure(figsize=(width, height), dpi=80)
-    figure.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height,
-                           top=1 - 0.75 / height, wspace=0.35, hspace=0.6)
-    for i, signal in enumerate(signals):
-        axes = figure.add_subplot(rows, cols, i + 1)
-        values = signal.activations.astype(np.float64).ravel()
-        value_range = (0.0, 1.0) if signal.activation == "sigmoid" else None
-        counts, edges = np.histogram(values[np.isfinite(values)], bins=bins, range=value_range)
-        axes.stairs(counts / values.size, edges, fill=True)
-        axes.set_title(f"{signal.depth}: {signal.name} ({signal.activation})", fontsize=9)
-        axes.set_xlabel("activation")
-        if i % cols == 0:
-            axes.set_ylabel("fraction")
-    figure.suptitle(title)
-    return figure
-
-
-def plot_preactivation_std_by_depth(
-    tables: Mapping[str, Sequence[LayerDiagnostics]], title: str | None = None, show_predicted: bool = False
-):
-    """Measured pre-activation std against layer depth: one line per scheme, log y axis.
-
-    ``tables`` maps a label (e.g. a scheme name) to its `diagnose` result. A std
-    of exactly 0 cannot be drawn on a log axis: those points are left out and
-    the label says so. With ``show_predicted``, each scheme's predicted std is
-    drawn dashed in the same colour. Returns the Figure (one axes).
-    """
-    if not tables:
-        raise ValueError("Argument `tables` must map at least one label to a DiagnosticsTable.")
-    figure = _agg_figure(figsize=(6.0, 4.0), layout="constrained")
-    axes = figure.add_subplot(1, 1, 1)
-    for label, table in tables.items():
-        depths = [row.depth for row in table]
-        stds = np.array([row.preactivation_std for row in table], dtype=np.float64)
-        zero = stds <= 0
-        zero_depths = ", ".join(str(d) for d, z in zip(depths, zero) if z)
-        shown = f"{label} (std 0 at depth {zero_depths})" if zero_depths else label
-        (line,) = axes.plot(depths, np.where(zero, np.nan, stds), marker="o", label=shown)
-        if show_predicted:
-            predicted = np.array([row.predicted_std for row in table], dtype=np.float64)
-            axes.plot(depths, np.where(predicted <= 0, np.nan, predicted), linestyle="--", color=line.get_color())
-    axes.set_yscale("log")
-    axes.set_xlabel("layer depth")
-    axes.set_ylabel("pre-activation std")
-    all_depths = sorted({row.depth for table in tables.values() for row in table})
-    axes.set_xticks(all_depths)
-    axes.legend(fontsize=8)
-    if title:
-        axes.set_title(title)
-    return figure

@@ -22,6 +22,8 @@ import random
 import keras
 from keras import ops
 
+from keras_initlab.checks import check_choice, check_int, check_number
+
 _PACKAGE = "keras_initlab"
 _MODES = ("fan_in", "fan_out", "fan_avg")
 
@@ -68,20 +70,6 @@ def _float_dtype(dtype) -> str:
     return dtype
 
 
-def _positive_finite(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Argument `{name}` must be a positive finite number. Received: {name}={value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"Argument `{name}` must be a positive finite number. Received: {name}={value!r}")
-    return float(value)
-
-
-def _check_mode(mode) -> str:
-    if mode not in _MODES:
-        raise ValueError(f"Argument `mode` must be one of {_MODES}. Received: mode={mode!r}")
-    return mode
-
-
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ScaledGaussian(keras.initializers.VarianceScaling):
     """Untruncated Gaussian scaled by the fan: ``w ~ N(0, gain**2 / fan)``.
@@ -108,9 +96,9 @@ class ScaledGaussian(keras.initializers.VarianceScaling):
     """
 
     def __init__(self, gain: float = 1.0, mode: str = "fan_in", seed=None):
-        self.gain = _positive_finite("gain", gain)
+        self.gain = check_number(gain, "gain", positive=True)
         super().__init__(
-            scale=self.gain**2, mode=_check_mode(mode), distribution="untruncated_normal", seed=seed
+            scale=self.gain**2, mode=check_choice(mode, "mode", _MODES), distribution="untruncated_normal", seed=seed
         )
 
     def __call__(self, shape, dtype=None):
@@ -145,9 +133,9 @@ class InverseSqrtUniform(keras.initializers.VarianceScaling):
     """
 
     def __init__(self, gain: float = 1.0, mode: str = "fan_in", seed=None):
-        self.gain = _positive_finite("gain", gain)
+        self.gain = check_number(gain, "gain", positive=True)
         # VarianceScaling's uniform bound is sqrt(3 * scale / fan).
-        super().__init__(scale=self.gain**2 / 3.0, mode=_check_mode(mode), distribution="uniform", seed=seed)
+        super().__init__(scale=self.gain**2 / 3.0, mode=check_choice(mode, "mode", _MODES), distribution="uniform", seed=seed)
 
     def __call__(self, shape, dtype=None):
         compute_fans(shape)
@@ -187,12 +175,8 @@ class SparseGaussian(keras.initializers.Initializer):
     """
 
     def __init__(self, connections: int = 10, stddev: float | None = None, seed=None):
-        if isinstance(connections, bool) or not isinstance(connections, int):
-            raise TypeError(f"Argument `connections` must be an int >= 1. Received: connections={connections!r}")
-        if connections < 1:
-            raise ValueError(f"Argument `connections` must be an int >= 1. Received: connections={connections!r}")
-        self.connections = connections
-        self.stddev = None if stddev is None else _positive_finite("stddev", stddev)
+        self.connections = check_int(connections, "connections", minimum=1)
+        self.stddev = None if stddev is None else check_number(stddev, "stddev", positive=True)
         self._init_seed = seed
         if seed is None:
             seed = random.randint(1, 10**9)  # drawn once, as Keras does
@@ -254,11 +238,7 @@ class BiasConstant(keras.initializers.Constant):
     """
 
     def __init__(self, value: float = 0.01):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"Argument `value` must be a finite number. Received: value={value!r}")
-        if not math.isfinite(value):
-            raise ValueError(f"Argument `value` must be a finite number. Received: value={value!r}")
-        super().__init__(value=float(value))
+        super().__init__(value=check_number(value, "value"))
 
     def __call__(self, shape, dtype=None):
         return super().__call__(shape, dtype=_float_dtype(dtype))

@@ -10,12 +10,14 @@ output units, trained on the cross-entropy summed over the 10 sigmoid outputs
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_initlab.checks import check_choice, check_int, check_ints, check_number, check_optional_int
 from keras_initlab.schemes import SchemeInitializers, get_scheme
 
 OUTPUTS = ("sigmoid", "softmax")
@@ -65,22 +67,18 @@ def l2_regularizer(l2_lambda: float, n_train: int | None) -> keras.regularizers.
     Its gradient ``(lambda / n) * w`` makes one SGD step
     ``w <- (1 - eta * lambda / n) * w - eta * mean_grad``. Returns ``None`` for ``l2_lambda == 0``.
     """
-    if isinstance(l2_lambda, bool) or not isinstance(l2_lambda, (int, float)) or not l2_lambda >= 0:
-        raise ValueError(f"Argument `l2_lambda` must be a number >= 0. Received: l2_lambda={l2_lambda!r}")
+    l2_lambda = check_number(l2_lambda, "l2_lambda", minimum=0)
     if l2_lambda == 0:
         return None
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
-        raise ValueError(
-            f"`l2_lambda={l2_lambda}` needs the training-set size: `n_train` must be an int >= 1. "
-            f"Received: n_train={n_train!r}"
-        )
+    if n_train is None:
+        raise ValueError(f"`l2_lambda={l2_lambda}` needs the training-set size: pass `n_train`, an int >= 1.")
+    n_train = check_int(n_train, "n_train", minimum=1)
     return keras.regularizers.L2(l2_lambda / (2 * n_train))
 
 
 def layer_seeds(seed: int | None, n_layers: int) -> list[int]:
     """One independent int seed per layer, all derived from ``seed`` (random when ``None``)."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"Argument `seed` must be an int or None. Received: seed={seed!r}")
+    seed = check_optional_int(seed, "seed")
     # Even seeds only: get_scheme seeds the bias with seed + 1.
     return [int(s) & ~1 for s in np.random.SeedSequence(seed).generate_state(n_layers)]
 
@@ -119,9 +117,14 @@ def scheme_name(scheme: SchemeLike) -> str:
     return "+".join(type(init).__name__ for init in scheme)
 
 
-def _check_output(output: str) -> None:
-    if output not in OUTPUTS:
-        raise ValueError(f"Argument `output` must be one of {OUTPUTS}. Received: output={output!r}")
+def as_model_input(model: keras.Model, x: np.ndarray) -> np.ndarray:
+    """Reshapes images ``(n, H, W, C)`` to the model's input shape (e.g. ``(n, 784)`` for an MLP)."""
+    shape = tuple(model.input_shape[1:])
+    if math.prod(shape) != math.prod(x.shape[1:]):
+        raise ValueError(
+            f"Data of shape {x.shape[1:]} cannot feed model {model.name!r} with input shape {shape}."
+        )
+    return x.reshape((len(x), *shape)).astype(np.float32, copy=False)
 
 
 def build_mlp(
@@ -152,10 +155,8 @@ def build_mlp(
         n_train: training-set size n in ``lambda / (2n)``.
         seed: int or ``None`` (random).
     """
-    sizes = list(sizes)
-    if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
-        raise ValueError(f"Argument `sizes` must hold at least two positive ints. Received: sizes={sizes!r}")
-    _check_output(output)
+    sizes = check_ints(sizes, "sizes", minimum=1, min_len=2)
+    check_choice(output, "output", OUTPUTS)
     keras.activations.get(activation)  # unknown names fail here, with Keras' message
     regularizer = l2_regularizer(l2_lambda, n_train)
     seeds = layer_seeds(seed, len(sizes) - 1)
@@ -194,9 +195,9 @@ def build_convnet(
 
     >>> model = build_convnet(scheme="he", seed=0)   # 28x28x1 -> 10 classes
     """
-    if len(filters) != 2 or not all(isinstance(f, int) and f > 0 for f in filters):
-        raise ValueError(f"Argument `filters` must be two positive ints. Received: filters={filters!r}")
-    _check_output(output)
+    filters = check_ints(filters, "filters", minimum=1, min_len=2, max_len=2)
+    num_classes = check_int(num_classes, "num_classes", minimum=1)
+    check_choice(output, "output", OUTPUTS)
     keras.activations.get(activation)
     regularizer = l2_regularizer(l2_lambda, n_train)
     seeds = layer_seeds(seed, 3)

@@ -1,4 +1,4 @@
-"""Comparison results: per-epoch curves over seeds, the summary table, and the comparison plot.
+"""Comparison results: per-epoch curves over seeds and the summary table (the plot is `keras_initlab.plots.plot_comparison`).
 
 A comparison's results are ``{scheme: [history, ...]}`` with one Keras-style
 history dict (``{"val_accuracy": [...], ...}``, one value per epoch) per seed.
@@ -107,22 +107,3 @@ def epoch_table(results: Results, metric: str = "val_accuracy") -> str:
         cells = [f"{c[:, e].mean():.4f} [{c[:, e].min():.4f}, {c[:, e].max():.4f}]" for c in data.values()]
         lines.append(f"{e + 1:>5} " + " ".join(f"{cell:>28}" for cell in cells))
     return "\n".join(lines)
-
-
-def plot_comparison(results: Results, metric: str = "val_accuracy", title: str = ""):
-    """A matplotlib Figure of ``metric`` vs epoch: per scheme the mean over seeds and a min-max band."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4.5), dpi=120)
-    ax = fig.add_subplot()
-    for scheme, c in curves(results, metric).items():
-        epochs = np.arange(1, c.shape[1] + 1)
-        (line,) = ax.plot(epochs, c.mean(axis=0), label=f"{scheme} (n={c.shape[0]})")
-        ax.fill_between(epochs, c.min(axis=0), c.max(axis=0), color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(title or f"{metric} by epoch: mean and min-max over seeds")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    return fig

@@ -13,6 +13,7 @@ from typing import Callable, NamedTuple
 
 import keras
 
+from keras_initlab.checks import check_optional_int
 from keras_initlab.initializers import BiasConstant, InverseSqrtUniform, ScaledGaussian, SparseGaussian
 
 Initializer = keras.initializers.Initializer
@@ -91,7 +92,6 @@ def get_scheme(name: str, seed: int | None = None) -> SchemeInitializers:
     """
     if name not in _SCHEMES:
         raise ValueError(f"Unknown scheme {name!r}; known: {', '.join(_SCHEMES)}")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise TypeError(f"Argument `seed` must be an int or None. Received: seed={seed!r}")
+    seed = check_optional_int(seed, "seed")
     _, kernel, bias = _SCHEMES[name]
     return SchemeInitializers(kernel(seed), bias(None if seed is None else seed + 1))

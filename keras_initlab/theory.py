@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import keras
 
+from keras_initlab.checks import check_number
 from keras_initlab.initializers import (
     InverseSqrtUniform,
     ScaledGaussian,
@@ -186,15 +187,6 @@ def weight_mean(initializer, shape: Sequence[int]) -> float:
     return _moments(initializer, shape)[0]
 
 
-def _non_negative(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"Argument `{name}` must be a finite number >= 0. Received: {name}={value!r}")
-    value = float(value)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"Argument `{name}` must be a finite number >= 0. Received: {name}={value!r}")
-    return value
-
-
 def predicted_preactivation_std(
     kernel_initializer,
     bias_initializer,
@@ -250,7 +242,7 @@ def predicted_preactivation_std(
     """
     shape = tuple(shape)
     fan_in, _ = compute_fans(shape)
-    second_moment = _non_negative("input_second_moment", input_second_moment)
+    second_moment = check_number(input_second_moment, "input_second_moment", minimum=0)
     kernel_mean, kernel_var = _moments(kernel_initializer, shape)
     _, bias_var = _moments(bias_initializer, (shape[-1],))
     variance = fan_in * kernel_var * second_moment + bias_var
@@ -260,5 +252,5 @@ def predicted_preactivation_std(
                 f"The kernel initializer {kernel_initializer!r} has mean {kernel_mean}, so Var(z) includes "
                 "mean(w)**2 * Var(S), S = the sum of a unit's inputs; pass `input_sum_variance=Var(S)`."
             )
-        variance += kernel_mean**2 * _non_negative("input_sum_variance", input_sum_variance)
+        variance += kernel_mean**2 * check_number(input_sum_variance, "input_sum_variance", minimum=0)
     return math.sqrt(variance)

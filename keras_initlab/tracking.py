@@ -27,7 +27,7 @@ from pathlib import Path
 
 import keras
 
-from keras_initlab import __version__
+from keras_initlab._version import __version__
 
 STORE_DIR = "tracking"
 ROLE_TAG = "initlab.role"

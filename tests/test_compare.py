@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from keras_initlab.cli import main
 from keras_initlab.diagnostics import diagnose
-from keras_initlab.experiment import ComparisonSpec, SpecError, build_model, diagnostic_batch, load_spec_data
+from keras_initlab.comparison import build_model, diagnostic_batch, load_spec_data
+from keras_initlab.spec import ComparisonSpec, SpecError, SpecTypeError
 from keras_initlab.report import summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -241,21 +242,21 @@ def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path):
     "changes, message",
     [
         ({"schemes": ["nielsen-default", "he", "sparce10"]}, r"schemes\[2\]: unknown scheme 'sparce10'; known: .*sparse10"),
-        ({"epochs": "30"}, "epochs: must be an integer >= 1; got '30'"),
-        ({"learning_rate": -1}, r"learning_rate: must be > 0; got -1"),
-        ({"seeds": [0, "a"]}, r"seeds\[1\]: must be an integer >= 0"),
+        ({"epochs": "30"}, "epochs: must be an int >= 1; got '30'"),
+        ({"learning_rate": -1}, r"learning_rate: must be a positive finite number; got -1"),
+        ({"seeds": [0, "a"]}, r"seeds\[1\]: must be an int >= 0"),
         ({"model": {"sizes": [784, 30, 10], "activaton": "relu"}}, r"model.activaton: unknown key"),
         ({"batchsize": 10}, r"batchsize: unknown key; allowed: "),
         ({"model": {"sizes": [784]}}, r"model.sizes: must be a list of at least 2"),
-        ({"model": {"output": "tanh"}}, r"model.output: must be one of sigmoid, softmax; got 'tanh'"),
-        ({"device": "tpu"}, r"device: must be one of auto, cpu, gpu; got 'tpu'"),
+        ({"model": {"output": "tanh"}}, r"model.output: must be one of \('sigmoid', 'softmax'\); got 'tanh'"),
+        ({"device": "tpu"}, r"device: must be one of \('auto', 'cpu', 'gpu'\); got 'tpu'"),
         ({"schemes": [{"name": "x", "kernel": "nope", "bias": "zeros"}]}, r"schemes\[0\].kernel: not a Keras initializer"),
         ({"schemes": [{"name": "x", "kernel": "zeros"}]}, r"schemes\[0\]: an explicit scheme needs exactly the keys"),
         ({"schemes": ["he", "he"]}, r"schemes: names must not repeat"),
         ({"schemes": [{"name": "he+zero", "kernel": "he_normal", "bias": "zeros"}]},
          r"schemes\[0\].name: must be a name of letters, digits, '_', '.', '-'"),
         ({"name": "../elsewhere"}, r"name: must be a name of letters"),
-        ({"subset": {"train": 0, "val": 10}}, r"subset.train: must be an integer >= 1"),
+        ({"subset": {"train": 0, "val": 10}}, r"subset.train: must be an int >= 1"),
     ],
 )
 def test_bad_specs_are_rejected_with_the_key_path(tmp_path, changes, message):

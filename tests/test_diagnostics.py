@@ -17,10 +17,8 @@ from keras_initlab.diagnostics import (
     LayerDiagnostics,
     collect_signals,
     diagnose,
-    diagnose_with_histograms,
-    plot_activation_histograms,
-    plot_preactivation_std_by_depth,
 )
+from keras_initlab.plots import diagnose_with_histograms, plot_activation_histograms, plot_preactivation_std_by_depth
 
 init = keras.initializers
 SIGMAS = 4.0

@@ -100,12 +100,12 @@ def test_one_sgd_step_matches_nielsens_update_computed_by_hand():
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
-        ({"sizes": [784]}, ValueError, "at least two positive ints"),
-        ({"sizes": [784, 0, 10]}, ValueError, "at least two positive ints"),
+        ({"sizes": [784]}, ValueError, r"`sizes` must be a list of at least 2 int\(s\) >= 1. Received: sizes=\[784\]"),
+        ({"sizes": [784, 0, 10]}, ValueError, r"`sizes\[1\]` must be an int >= 1. Received: sizes\[1\]=0"),
         ({"output": "tanh"}, ValueError, r"`output` must be one of \('sigmoid', 'softmax'\)"),
         ({"scheme": "sparce10"}, ValueError, "Unknown scheme 'sparce10'"),
         ({"scheme": 3}, TypeError, "`scheme` must be a scheme name or a"),
-        ({"l2_lambda": -1.0}, ValueError, "`l2_lambda` must be a number >= 0"),
+        ({"l2_lambda": -1.0}, ValueError, "`l2_lambda` must be a finite number >= 0"),
         ({"l2_lambda": 5.0}, ValueError, "needs the training-set size"),
         ({"seed": "0"}, TypeError, "`seed` must be an int or None"),
     ],

@@ -4,11 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from keras_initlab import stacked
 from keras_initlab.data import load_dataset
 from keras_initlab.models import build_mlp
-from keras_initlab.stacked import estimate_bytes, group_sizes, plan_groups, train_stacked
-from keras_initlab.training import NonFiniteLossError, train
+from keras_initlab.training import NonFiniteLossError, stacked, train, train_stacked
+from keras_initlab.training.planning import MAX_GROUP_SIZE, estimate_bytes, group_sizes, plan_groups
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # float32: the stacked products sum in another order
 
@@ -57,20 +56,18 @@ def test_a_small_memory_budget_splits_the_models_into_groups_with_the_same_resul
     original = stacked._train_wave
     monkeypatch.setattr(stacked, "_train_wave", lambda steps, sizes, *a: waves.append(list(sizes)) or original(
         steps, sizes, *a))
-    monkeypatch.setattr(stacked, "parallel_lanes", lambda device_name: 1)
     split = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
-    split_results = train_stacked(split, small, epochs=2, seed=1, max_bytes=tiny)
+    split_results = train_stacked(split, small, epochs=2, seed=1, max_bytes=tiny, lanes=1)
     assert waves == [[2], [2]]
-    monkeypatch.setattr(stacked, "parallel_lanes", lambda device_name: 2)
     concurrent = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
-    concurrent_results = train_stacked(concurrent, small, epochs=2, seed=1)
+    concurrent_results = train_stacked(concurrent, small, epochs=2, seed=1, lanes=2)
     assert waves == [[2], [2], [2, 2]]  # two groups of two, their epochs running at the same time
     assert_same_training(split, split_results, concurrent, concurrent_results)
 
 
 def test_plan_groups_keeps_every_lane_busy_and_caps_the_group_size(small):
     model = nielsen("he", small)
-    cap = stacked.MAX_GROUP_SIZE["/CPU:0"]
+    cap = MAX_GROUP_SIZE["/CPU:0"]
     assert plan_groups(model, small, 1, 10, "/CPU:0", lanes=2) == [[1]]
     assert plan_groups(model, small, 3, 10, "/CPU:0", lanes=2) == [[2, 1]]
     assert plan_groups(model, small, 16, 10, "/CPU:0", lanes=2) == [[8, 8]]
@@ -197,10 +194,40 @@ def test_models_of_different_architectures_do_not_stack(small, other, message):
         (lambda: [keras.Sequential([keras.Input((784,)), keras.layers.Dropout(0.1), keras.layers.Dense(10)])], {},
          r"layer 'dropout' of model 'sequential\w*' is a Dropout; only Dense layers stack"),
         (lambda: [build_mlp([784, 10], seed=0)], {"callbacks": [[]] * 2}, r"one list of callbacks per model"),
-        (lambda: [build_mlp([784, 10], seed=0)], {"max_bytes": 0}, r"`max_bytes` must be None or an int >= 1"),
+        (lambda: [build_mlp([784, 10], seed=0)], {"max_bytes": 0}, r"`max_bytes` must be an int >= 1 or None"),
         (lambda: [build_mlp([784, 10], seed=0)], {"epochs": 0}, r"`epochs` must be an int >= 1"),
+        (lambda: [build_mlp([784, 10], seed=0)], {"max_group_size": 0}, r"`max_group_size` must be an int >= 1 or None"),
+        (lambda: [build_mlp([784, 10], seed=0)], {"lanes": -2}, r"`lanes` must be an int >= 1 or None"),
+        (lambda: [keras.Sequential([keras.Input((28, 28)), keras.layers.Dense(10)])], {},
+         r"whose input is a flat vector; model 'sequential\w*' has input shape \(None, 28, 28\)"),
     ],
 )
 def test_bad_arguments(small, models, kwargs, message):
     with pytest.raises(ValueError, match=message):
         train_stacked(models(), small, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_bytes": 1.5e9}, r"`max_bytes` must be an int >= 1 or None. Received: max_bytes=1500000000.0"),
+        ({"lanes": "2"}, r"`lanes` must be an int >= 1 or None. Received: lanes='2'"),
+        ({"batch_size": 10.0}, r"`batch_size` must be an int >= 1. Received: batch_size=10.0"),
+    ],
+)
+def test_arguments_of_the_wrong_type_are_type_errors(small, kwargs, message):
+    models = [build_mlp([784, 10], seed=0), build_mlp([784, 10], seed=1)]
+    with pytest.raises(TypeError, match=message):
+        train_stacked(models, small, **kwargs)
+
+
+def test_group_size_and_lanes_are_arguments(small):
+    model = nielsen("he", small)
+    assert plan_groups(model, small, 16, 10, "/CPU:0", lanes=1, max_group_size=4) == [[4], [4], [4], [4]]
+    assert plan_groups(model, small, 16, 10, "/CPU:0", lanes=2, max_group_size=4) == [[4, 4], [4, 4]]
+    assert plan_groups(model, small, 40, 10, "/CPU:0", lanes=1, max_group_size=40) == [[40]]
+    models = [nielsen("he", small, seed=i) for i in range(3)]
+    alone = [nielsen("he", small, seed=i) for i in range(3)]
+    one_group = train_stacked(models, small, epochs=1, seed=2, max_group_size=3, lanes=1)
+    separately = train_stacked(alone, small, epochs=1, seed=2, max_group_size=1, lanes=1)
+    assert_same_training(models, one_group, alone, separately)

@@ -93,12 +93,15 @@ def test_asking_for_a_missing_gpu_is_an_error():
             resolve_device("gpu")
 
 
-@pytest.mark.parametrize("kwargs, message", [({"epochs": 0}, "`epochs` must be an int >= 1"),
-                                             ({"batch_size": 2.5}, "`batch_size` must be an int >= 1"),
-                                             ({"batch_size": 5000}, "exceeds the 1000 training examples")])
-def test_bad_training_arguments(mnist, kwargs, message):
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"epochs": 0}, ValueError, "`epochs` must be an int >= 1"),
+    ({"batch_size": 2.5}, TypeError, "`batch_size` must be an int >= 1"),  # a wrong type is a TypeError
+    ({"epochs": True}, TypeError, "`epochs` must be an int >= 1. Received: epochs=True"),
+    ({"batch_size": 5000}, ValueError, "exceeds the 1000 training examples"),
+])
+def test_bad_training_arguments(mnist, kwargs, error, message):
     data = mnist.subset(1000, 10)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         train(build_mlp([784, 10], seed=0), data, **kwargs)
 
 

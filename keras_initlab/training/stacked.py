@@ -24,31 +24,21 @@ so each model follows the trajectory it would follow alone under ``train``
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from keras_initlab.backend import require_tensorflow
+from keras_initlab.checks import check_optional_int
 from keras_initlab.models import activation_name, default_loss
-from keras_initlab.training import (
-    NonFiniteLossError, as_model_input, check_schedule, epoch_orders, resolve_device, train,
+from keras_initlab.training.driver import (
+    DeviceData, EpochReporter, NonFiniteLossError, accuracy, check_schedule, epoch_orders, resolve_device,
+    run_minibatches,
 )
-
-MAX_GROUP_SIZE = {"/CPU:0": 16, "/GPU:0": 256}
-"""Most models in one compiled group, per device.
-
-CPU: on a 2-core CPU (784-30-10, batch 10, 8,000 images), one group on one core
-gains little beyond 16 models (16: 536k samples/s in total, 64: 577k), while
-64 models as 2 waves of 2 concurrent groups of 16 reach 822k:
-``python scripts/bench_training.py`` (BENCHMARKS.md).
-GPU: not measured (no GPU was available); a generous cap, so that memory usually decides.
-"""
-
-MEMORY_FRACTION = 0.5
-"""Share of the available memory (CPU RAM, or free GPU memory) a group may plan to use."""
+from keras_initlab.training.planning import parallel_lanes, plan_groups
+from keras_initlab.training.single import train
 
 
 class _Architecture:
@@ -83,6 +73,11 @@ class _Architecture:
 
 def _dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
     """The model's Dense layers, checked to be what `build_mlp` makes: a plain chain of biased Dense layers."""
+    if len(model.input_shape) != 2:
+        raise ValueError(
+            f"train_stacked trains MLPs built by keras_initlab.models.build_mlp, whose input is a flat vector; "
+            f"model {model.name!r} has input shape {model.input_shape}."
+        )
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     for layer in layers:
         problem = None
@@ -136,126 +131,7 @@ def _architecture(models: Sequence[keras.Model]) -> _Architecture:
     return first
 
 
-def estimate_bytes(model: keras.Model, data, batch_size: int) -> tuple[int, int]:
-    """Planned memory of stacked training: ``(shared bytes, bytes per model)``.
-
-    Shared by all models of a group: the training and validation data on the
-    device and an epoch's order. Per model, in float32: the weights four times
-    (weights, gradients, the updated copy and the transposed copy made at the
-    start and end of an epoch), the activations of one mini-batch (pre-activation,
-    activation and their gradients), and the validation pass (pre-activation and
-    activation of every validation example).
-    """
-    arch = _Architecture(model)
-    units = sum(arch.units)
-    params = sum(a * b + b for a, b in zip(arch.sizes, arch.sizes[1:]))
-    n_train, n_val = len(data.x_train), len(data.x_val)
-    shared = 4 * ((n_train + n_val) * (arch.input_size + 1) + n_train)
-    per_model = 4 * (4 * params + 4 * batch_size * units + 2 * n_val * units)
-    return shared, per_model
-
-
-def memory_budget(device_name: str) -> int:
-    """Bytes a wave of groups may plan to use: `MEMORY_FRACTION` of available RAM, or of the GPU's free memory."""
-    if device_name.startswith("/GPU"):
-        total = _gpu_memory_limit()
-        used = tf.config.experimental.get_memory_info("GPU:0")["current"]
-        return int(MEMORY_FRACTION * max(total - used, 0))
-    return int(MEMORY_FRACTION * _available_ram())
-
-
-def _available_ram() -> int:
-    """``MemAvailable`` (/proc/meminfo), capped by a cgroup v2 memory limit; 4 GiB where neither is readable."""
-    available = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                available = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    limit, used = _cgroup_number("memory.max"), _cgroup_number("memory.current")
-    if limit is not None and used is not None:
-        available = limit - used if available is None else min(available, limit - used)
-    return (4 << 30) if available is None else max(available, 0)
-
-
-def _cgroup_number(name: str) -> int | None:
-    """The first number in ``/sys/fs/cgroup/<name>`` (cgroup v2); None when absent or ``max`` (no limit)."""
-    try:
-        return int(Path("/sys/fs/cgroup", name).read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _gpu_memory_limit() -> int:
-    """The first GPU's memory limit as TensorFlow's allocator sees it (a virtual device's limit if set)."""
-    from tensorflow.python.client import device_lib  # the one public-enough place that reports it
-
-    for device in device_lib.list_local_devices():
-        if device.device_type == "GPU":
-            return int(device.memory_limit)
-    raise RuntimeError("TensorFlow sees no GPU on this machine.")
-
-
-def parallel_lanes(device_name: str) -> int:
-    """How many groups run at the same time: the usable CPU cores on CPU (affinity, and a
-    cgroup v2 CPU quota where there is one), 1 on a GPU.
-
-    One XLA-compiled epoch of a group runs on about one core (a measured second
-    core speeds a lone 16-model group up by only ~7%), so on CPU the models are
-    split into one group per core and the groups' epochs run concurrently in threads.
-    """
-    if device_name.startswith("/GPU"):
-        return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on this platform
-        cores = os.cpu_count() or 1
-    quota = _cgroup_number("cpu.max")  # "<quota> <period>" microseconds, or "max <period>"
-    if quota is not None:
-        period = int(Path("/sys/fs/cgroup/cpu.max").read_text().split()[1])
-        cores = min(cores, math.ceil(quota / period))
-    return max(1, cores)
-
-
-def plan_groups(
-    model: keras.Model, data, n_models: int, batch_size: int, device_name: str,
-    max_bytes: int | None = None, lanes: int = 1,
-) -> list[list[int]]:
-    """Group sizes, in waves of groups trained at the same time: e.g. ``[[8, 8]]`` for 16 models on 2 lanes.
-
-    Waves run one after the other; the groups of a wave run concurrently, one
-    per lane (`parallel_lanes`). All groups of a wave are in memory at once, so
-    a wave holds at most as many models as fit ``max_bytes`` (default:
-    `memory_budget`) by `estimate_bytes`; a group holds at most
-    ``MAX_GROUP_SIZE[device_name]``. Sizes are balanced (differ by at most one).
-
-    Raises:
-        MemoryError: when not even one model fits.
-    """
-    shared, per_model = estimate_bytes(model, data, batch_size)
-    budget = memory_budget(device_name) if max_bytes is None else max_bytes
-    fits = (budget - shared) // per_model
-    if fits < 1:
-        raise MemoryError(
-            f"One stacked model needs about {per_model} bytes plus {shared} bytes of data; "
-            f"the budget is {budget} bytes" + (f" (max_bytes={max_bytes})." if max_bytes is not None else ".")
-        )
-    lanes = max(1, min(lanes, n_models, fits))
-    per_group = min(MAX_GROUP_SIZE.get(device_name, MAX_GROUP_SIZE["/CPU:0"]), fits // lanes)
-    n_groups = -(-n_models // per_group)
-    n_groups = min(n_models, -(-n_groups // lanes) * lanes)  # whole waves: every lane busy
-    sizes = group_sizes(n_models, n_groups)
-    return [sizes[i:i + lanes] for i in range(0, len(sizes), lanes)]
-
-
-def group_sizes(n_models: int, n_groups: int) -> list[int]:
-    """Splits ``n_models`` into ``n_groups`` groups whose sizes differ by at most one, larger first."""
-    base, extra = divmod(n_models, n_groups)
-    return [base + 1] * extra + [base] * (n_groups - extra)
-
-
-class _StackedSteps:
+class _StackedEpoch:
     """The compiled per-epoch loop and validation pass of K stacked models.
 
     The weights are plain tensors, ``[kernel_1, bias_1, kernel_2, ...]`` with a
@@ -271,7 +147,7 @@ class _StackedSteps:
         self.activations = [layer.activation for layer in arch.layers]
         self.loss, self.l2 = arch.loss, arch.l2
         self.batch_size, self.learning_rate = batch_size, learning_rate
-        self.train_epoch = tf.function(self._train_epoch, jit_compile=True)
+        self.train = tf.function(self._train, jit_compile=True)
         self.evaluate = tf.function(self._evaluate, jit_compile=True)
 
     @staticmethod
@@ -311,29 +187,26 @@ class _StackedSteps:
         grads = tape.gradient(loss, params)
         return [p - g * self.learning_rate for p, g in zip(params, grads)], data_losses
 
-    def _train_epoch(self, params, x, y, order):
+    def _train(self, params, x, y, order):
+        """One epoch of SGD steps over ``order``; returns (new weights, mean mini-batch data losses ``(K,)``)."""
         params = list(params)
         params[0] = tf.transpose(params[0], (1, 0, 2))  # (K, fan_in, units) -> (fan_in, K, units)
-        batch = self.batch_size
-        steps = tf.shape(order)[0] // batch
 
-        def step(i, params, total):
-            # A static-size slice: XLA then gathers `batch` rows, not a dynamic-size window.
-            idx = tf.slice(order, [i * batch], [batch])
+        def step(idx, carry):
+            params, total = carry
             params, data_losses = self._sgd_step(params, tf.gather(x, idx), tf.gather(y, idx))
-            return i + 1, params, total + data_losses
+            return params, total + data_losses
 
-        _, params, total = tf.while_loop(
-            lambda i, *_: i < steps, step, (tf.constant(0), params, tf.zeros(params[1].shape[:1])),
+        (params, total), steps_per_epoch = run_minibatches(
+            order, self.batch_size, step, (params, tf.zeros(params[1].shape[:1]))
         )
         params[0] = tf.transpose(params[0], (1, 0, 2))
-        return params, total / tf.cast(steps, tf.float32)
+        return params, total / tf.cast(steps_per_epoch, tf.float32)
 
     def _evaluate(self, params, x, y):
         product = self._first_product(tf.transpose(params[0], (1, 0, 2)), x)
         data_losses, pred = self._forward(product, list(params[1:]), y)
-        hits = tf.cast(tf.equal(tf.argmax(pred, axis=-1, output_type=tf.int32), y[None, :]), tf.float32)
-        return data_losses, tf.reduce_mean(hits, axis=1)
+        return data_losses, accuracy(pred, y)
 
 
 def train_stacked(
@@ -346,6 +219,8 @@ def train_stacked(
     callbacks: Sequence[Sequence[keras.callbacks.Callback]] | None = None,
     device: str = "auto",
     max_bytes: int | None = None,
+    max_group_size: int | None = None,
+    lanes: int | None = None,
 ) -> list[keras.callbacks.History | NonFiniteLossError]:
     """Trains K same-architecture MLPs side by side with plain SGD; one result per model.
 
@@ -370,7 +245,7 @@ def train_stacked(
     training are not read back. A single model is simply trained by `train`. The models are split into
     groups (`plan_groups`): on CPU one group per core (`parallel_lanes`), whose
     compiled epochs run at the same time in threads, since one compiled loop
-    keeps about one core busy; groups of at most `MAX_GROUP_SIZE`; and no more
+    keeps about one core busy; groups of at most ``max_group_size``; and no more
     models in memory at once than fit the budget (`estimate_bytes`,
     `memory_budget`, or ``max_bytes``). Which group a model lands in does not
     change its trajectory.
@@ -388,7 +263,11 @@ def train_stacked(
             list's epoch-level hooks get that model's logs, and its ``set_model`` that
             model. ``model.stop_training = True`` stops that model after the epoch.
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
-        max_bytes: overrides the memory budget of one group (bytes).
+        max_bytes: overrides the memory budget of one wave of groups (bytes).
+        max_group_size: most models in one compiled group; default
+            `keras_initlab.training.planning.MAX_GROUP_SIZE` of the device (16 on CPU).
+        lanes: groups trained at the same time; default `parallel_lanes` (the
+            usable CPU cores; 1 on a GPU).
 
     Returns:
         One entry per model, in order: its ``keras.callbacks.History``, or a
@@ -397,6 +276,7 @@ def train_stacked(
         written back as they were after the failing epoch); the others go on,
         unaffected.
     """
+    require_tensorflow("keras_initlab.train_stacked")
     check_schedule(epochs, batch_size, len(data.x_train))
     arch = _architecture(models)
     if callbacks is not None and (
@@ -407,8 +287,9 @@ def train_stacked(
             f"Argument `callbacks` must be None or hold one list of callbacks per model "
             f"({len(models)} lists). Received: callbacks={callbacks!r}"
         )
-    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
-        raise ValueError(f"Argument `max_bytes` must be None or an int >= 1. Received: max_bytes={max_bytes!r}")
+    max_bytes = check_optional_int(max_bytes, "max_bytes", minimum=1)
+    max_group_size = check_optional_int(max_group_size, "max_group_size", minimum=1)
+    lanes = check_optional_int(lanes, "lanes", minimum=1)
     if len(models) == 1:  # nothing to stack: the single-model trainer is the faster path
         try:
             return [train(models[0], data, epochs, batch_size, learning_rate, seed,
@@ -416,66 +297,54 @@ def train_stacked(
         except NonFiniteLossError as e:
             return [e]
     device_name = resolve_device(device)
-    waves = plan_groups(models[0], data, len(models), batch_size, device_name, max_bytes, parallel_lanes(device_name))
-    steps = _StackedSteps(arch, batch_size, learning_rate)
+    lanes = parallel_lanes(device_name) if lanes is None else lanes
+    waves = plan_groups(models[0], data, len(models), batch_size, device_name, max_bytes, lanes, max_group_size)
+    compiled = _StackedEpoch(arch, batch_size, learning_rate)
     orders = epoch_orders(seed, epochs, len(data.x_train))
+    steps_per_epoch = len(data.x_train) // batch_size
+    reporters = [
+        EpochReporter(model, None if callbacks is None else callbacks[k], epochs, steps_per_epoch)
+        for k, model in enumerate(models)
+    ]
     results: list[keras.callbacks.History | NonFiniteLossError] = []
     with tf.device(device_name), ThreadPoolExecutor(max(len(wave) for wave in waves)) as pool:
-        x_train = tf.constant(as_model_input(models[0], data.x_train).reshape(len(data.x_train), -1))
-        y_train = tf.constant(data.y_train, dtype=tf.int32)
-        x_val = tf.constant(as_model_input(models[0], data.x_val).reshape(len(data.x_val), -1))
-        y_val = tf.constant(data.y_val, dtype=tf.int32)
+        tensors = DeviceData.place(data, models[0])
         start = 0
         for wave in waves:
             size = sum(wave)
-            results += _train_wave(
-                steps, wave, models[start:start + size], None if callbacks is None else callbacks[start:start + size],
-                (x_train, y_train, x_val, y_val), orders, batch_size, pool, device_name,
-            )
+            results += _train_wave(compiled, wave, reporters[start:start + size], tensors, orders, pool, device_name)
             start += size
     return results
 
 
-def _train_wave(steps, sizes, models, callbacks, tensors, orders, batch_size, pool, device_name):
+def _train_wave(compiled, sizes, reporters, tensors, orders, pool, device_name):
     """Trains one wave: groups of ``sizes`` models, each group one stacked graph, the groups'
     epochs running concurrently on ``pool``; callbacks run in this thread, model by model in order.
     Returns the models' results in order."""
-    x_train, y_train, x_val, y_val = tensors
-    epochs = len(orders)
-    layers = [_dense_layers(model) for model in models]
+    layers = [_dense_layers(reporter.model) for reporter in reporters]
     starts = [sum(sizes[:g]) for g in range(len(sizes))]
     params = [
         [tf.stack([getattr(model_layers[i], name).value for model_layers in layers[start:start + size]])
          for i in range(len(layers[0])) for name in ("kernel", "bias")]
         for start, size in zip(starts, sizes)
     ]
-    histories = [keras.callbacks.History() for _ in models]
-    callback_lists = [
-        keras.callbacks.CallbackList(
-            [*(callbacks[k] if callbacks is not None else []), histories[k]],
-            model=model, epochs=epochs, steps=len(x_train) // batch_size, verbose=0,
-        )
-        for k, model in enumerate(models)
-    ]
-    results: list = list(histories)
-    active = list(range(len(models)))
-
+    results: list = [reporter.history for reporter in reporters]
+    active = list(range(len(reporters)))
     group_of = [g for g, size in enumerate(sizes) for _ in range(size)]
 
     def epoch_of(group: int, order, members: list[int]):
         """One epoch of one group; writes the new weights of its ``members`` (still training) back."""
         with tf.device(device_name):  # the device scope is per thread
-            new, train_losses = steps.train_epoch(params[group], x_train, y_train, order)
-            val_losses, val_accuracies = steps.evaluate(new, x_val, y_val)
+            new, train_losses = compiled.train(params[group], tensors.x_train, tensors.y_train, order)
+            val_losses, val_accuracies = compiled.evaluate(new, tensors.x_val, tensors.y_val)
             _write_back(new, {k - starts[group]: layers[k] for k in members})
             return new, [t.numpy() for t in (train_losses, val_losses, val_accuracies)]
 
     for k in active:
-        models[k].stop_training = False
-        callback_lists[k].on_train_begin()
-    for epoch in range(epochs):
+        reporters[k].begin()
+    for epoch in range(len(orders)):
         for k in active:
-            callback_lists[k].on_epoch_begin(epoch)
+            reporters[k].epoch_begin(epoch)
         order = tf.constant(orders[epoch])
         members = {g: [k for k in active if group_of[k] == g] for g in sorted({group_of[k] for k in active})}
         # A group whose models all stopped rests; callbacks then see each model as trained so far.
@@ -486,23 +355,19 @@ def _train_wave(steps, sizes, models, callbacks, tensors, orders, batch_size, po
             for i in range(sizes[g]):
                 stats[starts[g] + i] = [float(v[i]) for v in values]
         for k in list(active):
-            train_loss, val_loss, val_accuracy = stats[k]
-            if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
-                results[k] = NonFiniteLossError(
-                    f"Non-finite loss in epoch {epoch + 1} of model {models[k].name!r}: "
-                    f"train_loss={train_loss}, val_loss={val_loss}."
-                )
+            try:
+                stop = reporters[k].epoch_end(epoch, *stats[k])
+            except NonFiniteLossError as error:  # this model drops out; the others go on
+                results[k] = error
                 active.remove(k)
                 continue
-            logs = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
-            callback_lists[k].on_epoch_end(epoch, logs)
-            if models[k].stop_training:
-                callback_lists[k].on_train_end()
+            if stop:
+                reporters[k].end()
                 active.remove(k)
         if not active:
             break
     for k in active:
-        callback_lists[k].on_train_end()
+        reporters[k].end()
     return results
 
 

@@ -1,0 +1,289 @@
+"""Running a comparison spec: data -> models -> trainers -> MLflow tracking -> report.
+
+`run_comparison` trains every (scheme, seed) run of a `keras_initlab.spec.ComparisonSpec`
+and tracks it (`keras_initlab.tracking`); `diagnose_spec` shows every scheme of a
+spec at initialization. Both need the TensorFlow backend (`keras_initlab.backend`).
+
+>>> from keras_initlab.spec import ComparisonSpec
+>>> outcome = run_comparison(ComparisonSpec.from_file("scripts/configs/nielsen.yaml"))  # doctest: +SKIP
+>>> outcome.summary[0].final                                                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import keras
+
+from keras_initlab.backend import require_tensorflow
+from keras_initlab.data import Dataset, load_dataset
+from keras_initlab.models import build_mlp
+from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_preactivation_std_by_depth
+from keras_initlab.report import summarize, to_csv, to_markdown
+from keras_initlab.spec import ComparisonSpec, Run, SchemeSpec, SpecError
+from keras_initlab.tracking import (
+    RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, check_reachable, initializer_param, resolve_tracking_uri,
+)
+from keras_initlab.training import resolve_device, train, train_stacked
+
+
+# -- models, data and diagnostics of a spec ------------------------------------------------
+
+DIAGNOSTIC_EXAMPLES = 1000
+"""How many validation examples (the first ones) the diagnostics at initialization use."""
+
+
+def load_spec_data(spec: ComparisonSpec) -> Dataset:
+    """The spec's dataset (`keras_initlab.data.load_dataset`), cut to ``subset`` when it has one."""
+
+    data = load_dataset(spec.dataset, data_dir=spec.data_dir)
+    return data if spec.subset is None else data.subset(*spec.subset)
+
+
+def build_model(spec: ComparisonSpec, scheme: SchemeSpec, seed: int, n_train: int) -> keras.Model:
+    """The untrained model of one (scheme, seed) run of ``spec``."""
+
+    return build_mlp(
+        spec.sizes, spec.activation, spec.output, scheme.initializers(),
+        l2_lambda=spec.l2_lambda, n_train=n_train, seed=seed,
+    )
+
+
+def diagnostic_batch(data: Dataset) -> tuple:
+    """``(x, y)``: the first `DIAGNOSTIC_EXAMPLES` validation examples, the same for every run."""
+    n = min(DIAGNOSTIC_EXAMPLES, data.n_val)
+    return data.x_val[:n], data.y_val[:n]
+
+
+def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | None = None) -> dict:
+    """Every scheme of ``spec`` at initialization: ``{scheme: DiagnosticsTable}``, and figures in ``out_dir``.
+
+    Builds each scheme's model with ``seed`` (default: the spec's first seed),
+    runs `keras_initlab.diagnostics.diagnose` on `diagnostic_batch`, and writes
+    ``activations-<scheme>.png`` (per-layer activation histograms) per scheme
+    and ``preact-std-by-depth.png`` (measured std, predicted dashed, every
+    scheme on one axis). An initializer whose variance the theory does not know
+    is a `SpecError` naming the scheme.
+
+    >>> tables = diagnose_spec(ComparisonSpec.from_file("scripts/configs/deep-tanh.yaml"), "out")  # doctest: +SKIP
+    """
+    require_tensorflow("initlab diagnose")
+    seed = spec.seeds[0] if seed is None else seed
+    data = load_spec_data(spec)
+    batch = diagnostic_batch(data)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for i, scheme in enumerate(spec.schemes):
+        model = build_model(spec, scheme, seed, data.n_train)
+        title = f"{scheme.name} (seed {seed}): activations at initialization"
+        try:
+            tables[scheme.name], figure = diagnose_with_histograms(model, *batch, title=title)
+        except TypeError as e:
+            raise SpecError(f"schemes[{i}] ({scheme.name}): cannot predict its variance: {e}") from None
+        figure.savefig(out / f"activations-{scheme.name}.png")
+    title = f"{spec.name} at initialization (dashed: predicted)"
+    figure = plot_preactivation_std_by_depth(tables, title=title, show_predicted=True)
+    figure.savefig(out / "preact-std-by-depth.png")
+    return tables
+
+
+# -- running a comparison ------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonOutcome:
+    """What `run_comparison` did: where it logged, the summary, and which runs failed."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    summary: list
+    failures: dict[str, str]
+    skipped: list[str]
+
+
+class _Progress(keras.callbacks.Callback):
+    """One status line: runs done / total and the current run's (or group's) epoch."""
+
+    def __init__(self, stream, total: int):
+        super().__init__()
+        self.stream, self.total, self.done, self.label, self.reporting = stream, total, 0, "", ""
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def start(self, label: str, reporting: str) -> None:
+        """A new group: ``label`` names its runs, ``reporting`` the run whose logs this callback sees."""
+        self.label, self.reporting = label, reporting
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stream is None:
+            return
+        line = f"[{self.done}/{self.total} runs done] {self.label}: epoch {epoch + 1}/{self.params['epochs']}"
+        if logs and "val_accuracy" in logs:
+            line += f"  ({self.reporting}: val_accuracy {logs['val_accuracy']:.4f})"
+        self.stream.write(("\r" + line.ljust(100)) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def finish(self, runs: int) -> None:
+        self.done += runs
+        if self.stream is not None and self.tty:
+            self.stream.write("\n")
+
+
+def _child_params(spec: ComparisonSpec, run: Run, model: keras.Model, device: str) -> dict:
+    first = next(layer for layer in model.layers if hasattr(layer, "kernel_initializer"))
+    return {
+        "scheme": run.scheme.name,
+        "kernel_initializer": initializer_param(first.kernel_initializer),
+        "bias_initializer": initializer_param(first.bias_initializer),
+        "sizes": json.dumps(list(spec.sizes)),
+        "activation": spec.activation,
+        "output": spec.output,
+        "seed": run.seed,
+        "dataset": spec.dataset if spec.subset is None else f"{spec.dataset}[:{spec.subset[0]},:{spec.subset[1]}]",
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "learning_rate": spec.learning_rate,
+        "l2_lambda": spec.l2_lambda,
+        "device": device,
+    }
+
+
+def _groups(runs: list[Run], stack: bool) -> list[list[Run]]:
+    """Runs trained together: all schemes of one seed (they share the data order), or one by one."""
+    if not stack:
+        return [[run] for run in runs]
+    by_seed: dict[int, list[Run]] = {}
+    for run in runs:
+        by_seed.setdefault(run.seed, []).append(run)
+    return list(by_seed.values())
+
+
+def run_comparison(
+    spec: ComparisonSpec,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    resume: bool = False,
+    stack: bool = True,
+    progress=None,
+    spec_file: str | os.PathLike | None = None,
+) -> ComparisonOutcome:
+    """Trains every (scheme, seed) run of ``spec`` and tracks it in MLflow (see `keras_initlab.tracking`).
+
+    With ``stack`` the schemes of one seed train side by side in one compiled
+    model (`keras_initlab.training.train_stacked`: the same mini-batches for every
+    scheme, a paired comparison); otherwise one model at a time. Either way each
+    (scheme, seed) gets its own child run with the same params and metrics.
+
+    A run that fails (an exception, a non-finite loss) is marked FAILED with the
+    reason and the others go on; ``resume`` re-opens the latest parent run of the
+    same spec and trains only the runs not FINISHED there. An interrupt
+    (Ctrl-C) marks the runs in flight and the parent KILLED and re-raises.
+
+    Example:
+
+    >>> outcome = run_comparison(ComparisonSpec.from_file("scripts/configs/nielsen.yaml"))  # doctest: +SKIP
+
+    Raises:
+        BackendError: under a Keras backend other than TensorFlow, before anything is tracked.
+        TrackingUnavailableError: when an HTTP tracking server does not answer, before anything is tracked.
+    """
+    require_tensorflow("initlab compare")
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    device = resolve_device(spec.device)
+    data = load_spec_data(spec)
+    tracker = ComparisonTracker(uri, experiment or spec.name, spec.hash)
+    shared = {k: v for k, v in spec.to_json().items() if k not in ("name", "model")}
+    shared.update(sizes=json.dumps(list(spec.sizes)), activation=spec.activation, output=spec.output)
+    shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
+    finished = tracker.start_parent(params=shared, resume=resume)
+    files = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
+    if spec_file is not None:  # the file as written, beside what ran (overrides applied)
+        files[f"original-{Path(spec_file).name}"] = Path(spec_file).read_bytes()
+    tracker.log_parent_artifacts(files)
+
+    pending = [run for run in spec.runs() if run.key not in finished]
+    batch = diagnostic_batch(data)
+    bar = _Progress(progress, len(pending))
+    failures: dict[str, str] = {}
+    loggers: list = []
+    try:
+        for group in _groups(pending, stack):
+            models, run_ids, loggers = [], [], []
+            for run in group:
+                model = build_model(spec, run.scheme, run.seed, data.n_train)
+                run_id = tracker.start_child(run.key, _child_params(spec, run, model, device))
+                try:
+                    table, figure = diagnose_with_histograms(model, *batch, title=f"{run.key}: activations at init")
+                except TypeError as e:  # an explicit scheme's initializer whose variance the theory lacks
+                    tracker.skip_initial_diagnostics(run_id, str(e))
+                else:
+                    tracker.log_initial_diagnostics(run_id, table, figure)
+                models.append(model)
+                run_ids.append(run_id)
+                loggers.append(EpochMetricsLogger(tracker, run_id))
+            common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
+                          seed=group[0].seed, device=spec.device)
+            bar.start(", ".join(run.key for run in group), group[-1].key)
+            try:
+                if len(group) > 1:
+                    callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
+                    outcomes = train_stacked(models, data, callbacks=callbacks, **common)
+                else:
+                    outcomes = [train(models[0], data, callbacks=[loggers[0], bar], **common)]
+            except Exception as e:  # the group's runs are recorded as failed; the comparison goes on
+                outcomes = [e] * len(group)
+            for run, model, run_id, logger, outcome in zip(group, models, run_ids, loggers, outcomes):
+                logger.flush()
+                if isinstance(outcome, Exception):
+                    failures[run.key] = f"{type(outcome).__name__}: {outcome}"
+                    tracker.fail_child(run_id, failures[run.key])
+                else:
+                    tracker.finish_child(run_id, model)
+            bar.finish(len(group))
+        summary = _log_summary(tracker, spec, data.name)
+    except BaseException as error:  # Ctrl-C, or MLflow failing: nothing is left RUNNING
+        for logger in loggers:  # keep the epochs that did complete
+            with contextlib.suppress(Exception):
+                logger.flush()
+        interrupted = isinstance(error, KeyboardInterrupt)
+        with contextlib.suppress(Exception):
+            tracker.kill_running_children("interrupted" if interrupted else f"aborted: {type(error).__name__}: {error}")
+            tracker.finish_parent("KILLED" if interrupted else "FAILED")
+        raise
+    tracker.finish_parent("FAILED" if failures else "FINISHED")
+    return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
+
+
+def _log_summary(tracker, spec: ComparisonSpec, data_name: str) -> list:
+    """Summarizes the FINISHED children's histories into the parent: plot, tables, key metrics."""
+    results: dict[str, list[dict]] = {}
+    for child in sorted(tracker.children(), key=lambda c: c.data.tags.get(RUN_KEY_TAG, "")):
+        if child.info.status == "FINISHED":
+            history = {"val_accuracy": tracker.metric_history(child.info.run_id, "val_accuracy")}
+            results.setdefault(child.data.params["scheme"], []).append(history)
+    results = {s.name: results[s.name] for s in spec.schemes if s.name in results}
+    summary = summarize(results) if results else []
+    if summary:
+        title = f"{spec.name}: {spec.sizes} {spec.activation} on {data_name}"
+        tracker.log_parent_artifacts(
+            {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary)},
+            figures={"comparison.png": plot_comparison(results, title=title)},
+        )
+        metrics = {}
+        for row in summary:
+            metrics[f"val_accuracy_epoch1.{row.scheme}"] = row.epoch_1
+            if row.epoch_5 is not None:
+                metrics[f"val_accuracy_epoch5.{row.scheme}"] = row.epoch_5
+            metrics[f"final_val_accuracy.{row.scheme}"] = row.final
+            for level in ("90", "95"):
+                value = getattr(row, f"epochs_to_{level}")
+                if value is not None:
+                    metrics[f"epochs_to_{level}pct.{row.scheme}"] = value
+        tracker.log_parent_metrics(metrics)
+    return summary

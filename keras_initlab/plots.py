@@ -1,0 +1,128 @@
+"""Every figure of the package, drawn one way: a matplotlib `Figure` on an Agg canvas.
+
+No pyplot (no global state, no window); matplotlib is imported when the first
+figure is drawn, so that ``import keras_initlab`` stays light. Each function
+returns the `matplotlib.figure.Figure`; save it with ``figure.savefig(path)``.
+
+- `plot_comparison`: a comparison's validation curves, mean and min-max band over seeds.
+- `plot_activation_histograms`: per layer, the histogram of activations at initialization.
+- `plot_preactivation_std_by_depth`: measured (and predicted) pre-activation std against depth.
+- `diagnose_with_histograms`: `keras_initlab.diagnose`'s table and the histograms from one forward pass.
+
+>>> from keras_initlab import build_mlp, load_dataset
+>>> x = load_dataset("mnist-10k").x_val[:500]
+>>> plot_activation_histograms(build_mlp(scheme="nielsen-large", seed=0), x).savefig("hist.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+
+from keras_initlab.diagnostics import LayerDiagnostics, LayerSignals, collect_signals, tabulate
+from keras_initlab.report import Results, curves
+
+
+def _figure(**kwargs):
+    """A `matplotlib.figure.Figure` on an Agg canvas; pyplot (and its global state) is not used."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(**kwargs)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def plot_activation_histograms(model: keras.Model, x_batch, title: str | None = None, bins: int = 50):
+    """One histogram panel per diagnosed layer of its activations ``a`` on ``x_batch``.
+
+    The classic picture: tiny weights collapse every sigmoid to 0.5 (tanh/ReLU
+    to 0), large ones pile the outputs up at the saturation ends. Bars show the
+    fraction of all entries (examples x units); sigmoid panels span [0, 1].
+    Returns the Figure (one axes per layer, up to 4 per row).
+    """
+    return _histograms(collect_signals(model, x_batch), model.name if title is None else title, bins)
+
+
+def _histograms(signals: Sequence[LayerSignals], title: str, bins: int = 50):
+    n = len(signals)
+    cols = min(n, 4)
+    rows = math.ceil(n / cols)
+    # Fixed margins, not a layout engine, and one filled step outline per panel, not `bins` bar
+    # patches: drawing stays cheap enough to do for every tracked run.
+    width, height = 3.2 * cols, 2.6 * rows + 0.6
+    figure = _figure(figsize=(width, height), dpi=80)
+    figure.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height,
+                           top=1 - 0.75 / height, wspace=0.35, hspace=0.6)
+    for i, signal in enumerate(signals):
+        axes = figure.add_subplot(rows, cols, i + 1)
+        values = signal.activations.astype(np.float64).ravel()
+        value_range = (0.0, 1.0) if signal.activation == "sigmoid" else None
+        counts, edges = np.histogram(values[np.isfinite(values)], bins=bins, range=value_range)
+        axes.stairs(counts / values.size, edges, fill=True)
+        axes.set_title(f"{signal.depth}: {signal.name} ({signal.activation})", fontsize=9)
+        axes.set_xlabel("activation")
+        if i % cols == 0:
+            axes.set_ylabel("fraction")
+    figure.suptitle(title)
+    return figure
+
+
+def plot_preactivation_std_by_depth(
+    tables: Mapping[str, Sequence[LayerDiagnostics]], title: str | None = None, show_predicted: bool = False
+):
+    """Measured pre-activation std against layer depth: one line per scheme, log y axis.
+
+    ``tables`` maps a label (e.g. a scheme name) to its `diagnose` result. A std
+    of exactly 0 cannot be drawn on a log axis: those points are left out and
+    the label says so. With ``show_predicted``, each scheme's predicted std is
+    drawn dashed in the same colour. Returns the Figure (one axes).
+    """
+    if not tables:
+        raise ValueError("Argument `tables` must map at least one label to a DiagnosticsTable.")
+    figure = _figure(figsize=(6.0, 4.0), layout="constrained")
+    axes = figure.add_subplot(1, 1, 1)
+    for label, table in tables.items():
+        depths = [row.depth for row in table]
+        stds = np.array([row.preactivation_std for row in table], dtype=np.float64)
+        zero = stds <= 0
+        zero_depths = ", ".join(str(d) for d, z in zip(depths, zero) if z)
+        shown = f"{label} (std 0 at depth {zero_depths})" if zero_depths else label
+        (line,) = axes.plot(depths, np.where(zero, np.nan, stds), marker="o", label=shown)
+        if show_predicted:
+            predicted = np.array([row.predicted_std for row in table], dtype=np.float64)
+            axes.plot(depths, np.where(predicted <= 0, np.nan, predicted), linestyle="--", color=line.get_color())
+    axes.set_yscale("log")
+    axes.set_xlabel("layer depth")
+    axes.set_ylabel("pre-activation std")
+    all_depths = sorted({row.depth for table in tables.values() for row in table})
+    axes.set_xticks(all_depths)
+    axes.legend(fontsize=8)
+    if title:
+        axes.set_title(title)
+    return figure
+
+
+def plot_comparison(results: Results, metric: str = "val_accuracy", title: str = ""):
+    """``metric`` against epoch: per scheme the mean over seeds and a min-max band (`keras_initlab.report.curves`)."""
+    figure = _figure(figsize=(7, 4.5), dpi=120, layout="tight")
+    axes = figure.add_subplot()
+    for scheme, c in curves(results, metric).items():
+        epochs = np.arange(1, c.shape[1] + 1)
+        (line,) = axes.plot(epochs, c.mean(axis=0), label=f"{scheme} (n={c.shape[0]})")
+        axes.fill_between(epochs, c.min(axis=0), c.max(axis=0), color=line.get_color(), alpha=0.2, linewidth=0)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric.replace("_", " "))
+    axes.set_title(title or f"{metric} by epoch: mean and min-max over seeds")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    return figure
+
+
+def diagnose_with_histograms(model: keras.Model, x_batch, y_batch=None, title: str | None = None):
+    """`keras_initlab.diagnose` and `plot_activation_histograms` from one forward pass: ``(table, figure)``."""
+    signals = collect_signals(model, x_batch)
+    return tabulate(model, signals, x_batch, y_batch), _histograms(signals, model.name if title is None else title)
