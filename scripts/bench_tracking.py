@@ -16,9 +16,9 @@ import argparse
 import tempfile
 import time
 
-from keras_initlab.experiment import ComparisonSpec, _groups, build_model, load_spec_data, run_comparison
-from keras_initlab.stacked import train_stacked
-from keras_initlab.training import train
+from keras_initlab.comparison import _groups, build_model, load_spec_data, run_comparison
+from keras_initlab.spec import ComparisonSpec
+from keras_initlab.training import train, train_stacked
 
 
 def untracked(spec: ComparisonSpec) -> None:

@@ -8,14 +8,14 @@ model, in the same run, and prints the ratio. It also relates the trainer's rate
 to the arithmetic limit: FLOPs per sample x samples/s against this machine's
 measured float32 matmul rate.
 
-Then K models stacked (`keras_initlab.stacked.train_stacked`, schemes cycling
+Then K models stacked (`keras_initlab.train_stacked`, schemes cycling
 over `STACK_SCHEMES`, one seed each): total samples/s = K x 8,000 / (seconds of
 the second epoch, summed over the groups train_stacked splits K into), against
 K separate runs of the single-model trainer, whose total rate is the trainer's
 rate (a) (measured once; K runs take K times as long), and against plain fit.
 By default train_stacked splits the K models into one group per CPU core whose
 epochs run concurrently (waves of groups of at most `MAX_GROUP_SIZE`); "one
-group" lifts the cap and uses one lane, to show what the plan gains. Every
+group" passes ``max_group_size=K, lanes=1``, to show what the plan gains. Every
 measurement is repeated `--repeats` times, interleaved, and the best is kept:
 the machine is shared, so compare ratios within one run.
 """
@@ -28,10 +28,9 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initlab.data import load_dataset
-from keras_initlab import stacked
-from keras_initlab.models import build_mlp, default_loss
-from keras_initlab.stacked import plan_groups, train_stacked
-from keras_initlab.training import as_model_input, resolve_device, train
+from keras_initlab.models import as_model_input, build_mlp, default_loss
+from keras_initlab.training import resolve_device, train, train_stacked
+from keras_initlab.training.planning import default_max_group_size, parallel_lanes, plan_groups
 
 SIZES = [784, 30, 10]
 BATCH = 10
@@ -86,15 +85,8 @@ def stacked_rate(data, k: int, one_group: bool) -> float:
     models = [build_mlp(SIZES, scheme=STACK_SCHEMES[i % len(STACK_SCHEMES)], l2_lambda=5.0,
                         n_train=data.n_train, seed=i) for i in range(k)]
     timer = GroupEpochTimer()
-    saved_cap, saved_lanes = dict(stacked.MAX_GROUP_SIZE), stacked.parallel_lanes
-    if one_group:
-        stacked.MAX_GROUP_SIZE.update({name: k for name in saved_cap})
-        stacked.parallel_lanes = lambda device_name: 1
-    try:
-        outcomes = train_stacked(models, data, epochs=2, batch_size=BATCH, seed=0, callbacks=[[timer]] * k)
-    finally:
-        stacked.MAX_GROUP_SIZE.update(saved_cap)
-        stacked.parallel_lanes = saved_lanes
+    plan = dict(max_group_size=k, lanes=1) if one_group else {}
+    outcomes = train_stacked(models, data, epochs=2, batch_size=BATCH, seed=0, callbacks=[[timer]] * k, **plan)
     assert all(isinstance(o, keras.callbacks.History) for o in outcomes), outcomes
     timer.close()
     return k * data.n_train / sum(timer.seconds[1::2])  # epochs of each wave: warm-up, measured
@@ -140,7 +132,7 @@ def main() -> None:
     args = parser.parse_args()
     data = load_dataset("mnist-10k")
     device_name = resolve_device("auto")
-    cap, lanes = stacked.MAX_GROUP_SIZE[device_name], stacked.parallel_lanes(device_name)
+    cap, lanes = default_max_group_size(device_name), parallel_lanes(device_name)
     configs = [(k, one_group) for k in args.stacked for one_group in (False, True) if k > 1 or not one_group]
     rates: dict = {"fast": [], "plain": [], **{c: [] for c in configs}}
     for _ in range(args.repeats):  # interleaved, so that a busy spell of the shared machine hits all alike

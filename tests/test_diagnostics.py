@@ -1,16 +1,12 @@
 """diagnose() and the plots: the classic pictures at initialization, measured."""
 
-import ast
 import dataclasses
 import math
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-import keras_initlab.diagnostics
-import keras_initlab.theory
 from keras_initlab import build_convnet, build_mlp, load_dataset
 from keras_initlab.diagnostics import (
     DiagnosticsTable,
@@ -244,17 +240,3 @@ def test_plots(mnist_val, tables, tmp_path):
     assert len(labels) == len(tables) and any("std 0" in label for label in labels)  # zeros scheme
     figure.savefig(tmp_path / "depth.png")
     assert (tmp_path / "depth.png").stat().st_size > 0
-
-
-def test_plotting_and_tracking_libraries_are_imported_lazily():
-    # Checked in the source: Keras 3.15 itself imports matplotlib (keras.src.visualization),
-    # so sys.modules cannot tell whether these modules would.
-    for module in (keras_initlab.theory, keras_initlab.diagnostics):
-        tree = ast.parse(Path(module.__file__).read_text())
-        top_level = set()
-        for node in tree.body:
-            if isinstance(node, ast.Import):
-                top_level.update(alias.name.split(".")[0] for alias in node.names)
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                top_level.add(node.module.split(".")[0])
-        assert not top_level & {"matplotlib", "mlflow"}, (module.__name__, top_level)

@@ -1,0 +1,89 @@
+"""One error policy: a wrong type is a TypeError, a bad value a ValueError, in Keras' words, everywhere."""
+
+import numpy as np
+import pytest
+
+from keras_initlab import build_convnet, build_mlp, load_dataset
+from keras_initlab.checks import (
+    MAX_SHOWN, check_choice, check_int, check_ints, check_number, check_optional_int, shown,
+)
+from keras_initlab.spec import ComparisonSpec, SpecError, SpecTypeError
+
+
+def test_ints():
+    assert check_int(np.int64(3), "epochs", minimum=1) == 3 and type(check_int(np.int64(3), "e")) is int
+    with pytest.raises(TypeError, match=r"^Argument `epochs` must be an int >= 1. Received: epochs=2.0$"):
+        check_int(2.0, "epochs", minimum=1)
+    with pytest.raises(TypeError, match="Received: epochs=True"):  # a bool is not an int here
+        check_int(True, "epochs", minimum=1)
+    with pytest.raises(ValueError, match=r"must be an int between 1 and 5. Received: n=6"):
+        check_int(6, "n", minimum=1, maximum=5)
+    assert check_optional_int(None, "seed") is None
+    with pytest.raises(TypeError, match=r"`seed` must be an int or None. Received: seed='1'"):
+        check_optional_int("1", "seed")
+
+
+def test_numbers():
+    assert check_number(np.float32(0.5), "learning_rate", positive=True) == 0.5
+    with pytest.raises(TypeError, match=r"`l2_lambda` must be a finite number >= 0. Received: l2_lambda='5'"):
+        check_number("5", "l2_lambda", minimum=0)
+    for bad in (0.0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="`gain` must be a positive finite number"):
+            check_number(bad, "gain", positive=True)
+
+
+def test_lists_and_choices():
+    assert check_ints((784, 30), "sizes", minimum=1, min_len=2) == [784, 30]
+    with pytest.raises(TypeError, match=r"`filters\[0\]` must be an int >= 1. Received: filters\[0\]=True"):
+        check_ints((True, 8), "filters", minimum=1, min_len=2, max_len=2)
+    with pytest.raises(ValueError, match=r"`filters` must be a list of 2 int\(s\) >= 1"):
+        check_ints([8, 16, 32], "filters", minimum=1, min_len=2, max_len=2)
+    with pytest.raises(TypeError, match="`sizes` must be a list"):
+        check_ints("784", "sizes")
+    with pytest.raises(ValueError, match=r"`device` must be one of \('cpu', 'gpu'\). Received: device='tpu'"):
+        check_choice("tpu", "device", ("cpu", "gpu"))
+    with pytest.raises(TypeError, match="Received: device=0"):
+        check_choice(0, "device", ("cpu", "gpu"))
+
+
+def test_a_huge_value_is_never_echoed_back():
+    with pytest.raises(TypeError) as info:
+        check_int("9" * 1_000_000, "epochs")
+    assert len(str(info.value)) < 3 * MAX_SHOWN and "(1000002 characters)" in str(info.value)
+    assert shown("short") == "'short'"
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: build_convnet(filters=(True, 8)), TypeError, r"`filters\[0\]` must be an int >= 1"),
+        (lambda: build_convnet(num_classes=0), ValueError, r"`num_classes` must be an int >= 1"),
+        (lambda: build_mlp(l2_lambda="5", n_train=10), TypeError, r"`l2_lambda` must be a finite number >= 0"),
+        (lambda: build_mlp(l2_lambda=5.0, n_train=10.0), TypeError, r"`n_train` must be an int >= 1"),
+        (lambda: build_mlp(sizes=[784, 30.0, 10]), TypeError, r"`sizes\[1\]` must be an int >= 1"),
+        (lambda: load_dataset().subset(10.0, 10), TypeError, r"`n_train` must be an int between 1 and 8000"),
+    ],
+)
+def test_library_arguments(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+@pytest.mark.parametrize(
+    "changes, error, message",
+    [
+        ({"l2_lambda": "5"}, SpecTypeError, r"^l2_lambda: must be a finite number >= 0; got '5'$"),
+        ({"epochs": 2.0}, SpecTypeError, r"^epochs: must be an int >= 1; got 2.0$"),
+        ({"model": {"sizes": [784, True, 10]}}, SpecTypeError, r"^model.sizes\[1\]: must be an int >= 1; got True$"),
+        ({"model": [784, 10]}, SpecTypeError, r"^model: must be a mapping"),
+        ({"schemes": "he"}, SpecTypeError, r"^schemes: must be a list of at least 1 item\(s\); got 'he'$"),
+        ({"epochs": 0}, SpecError, r"^epochs: must be an int >= 1; got 0$"),
+        ({"name": "x " * 5_000}, SpecError, r"^name: must be a name of letters.*\(10002 characters\)$"),
+    ],
+)
+def test_spec_values_wrap_the_same_checks_with_the_key_path(changes, error, message):
+    raw = {"name": "demo", "schemes": ["he"], **changes}
+    with pytest.raises(error, match=message) as info:
+        ComparisonSpec.from_dict(raw)
+    assert isinstance(info.value, SpecError)  # the command line catches every spec error as one kind
+    assert isinstance(info.value, TypeError) == (error is SpecTypeError)
