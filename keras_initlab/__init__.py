@@ -16,12 +16,22 @@ from keras_initlab.initializers import (
 )
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.diagnostics import DiagnosticsTable, diagnose
-from keras_initlab.comparison import run_comparison
 from keras_initlab.models import build_convnet, build_mlp
 from keras_initlab.schemes import get_scheme, list_schemes
 from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.theory import predicted_preactivation_std, weight_variance
 from keras_initlab.training import NonFiniteLossError, train, train_stacked
+
+
+def __getattr__(name: str):
+    # run_comparison brings the tracking, plotting and report modules: loaded on first use, so that
+    # `import keras_initlab` for the initializers stays as light as it was.
+    if name == "run_comparison":
+        from keras_initlab.comparison import run_comparison
+
+        return run_comparison
+    raise AttributeError(f"module 'keras_initlab' has no attribute {name!r}")
+
 
 __all__ = [
     "BackendError",

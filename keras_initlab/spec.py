@@ -42,7 +42,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import keras
-import yaml
 
 from keras_initlab.backend import DEVICES
 from keras_initlab.checks import (
@@ -120,6 +119,8 @@ class ComparisonSpec:
             raise SpecError(f"{path}: no such spec file")
         text = path.read_text()
         if path.suffix in (".yaml", ".yml"):
+            import yaml  # ~20 ms: loaded when a YAML spec is read, not by `import keras_initlab`
+
             try:
                 raw = yaml.safe_load(text)
             except yaml.YAMLError as e:

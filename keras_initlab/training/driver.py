@@ -74,10 +74,6 @@ class DeviceData:
             tf.constant(data.y_val, dtype=tf.int32),
         )
 
-    @property
-    def n_train(self) -> int:
-        return int(self.x_train.shape[0])
-
 
 def run_minibatches(order: tf.Tensor, batch_size: int, step: Callable, carry):
     """``carry = step(indices, carry)`` for every full mini-batch of ``order``, as one ``tf.while_loop``.

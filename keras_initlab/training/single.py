@@ -99,6 +99,8 @@ def train(
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
 
     Raises:
+        BackendError: under a Keras backend other than TensorFlow (`keras_initlab.backend`).
+        TypeError, ValueError: for a bad schedule (``epochs``, ``batch_size``) or device.
         NonFiniteLossError: when a loss becomes NaN or infinite; names the epoch and the model.
     """
     require_tensorflow("keras_initlab.train")
