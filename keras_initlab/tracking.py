@@ -142,7 +142,7 @@ class ComparisonTracker:
         (always empty for a new parent). Unfinished children of a resumed parent
         are deleted, so that nothing is logged twice.
         """
-        from mlflow.entities import Param, RunTag
+        from mlflow.entities import Param
 
         if resume:
             previous = self.client.search_runs(

@@ -24,7 +24,6 @@ import argparse
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_initlab.data import load_dataset

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from keras_initlab.cli import main
 from keras_initlab.diagnostics import diagnose
 from keras_initlab.comparison import build_model, diagnostic_batch, load_spec_data
-from keras_initlab.spec import ComparisonSpec, SpecError, SpecTypeError
+from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.report import summarize
 
 REPO = Path(__file__).resolve().parents[1]
