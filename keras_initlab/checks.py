@@ -36,6 +36,12 @@ def shown(value) -> str:
     return f"{text[:MAX_SHOWN]}... ({len(text)} characters)"
 
 
+def one_line(message) -> str:
+    """``str(message)`` with every run of whitespace (newlines included) made one space, cut to 500 characters."""
+    text = " ".join(str(message).split())
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
 def fail(kind: type[Exception], name: str, requirement: str, value) -> NoReturn:
     """Raises ``kind`` (TypeError or ValueError) saying that ``name`` must be ``requirement``."""
     error = kind(f"Argument `{name}` must be {requirement}. Received: {name}={shown(value)}")
@@ -43,12 +49,20 @@ def fail(kind: type[Exception], name: str, requirement: str, value) -> NoReturn:
     raise error
 
 
-def _is_int(value) -> bool:
+def is_int(value) -> bool:
+    """True for Python and NumPy ints; never for a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """Python and NumPy ints and floats, and 0-d arrays or tensors of them; never a bool."""
+    if isinstance(value, numbers.Real):
+        return not isinstance(value, bool)
+    return (
+        tuple(getattr(value, "shape", (None,))) == ()
+        and hasattr(value, "__float__")
+        and "bool" not in str(getattr(value, "dtype", ""))
+    )
 
 
 def _bounds(minimum, maximum) -> str:
@@ -59,26 +73,22 @@ def _bounds(minimum, maximum) -> str:
     return f" <= {maximum}" if maximum is not None else ""
 
 
-def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as a Python int; TypeError unless an int (not a bool), ValueError outside the bounds."""
-    requirement = "an int" + _bounds(minimum, maximum)
-    if not _is_int(value):
+def _int(value, name: str, minimum, maximum, requirement: str) -> int:
+    if not is_int(value):
         fail(TypeError, name, requirement, value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         fail(ValueError, name, requirement, value)
     return int(value)
 
 
+def check_int(value, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as a Python int; TypeError unless an int (not a bool), ValueError outside the bounds."""
+    return _int(value, name, minimum, maximum, "an int" + _bounds(minimum, maximum))
+
+
 def check_optional_int(value, name: str, *, minimum: int | None = None) -> int | None:
     """``None``, or `check_int` of ``value`` (the message says that None is allowed)."""
-    if value is None:
-        return None
-    requirement = "an int" + _bounds(minimum, None) + " or None"
-    if not _is_int(value):
-        fail(TypeError, name, requirement, value)
-    if minimum is not None and value < minimum:
-        fail(ValueError, name, requirement, value)
-    return int(value)
+    return None if value is None else _int(value, name, minimum, None, f"an int{_bounds(minimum, None)} or None")
 
 
 def check_number(value, name: str, *, positive: bool = False, minimum: float | None = None) -> float:
@@ -87,14 +97,18 @@ def check_number(value, name: str, *, positive: bool = False, minimum: float | N
     requirement = "a positive finite number" if positive else "a finite number" + _bounds(minimum, None)
     if not _is_real(value):
         fail(TypeError, name, requirement, value)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        fail(ValueError, name, requirement, value)
     if not math.isfinite(number) or (positive and number <= 0) or (minimum is not None and number < minimum):
         fail(ValueError, name, requirement, value)
     return number
 
 
 def check_list(values, name: str, *, min_len: int = 0, max_len: int | None = None, what: str = "item(s)") -> list:
-    """``values`` as a list: TypeError unless a list or tuple, ValueError when its length is out of bounds."""
+    """``values`` as a list: TypeError unless a sequence (list, tuple, range; a str is not one),
+    ValueError when its length is out of bounds."""
     if max_len == min_len:
         count = str(min_len)
     elif max_len is None:
@@ -102,7 +116,7 @@ def check_list(values, name: str, *, min_len: int = 0, max_len: int | None = Non
     else:
         count = f"{min_len} to {max_len}"
     requirement = f"a list of {count} {what}"
-    if not isinstance(values, (list, tuple)):
+    if not isinstance(values, Sequence) or isinstance(values, (str, bytes)):
         fail(TypeError, name, requirement, values)
     if len(values) < min_len or (max_len is not None and len(values) > max_len):
         fail(ValueError, name, requirement, values)
@@ -110,11 +124,13 @@ def check_list(values, name: str, *, min_len: int = 0, max_len: int | None = Non
 
 
 def check_ints(
-    values, name: str, *, minimum: int | None = None, min_len: int = 1, max_len: int | None = None
+    values, name: str, *, minimum: int | None = None, maximum: int | None = None, min_len: int = 1,
+    max_len: int | None = None,
 ) -> list[int]:
-    """A list of ints from a list or tuple (`check_list`), each checked by `check_int` as ``name[i]``."""
-    values = check_list(values, name, min_len=min_len, max_len=max_len, what="int(s)" + _bounds(minimum, None))
-    return [check_int(v, f"{name}[{i}]", minimum=minimum) for i, v in enumerate(values)]
+    """A list of ints from a sequence (`check_list`), each checked by `check_int` as ``name[i]``."""
+    what = "int(s)" + _bounds(minimum, maximum)
+    values = check_list(values, name, min_len=min_len, max_len=max_len, what=what)
+    return [check_int(v, f"{name}[{i}]", minimum=minimum, maximum=maximum) for i, v in enumerate(values)]
 
 
 def check_choice(value, name: str, choices: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ from keras_initlab.comparison import diagnose_spec, run_comparison
 from keras_initlab.report import to_markdown
 from keras_initlab.schemes import list_schemes
 from keras_initlab.spec import ComparisonSpec, SpecError
-from keras_initlab.tracking import TrackingUnavailableError, ui_command
+from keras_initlab.tracking import TrackingLostError, TrackingUnavailableError, ui_command
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {"list": _list, "compare": _compare, "diagnose": _diagnose}
         return commands[args.command](args)
+    except TrackingLostError as e:  # runs were under way: they failed, and --resume finishes them
+        print(f"initlab {args.command}: {e}", file=sys.stderr)
+        return 1
     except (SpecError, TrackingUnavailableError, BackendError) as e:
         print(f"initlab {args.command}: {e}", file=sys.stderr)
         return 2

@@ -14,21 +14,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
 import keras
 
 from keras_initlab.backend import require_tensorflow
+from keras_initlab.checks import one_line
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.models import build_mlp
 from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_preactivation_std_by_depth
 from keras_initlab.report import summarize, to_csv, to_markdown
 from keras_initlab.spec import ComparisonSpec, Run, SchemeSpec, SpecError
 from keras_initlab.tracking import (
-    RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, check_reachable, initializer_param, resolve_tracking_uri,
+    RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, TrackingLostError, check_reachable, http_limits,
+    initializer_param, is_tracking_error, resolve_tracking_uri,
 )
 from keras_initlab.training import resolve_device, train, train_stacked
+from keras_initlab.training.planning import memory_budget, mlp_bytes
 
 
 # -- models, data and diagnostics of a spec ------------------------------------------------
@@ -38,15 +42,71 @@ DIAGNOSTIC_EXAMPLES = 1000
 
 
 def load_spec_data(spec: ComparisonSpec) -> Dataset:
-    """The spec's dataset (`keras_initlab.data.load_dataset`), cut to ``subset`` when it has one."""
+    """The spec's dataset (`keras_initlab.data.load_dataset`), cut to ``subset`` when it has one.
 
-    data = load_dataset(spec.dataset, data_dir=spec.data_dir)
-    return data if spec.subset is None else data.subset(*spec.subset)
+    A dataset that cannot be loaded (unknown name, missing or corrupt files) or a
+    subset larger than the data is a `SpecError` naming the key.
+    """
+    try:
+        data = load_dataset(spec.dataset, data_dir=spec.data_dir)
+    except (ValueError, OSError, ImportError) as e:
+        raise SpecError(f"dataset: {spec.dataset!r} cannot be loaded: {one_line(e)}") from None
+    if spec.subset is None:
+        return data
+    for key, wanted, available in zip(("subset.train", "subset.val"), spec.subset, (data.n_train, data.n_val)):
+        if wanted > available:
+            raise SpecError(f"{key}: {wanted} examples asked for, but {data.name} has {available}")
+    return data.subset(*spec.subset)
+
+
+def resolve_spec_device(spec: ComparisonSpec) -> str:
+    """The TensorFlow device of ``spec.device``; a GPU asked for on a machine without one is a `SpecError`."""
+    try:
+        return resolve_device(spec.device)
+    except RuntimeError as e:
+        raise SpecError(f"device: {e}") from None
+
+
+def check_spec_fits(spec: ComparisonSpec, data: Dataset, device_name: str) -> None:
+    """Everything the spec, the data's shape and the memory plan allow to check, before any run exists.
+
+    The first size must be the number of pixels of an image and the last the
+    number of classes; a batch must fit the training set; one model (weights,
+    gradients, activations and the data on the device, `mlp_bytes`) must fit
+    the memory budget (`memory_budget`); and every scheme's initializers must
+    fit their layers (each scheme's model is built once, e.g. a sparse
+    initializer with more connections than a layer's fan-in fails here).
+    Raises a `SpecError` naming the key.
+    """
+    pixels = math.prod(data.image_shape)
+    if spec.sizes[0] != pixels:
+        raise SpecError(
+            f"model.sizes[0]: {spec.sizes[0]} inputs, but the images of {data.name} have "
+            f"{'x'.join(map(str, data.image_shape))} = {pixels} values; use {pixels}"
+        )
+    if spec.sizes[-1] != data.num_classes:
+        raise SpecError(
+            f"model.sizes[-1]: {spec.sizes[-1]} outputs, but {data.name} has {data.num_classes} classes; "
+            f"use {data.num_classes}"
+        )
+    if spec.batch_size > data.n_train:
+        raise SpecError(f"batch_size: {spec.batch_size} is larger than the {data.n_train} training examples")
+    shared, per_model = mlp_bytes(list(spec.sizes), data.n_train, data.n_val, spec.batch_size)
+    budget = memory_budget(device_name)
+    if shared + per_model > budget:
+        raise SpecError(
+            f"model.sizes: one model needs about {per_model / 2**20:.0f} MiB and the data "
+            f"{shared / 2**20:.0f} MiB, but {budget / 2**20:.0f} MiB may be used on {device_name}"
+        )
+    for i, scheme in enumerate(spec.schemes):
+        try:
+            build_model(spec, scheme, spec.seeds[0], data.n_train)
+        except (ValueError, TypeError) as e:
+            raise SpecError(f"schemes[{i}] ({scheme.name}): {one_line(e)}") from None
 
 
 def build_model(spec: ComparisonSpec, scheme: SchemeSpec, seed: int, n_train: int) -> keras.Model:
     """The untrained model of one (scheme, seed) run of ``spec``."""
-
     return build_mlp(
         spec.sizes, spec.activation, spec.output, scheme.initializers(),
         l2_lambda=spec.l2_lambda, n_train=n_train, seed=seed,
@@ -74,6 +134,7 @@ def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | 
     require_tensorflow("initlab diagnose")
     seed = spec.seeds[0] if seed is None else seed
     data = load_spec_data(spec)
+    check_spec_fits(spec, data, resolve_spec_device(spec))
     batch = diagnostic_batch(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -190,74 +251,109 @@ def run_comparison(
 
     Raises:
         BackendError: under a Keras backend other than TensorFlow, before anything is tracked.
-        TrackingUnavailableError: when an HTTP tracking server does not answer, before anything is tracked.
+        SpecError: for anything the spec, the data and the memory plan show to be wrong
+            (`check_spec_fits`), before anything is tracked.
+        TrackingUnavailableError: when the store cannot be opened or a server does not answer,
+            before any run exists; `TrackingLostError` when it stops working during the comparison
+            (finished runs are kept as pending records, written by ``resume``).
     """
     require_tensorflow("initlab compare")
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
-    device = resolve_device(spec.device)
+    device = resolve_spec_device(spec)
     data = load_spec_data(spec)
-    tracker = ComparisonTracker(uri, experiment or spec.name, spec.hash)
+    check_spec_fits(spec, data, device)
+    with http_limits():
+        tracker = ComparisonTracker(uri, experiment or spec.name, spec.hash)
+        finished = _start(tracker, spec, resume, spec_file)
+        pending = [run for run in spec.runs() if run.key not in finished]
+        bar = _Progress(progress, len(pending))
+        failures: dict[str, str] = {}
+        try:
+            for group in _groups(pending, stack):
+                failures.update(_train_group(tracker, spec, data, device, group, bar))
+                bar.finish(len(group))
+            summary = _log_summary(tracker, spec, data.name)
+        except BaseException as error:  # Ctrl-C, or MLflow failing: nothing is left RUNNING that can be marked
+            interrupted = isinstance(error, KeyboardInterrupt)
+            with contextlib.suppress(Exception):
+                reason = "interrupted" if interrupted else f"aborted: {type(error).__name__}: {one_line(error)}"
+                tracker.kill_running_children(reason, "KILLED" if interrupted else "FAILED")
+                tracker.finish_parent("KILLED" if interrupted else "FAILED")
+            if not isinstance(error, TrackingLostError) and is_tracking_error(error):
+                raise tracker.lost(error) from None
+            raise
+        tracker.finish_parent("FAILED" if failures else "FINISHED")
+    return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
+
+
+def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_file) -> dict[str, str]:
+    """Starts (or with ``resume`` re-opens) the parent run and logs the spec; writes the runs that
+    finished while MLflow was unreachable last time. Returns ``{run_key: run_id}`` of the finished runs."""
     shared = {k: v for k, v in spec.to_json().items() if k not in ("name", "model")}
     shared.update(sizes=json.dumps(list(spec.sizes)), activation=spec.activation, output=spec.output)
     shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
     finished = tracker.start_parent(params=shared, resume=resume)
+    if resume:
+        finished.update(tracker.log_pending(finished))
     files = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
     if spec_file is not None:  # the file as written, beside what ran (overrides applied)
         files[f"original-{Path(spec_file).name}"] = Path(spec_file).read_bytes()
     tracker.log_parent_artifacts(files)
+    return finished
 
-    pending = [run for run in spec.runs() if run.key not in finished]
+
+def _train_group(
+    tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, device: str, group: list[Run], bar: _Progress
+) -> dict[str, str]:
+    """Trains one group of runs (stacked, or one run) and writes each as a child run; returns ``{run_key: failure}``.
+
+    If MLflow stops answering while the group's runs are written, each run stays a pending record
+    on disk and a `TrackingLostError` says where; ``--resume`` writes them.
+    """
     batch = diagnostic_batch(data)
-    bar = _Progress(progress, len(pending))
-    failures: dict[str, str] = {}
-    loggers: list = []
+    models, children = [], []
+    for run in group:
+        model = build_model(spec, run.scheme, run.seed, data.n_train)
+        child = tracker.start_child(run.key, _child_params(spec, run, model, device))
+        try:
+            child.add_initial_diagnostics(*diagnose_with_histograms(model, *batch, title=f"{run.key}: activations at init"))
+        except TypeError as e:  # an explicit scheme's initializer whose variance the theory lacks
+            child.skip_initial_diagnostics(str(e))
+        models.append(model)
+        children.append(child)
+    loggers = [EpochMetricsLogger(child) for child in children]
+    common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
+                  seed=group[0].seed, device=spec.device)
+    bar.start(", ".join(run.key for run in group), group[-1].key)
     try:
-        for group in _groups(pending, stack):
-            models, run_ids, loggers = [], [], []
-            for run in group:
-                model = build_model(spec, run.scheme, run.seed, data.n_train)
-                run_id = tracker.start_child(run.key, _child_params(spec, run, model, device))
-                try:
-                    table, figure = diagnose_with_histograms(model, *batch, title=f"{run.key}: activations at init")
-                except TypeError as e:  # an explicit scheme's initializer whose variance the theory lacks
-                    tracker.skip_initial_diagnostics(run_id, str(e))
-                else:
-                    tracker.log_initial_diagnostics(run_id, table, figure)
-                models.append(model)
-                run_ids.append(run_id)
-                loggers.append(EpochMetricsLogger(tracker, run_id))
-            common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
-                          seed=group[0].seed, device=spec.device)
-            bar.start(", ".join(run.key for run in group), group[-1].key)
-            try:
-                if len(group) > 1:
-                    callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
-                    outcomes = train_stacked(models, data, callbacks=callbacks, **common)
-                else:
-                    outcomes = [train(models[0], data, callbacks=[loggers[0], bar], **common)]
-            except Exception as e:  # the group's runs are recorded as failed; the comparison goes on
-                outcomes = [e] * len(group)
-            for run, model, run_id, logger, outcome in zip(group, models, run_ids, loggers, outcomes):
-                logger.flush()
-                if isinstance(outcome, Exception):
-                    failures[run.key] = f"{type(outcome).__name__}: {outcome}"
-                    tracker.fail_child(run_id, failures[run.key])
-                else:
-                    tracker.finish_child(run_id, model)
-            bar.finish(len(group))
-        summary = _log_summary(tracker, spec, data.name)
-    except BaseException as error:  # Ctrl-C, or MLflow failing: nothing is left RUNNING
-        for logger in loggers:  # keep the epochs that did complete
+        try:
+            if len(group) > 1:
+                callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
+                outcomes = train_stacked(models, data, callbacks=callbacks, **common)
+            else:
+                outcomes = [train(models[0], data, callbacks=[loggers[0], bar], **common)]
+        except Exception as e:  # the group's runs are recorded as failed; the comparison goes on
+            outcomes = [e] * len(group)
+    except KeyboardInterrupt:  # keep the epochs that did complete
+        for child in children:
             with contextlib.suppress(Exception):
-                logger.flush()
-        interrupted = isinstance(error, KeyboardInterrupt)
-        with contextlib.suppress(Exception):
-            tracker.kill_running_children("interrupted" if interrupted else f"aborted: {type(error).__name__}: {error}")
-            tracker.finish_parent("KILLED" if interrupted else "FAILED")
+                child.finish(None, "KILLED", "interrupted")
+                tracker.write_child(child)
         raise
-    tracker.finish_parent("FAILED" if failures else "FINISHED")
-    return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
+    failures = {}
+    for child, model, outcome in zip(children, models, outcomes):  # every run a complete record on disk first
+        if isinstance(outcome, Exception):
+            failures[child.run_key] = f"{type(outcome).__name__}: {outcome}"
+            child.finish(None, "FAILED", failures[child.run_key])
+        else:
+            child.finish(model)
+    for child in children:
+        try:
+            tracker.write_child(child)
+        except Exception as e:  # MLflow stopped answering: what trained stays on disk for --resume
+            raise tracker.lost(e) from None
+    return failures
 
 
 def _log_summary(tracker, spec: ComparisonSpec, data_name: str) -> list:

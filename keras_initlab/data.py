@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_initlab.checks import check_int, check_str
+from keras_initlab.checks import check_int, check_str, fail
 
 __all__ = [
     "DATA_ENV_VAR",
@@ -193,10 +193,7 @@ def load_dataset(name: str = "mnist-10k", data_dir: str | os.PathLike | None = N
     """
     check_str(name, "name")
     if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
-        raise TypeError(
-            f"Argument `data_dir` must be a path (str or os.PathLike) or None. "
-            f"Received: data_dir={data_dir!r}"
-        )
+        fail(TypeError, "data_dir", "a path (str or os.PathLike) or None", data_dir)
     if name == "mnist-10k":
         if data_dir is not None:
             raise ValueError(

@@ -22,7 +22,7 @@ import random
 import keras
 from keras import ops
 
-from keras_initlab.checks import check_choice, check_int, check_number
+from keras_initlab.checks import check_choice, check_int, check_number, fail, is_int
 
 _PACKAGE = "keras_initlab"
 _MODES = ("fan_in", "fan_out", "fan_avg")
@@ -43,7 +43,8 @@ def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
     Raises:
         ValueError: for shapes of rank < 2 (a fan is undefined for a bias)
-            or with a dimension that is not a positive integer.
+            or with a dimension < 1.
+        TypeError: for a dimension that is not an int.
     """
     shape = tuple(shape)
     if len(shape) < 2:
@@ -51,10 +52,7 @@ def compute_fans(shape: tuple[int, ...]) -> tuple[int, int]:
             "Fan-based initializers need a kernel shape of rank >= 2 "
             f"(fan_in, fan_out) or (*receptive_field, in, out). Received: shape={shape}"
         )
-    if not all(isinstance(d, int) and d > 0 for d in shape):
-        raise ValueError(
-            f"Every dimension of `shape` must be a positive integer. Received: shape={shape}"
-        )
+    shape = tuple(check_int(d, f"shape[{i}]", minimum=1) for i, d in enumerate(shape))
     receptive_field = math.prod(shape[:-2])
     return receptive_field * shape[-2], receptive_field * shape[-1]
 
@@ -182,11 +180,10 @@ class SparseGaussian(keras.initializers.Initializer):
             seed = random.randint(1, 10**9)  # drawn once, as Keras does
         elif isinstance(seed, dict):
             seed = keras.saving.deserialize_keras_object(seed)
-        elif isinstance(seed, bool) or not isinstance(seed, (int, keras.random.SeedGenerator)):
-            raise TypeError(
-                "Argument `seed` must be an int, None or a keras.random.SeedGenerator. "
-                f"Received: seed={seed!r}"
-            )
+        elif is_int(seed):
+            seed = int(seed)
+        elif not isinstance(seed, keras.random.SeedGenerator):
+            fail(TypeError, "seed", "an int, None or a keras.random.SeedGenerator", seed)
         self.seed = seed
 
     def __call__(self, shape, dtype=None):

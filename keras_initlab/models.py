@@ -111,10 +111,14 @@ def layer_initializers(scheme: SchemeLike, seed: int) -> SchemeInitializers:
 
 
 def scheme_name(scheme: SchemeLike) -> str:
-    """A short name for ``scheme``: the name itself, or the initializer class names."""
+    """A short name for ``scheme``: the name itself, or the initializer class names joined by ``_``.
+
+    It becomes part of the model's name, which TensorFlow uses as a name scope
+    (letters, digits and ``_ . - / >`` only): ``mlp_RandomNormal_Zeros``.
+    """
     if isinstance(scheme, str):
         return scheme
-    return "+".join(type(init).__name__ for init in scheme)
+    return "_".join(type(init).__name__ for init in scheme)
 
 
 def as_model_input(model: keras.Model, x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,11 @@ Optional keys: ``data_dir`` (for ``dataset: mnist``) and ``subset: {train: N, va
 Keras serializes them (``keras.initializers.serialize``) or as registered names.
 Absent keys take the defaults of `ComparisonSpec`'s fields.
 
+A spec is small and bounded: at most `MAX_SPEC_BYTES`, no YAML aliases (a "billion laughs"
+file would expand to gigabytes), names of at most `MAX_NAME_LENGTH` characters (they become
+MLflow metric and file names), and at most `MAX_SEEDS` seeds, `MAX_SCHEMES` schemes,
+`MAX_EPOCHS` epochs, `MAX_LAYERS` layers of at most `MAX_UNITS` units.
+
 Everything is checked before anything runs, with the argument checks of
 `keras_initlab.checks`; errors name the key path, e.g.
 ``schemes[2]: unknown scheme 'sparce10'; known: ...``. A value of the wrong type is a
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -49,6 +55,18 @@ from keras_initlab.checks import (
 )
 from keras_initlab.models import OUTPUTS, SchemeLike
 from keras_initlab.schemes import list_schemes
+
+
+MAX_SPEC_BYTES = 1 << 20
+"""Largest spec file read (1 MiB); a real spec is a few hundred bytes."""
+MAX_NAME_LENGTH = 100
+"""Longest spec or scheme name: names go into MLflow metric keys (at most 250 characters) and file names."""
+MAX_SEEDS = 1000
+MAX_SCHEMES = 100
+MAX_EPOCHS = 100_000
+MAX_LAYERS = 1000
+MAX_UNITS = 1_000_000
+MAX_SEED = 2**32 - 1
 
 
 class SpecError(ValueError):
@@ -117,14 +135,20 @@ class ComparisonSpec:
         path = Path(path)
         if not path.is_file():
             raise SpecError(f"{path}: no such spec file")
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(f"{path}: {size} bytes; a spec is at most {MAX_SPEC_BYTES} bytes")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SpecError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
         if path.suffix in (".yaml", ".yml"):
             import yaml  # ~20 ms: loaded when a YAML spec is read, not by `import keras_initlab`
 
             try:
-                raw = yaml.safe_load(text)
+                raw = yaml.load(text, Loader=_loader_without_aliases())
             except yaml.YAMLError as e:
-                raise SpecError(f"{path}: not valid YAML: {e}") from None
+                raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
         elif path.suffix == ".json":
             try:
                 raw = json.loads(text)
@@ -155,10 +179,13 @@ class ComparisonSpec:
             keras.activations.get(activation)
         except ValueError:
             raise SpecError(f"model.activation: unknown activation {shown(activation)}") from None
-        seeds = check_ints(raw.get("seeds", list(default["seeds"])), "seeds", minimum=0, min_len=1)
+        seeds = check_ints(
+            raw.get("seeds", list(default["seeds"])), "seeds", minimum=0, maximum=MAX_SEED, min_len=1, max_len=MAX_SEEDS
+        )
         if len(set(seeds)) != len(seeds):
             raise SpecError(f"seeds: must not repeat; got {shown(seeds)}")
-        schemes = [_scheme(s, f"schemes[{i}]") for i, s in enumerate(check_list(raw["schemes"], "schemes", min_len=1))]
+        listed = check_list(raw["schemes"], "schemes", min_len=1, max_len=MAX_SCHEMES)
+        schemes = [_scheme(s, f"schemes[{i}]") for i, s in enumerate(listed)]
         names = [s.name for s in schemes]
         if len(set(names)) != len(names):
             raise SpecError(f"schemes: names must not repeat; got {shown(names)}")
@@ -170,10 +197,11 @@ class ComparisonSpec:
             dataset=check_str(raw.get("dataset", default["dataset"]), "dataset", "a dataset name"),
             data_dir=None if data_dir is None else check_str(data_dir, "data_dir", "a directory path"),
             subset=_subset(raw.get("subset", default["subset"])),
-            sizes=tuple(check_ints(model.get("sizes", list(default["sizes"])), "model.sizes", minimum=1, min_len=2)),
+            sizes=tuple(check_ints(model.get("sizes", list(default["sizes"])), "model.sizes", minimum=1,
+                                   maximum=MAX_UNITS, min_len=2, max_len=MAX_LAYERS + 1)),
             activation=activation,
             output=check_choice(model.get("output", default["output"]), "model.output", OUTPUTS),
-            epochs=check_int(raw.get("epochs", default["epochs"]), "epochs", minimum=1),
+            epochs=check_int(raw.get("epochs", default["epochs"]), "epochs", minimum=1, maximum=MAX_EPOCHS),
             batch_size=check_int(raw.get("batch_size", default["batch_size"]), "batch_size", minimum=1),
             learning_rate=check_number(raw.get("learning_rate", default["learning_rate"]), "learning_rate", positive=True),
             l2_lambda=check_number(raw.get("l2_lambda", default["l2_lambda"]), "l2_lambda", minimum=0),
@@ -215,6 +243,24 @@ class ComparisonSpec:
         return [Run(scheme, seed) for seed in self.seeds for scheme in self.schemes]
 
 
+@functools.cache
+def _loader_without_aliases():
+    """PyYAML's safe loader, refusing aliases (``*name``): they let a few bytes expand to gigabytes."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases (*{event.anchor}) are not allowed in a spec; write the value out",
+                    event.start_mark,
+                )
+            return super().compose_node(parent, index)
+
+    return Loader
+
+
 _MODEL_KEYS = {"sizes", "activation", "output"}
 _TOP_KEYS = {field.name for field in dataclasses.fields(ComparisonSpec)} - _MODEL_KEYS | {"model"}
 
@@ -250,9 +296,11 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 def _name(value, path: str) -> str:
     """A spec or scheme name: it becomes part of MLflow metric names and of file names."""
-    requirement = "a name of letters, digits, '_', '.', '-' starting with a letter or digit"
+    requirement = (
+        f"a name of at most {MAX_NAME_LENGTH} letters, digits, '_', '.', '-' starting with a letter or digit"
+    )
     check_str(value, path, requirement)
-    if not _NAME.fullmatch(value):
+    if not _NAME.fullmatch(value) or len(value) > MAX_NAME_LENGTH:
         fail(ValueError, path, requirement, value)
     return value
 

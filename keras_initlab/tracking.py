@@ -12,22 +12,33 @@ histograms as artifacts under ``init/``.
 Tracking URI: the ``uri`` argument, else ``$MLFLOW_TRACKING_URI``, else a SQLite
 store ``tracking/mlflow.db`` under the current directory (artifacts beside it in
 ``tracking/artifacts``). MLflow is imported here only, and only when used.
+
+Nothing is lost when the store stops answering. A child run's artifacts, params
+and metrics are staged in a local folder (`pending_root`) and written to MLflow
+when the run ends; if MLflow fails then, the folder stays as a *pending record*
+and `ComparisonTracker.log_pending` writes it when the comparison is resumed.
+Requests to a tracking server give up after `HTTP_LIMITS` (seconds, not MLflow's
+minutes of retries), so a dead server is reported within about half a minute.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import keras
 
 from keras_initlab._version import __version__
+from keras_initlab.checks import one_line
 
 STORE_DIR = "tracking"
 ROLE_TAG = "initlab.role"
@@ -39,8 +50,21 @@ DIAGNOSTICS_TAG = "initlab.diagnostics"
 PARENT_TAG = "mlflow.parentRunId"
 
 
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+"""MLflow's HTTP client settings during a comparison, unless the environment sets them: a refused
+connection fails in ~3 s, a server that hangs in ~33 s (MLflow's defaults retry for minutes)."""
+
+
 class TrackingUnavailableError(RuntimeError):
-    """The tracking server cannot be reached; the message names the URI."""
+    """The tracking store cannot be used; the message names the URI (or path) and the fix."""
+
+
+class TrackingLostError(TrackingUnavailableError):
+    """The tracking store stopped answering during a comparison; finished runs wait as pending records."""
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
@@ -49,8 +73,71 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     if uri:
         return uri
     store = Path.cwd() / STORE_DIR
-    store.mkdir(exist_ok=True)
+    try:
+        store.mkdir(exist_ok=True)
+    except FileExistsError:
+        raise TrackingUnavailableError(
+            f"{store} is a file, not a folder: the default MLflow store goes there. "
+            "Move the file away or pass --tracking-uri."
+        ) from None
+    except OSError as e:
+        raise TrackingUnavailableError(
+            f"cannot create {store} for the default MLflow store ({e.strerror}); "
+            "run from a writable folder or pass --tracking-uri."
+        ) from None
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+@contextlib.contextmanager
+def http_limits() -> Iterator[None]:
+    """Sets `HTTP_LIMITS` in the environment (where unset) for the duration of the block."""
+    added = {key: value for key, value in HTTP_LIMITS.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def is_tracking_error(error: BaseException) -> bool:
+    """Whether ``error`` comes from the tracking store: MLflow's own errors, HTTP failures, and the
+    operating system's (a full disk, a folder that cannot be written; HTTP connection errors are OSErrors)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(error, (MlflowException, OSError))
+
+
+def pending_root(uri: str) -> Path:
+    """Where child runs are staged: ``pending/`` beside a SQLite store; for any other store
+    ``$XDG_CACHE_HOME/keras-initlab/pending`` (default ``~/.cache``)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).parent / "pending"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "keras-initlab" / "pending"
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on ``<database>.lock`` while a SQLite store is opened (and perhaps created):
+    two comparisons starting on a new store would otherwise both run MLflow's schema migrations."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a")
+    except OSError as e:
+        raise TrackingUnavailableError(
+            f"cannot open the MLflow store {uri}: {lock_path.parent} is not a writable folder ({e.strerror})."
+        ) from None
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def ui_command(uri: str) -> str:
@@ -87,27 +174,65 @@ def initializer_param(init: keras.initializers.Initializer) -> str:
     return f"{type(init).__name__} {json.dumps(init.get_config(), sort_keys=True)}"
 
 
+class ChildRun:
+    """One child run as it trains: its MLflow run id and everything it will hold, staged locally.
+
+    ``stage`` is a folder of the pending records (`pending_root`): ``artifacts/`` holds
+    the files to log (``init/diagnostics.md``, ``init/activations.png``,
+    ``model/model.keras``) and ``run.json`` the run key, params, tags and metrics.
+    `finish` makes the stage a complete record; `ComparisonTracker.write_child` writes it to
+    MLflow and removes the folder.
+    """
+
+    def __init__(self, run_id: str, run_key: str, params: Mapping[str, object], stage: Path):
+        self.run_id, self.run_key, self.stage = run_id, run_key, stage
+        self.params = {k: str(v) for k, v in params.items()}
+        self.tags: dict[str, str] = {}
+        self.metrics: list[tuple[str, float, int]] = []  # (key, value, step)
+        self.status = "RUNNING"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.stage / "artifacts"
+
+    def add_initial_diagnostics(self, table, figure) -> None:
+        """A `keras_initlab.diagnostics.DiagnosticsTable` at step 0 (``init/layer<depth>/<metric>``), the
+        table as ``init/diagnostics.md`` and ``figure`` (the activation histograms) as ``init/activations.png``."""
+        self.metrics += [(key, value, 0) for key, value in table.metrics().items()]
+        (self.artifacts / "init").mkdir(parents=True, exist_ok=True)
+        (self.artifacts / "init" / "diagnostics.md").write_text(table.to_markdown() + "\n")
+        figure.savefig(self.artifacts / "init" / "activations.png")
+
+    def skip_initial_diagnostics(self, reason: str) -> None:
+        """Records why the run has no initial diagnostics (the ``initlab.diagnostics`` tag)."""
+        self.tags[DIAGNOSTICS_TAG] = reason[:4900]
+
+    def finish(self, model: keras.Model | None, status: str = "FINISHED", reason: str | None = None) -> None:
+        """Ends the run locally: ``status`` (FINISHED, FAILED, KILLED), ``reason`` as the ``initlab.failure``
+        tag, the model as ``model/model.keras``, and ``run.json``: the stage is now a complete record."""
+        self.status = status
+        if reason is not None:
+            self.tags[FAILURE_TAG] = reason[:4900]
+        if model is not None:
+            (self.artifacts / "model").mkdir(parents=True, exist_ok=True)
+            model.save(self.artifacts / "model" / "model.keras")
+        record = {"run_key": self.run_key, "status": status, "params": self.params, "tags": self.tags,
+                  "metrics": self.metrics}
+        (self.stage / "run.json").write_text(json.dumps(record))
+
+
 class EpochMetricsLogger(keras.callbacks.Callback):
-    """Keras callback collecting a run's per-epoch logs; `flush` writes them in one batch.
+    """Keras callback adding a run's per-epoch logs to its `ChildRun` (written when the run ends).
 
     Epoch ``e`` (0-based in Keras) is logged with ``step = e + 1``.
     """
 
-    def __init__(self, tracker: ComparisonTracker, run_id: str):
+    def __init__(self, child: ChildRun):
         super().__init__()
-        self.tracker, self.run_id = tracker, run_id
-        self.pending: list = []
+        self.child = child
 
     def on_epoch_end(self, epoch, logs=None):
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.pending += [Metric(key, float(value), now, epoch + 1) for key, value in (logs or {}).items()]
-
-    def flush(self) -> None:
-        if self.pending:
-            self.tracker.client.log_batch(self.run_id, metrics=self.pending)
-            self.pending = []
+        self.child.metrics += [(key, float(value), epoch + 1) for key, value in (logs or {}).items()]
 
 
 class ComparisonTracker:
@@ -117,21 +242,49 @@ class ComparisonTracker:
 
     >>> tracker = ComparisonTracker("sqlite:///tracking/mlflow.db", "nielsen", spec_hash="ab12")
     >>> parent = tracker.start_parent(params={"epochs": 30}, resume=False)
+
+    Raises:
+        TrackingUnavailableError: when the store cannot be opened (unknown URI scheme, a folder that
+            cannot be written, a server that does not answer); the message names the URI.
     """
 
     def __init__(self, uri: str, experiment: str, spec_hash: str):
+        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self.uri, self.spec_hash = uri, spec_hash
         self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=_artifact_root(uri))
-        elif found.lifecycle_stage == "deleted":
-            raise ValueError(f"MLflow experiment {experiment!r} is deleted; restore it or choose another name.")
-        else:
-            self.experiment_id = found.experiment_id
+        try:
+            with _store_lock(uri):
+                self.experiment_id = self._experiment(experiment)
+        except MlflowException as e:
+            if e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+                user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+                raise TrackingUnavailableError(
+                    f"the MLflow server {uri} refused "
+                    + (f"the login of MLFLOW_TRACKING_USERNAME={user!r}" if user else "a request without a login")
+                    + f" ({e.error_code}): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user "
+                    "of that server with write access."
+                ) from None
+            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}") from None
+        except OSError as e:
+            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}") from None
         self.parent_id: str | None = None
+
+    def _experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri))
+            except MlflowException as e:  # created by another comparison in the meantime
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                found = self.client.get_experiment_by_name(name)
+        if found.lifecycle_stage == "deleted":
+            raise ValueError(f"MLflow experiment {name!r} is deleted; restore it or choose another name.")
+        return found.experiment_id
 
     # -- parent run --------------------------------------------------------------------
 
@@ -198,55 +351,87 @@ class ComparisonTracker:
 
     # -- child runs --------------------------------------------------------------------
 
-    def start_child(self, run_key: str, params: Mapping[str, object]) -> str:
-        """Creates a nested child run tagged with ``run_key`` and logs its params; returns its id."""
-        from mlflow.entities import Param
+    @property
+    def pending_dir(self) -> Path:
+        """The stages of this parent's child runs (pending records after a failure)."""
+        return pending_root(self.uri) / self.parent_id
 
+    def start_child(self, run_key: str, params: Mapping[str, object]) -> ChildRun:
+        """Creates a nested child run tagged with ``run_key`` and a fresh stage folder for it."""
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_key,
             tags={PARENT_TAG: self.parent_id, RUN_KEY_TAG: run_key, SPEC_HASH_TAG: self.spec_hash, VERSION_TAG: __version__},
         )
-        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
-        return run.info.run_id
+        stage = self.pending_dir / run_key.replace("/", "__")
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        return ChildRun(run.info.run_id, run_key, params, stage)
 
-    def log_initial_diagnostics(self, run_id: str, table, figure) -> None:
-        """Logs a child's `keras_initlab.diagnostics.diagnose` table at step 0.
+    def lost(self, error: BaseException) -> TrackingLostError:
+        """The error to raise when MLflow fails mid-comparison: what happened, where the runs are, what to do."""
+        return TrackingLostError(
+            f"the MLflow store {self.uri} stopped working ({type(error).__name__}: {one_line(error)}). "
+            f"Runs that finished are kept, in MLflow or as pending records in {self.pending_dir}; "
+            "when the store works again, rerun with --resume."
+        )
 
-        Metrics ``init/layer<depth>/<metric>`` (`DiagnosticsTable.metrics`), the
-        table as ``init/diagnostics.md`` and ``figure`` (the activation histograms)
-        as ``init/activations.png``.
-        """
-        from mlflow.entities import Metric
+    def write_child(self, child: ChildRun) -> None:
+        """Writes a finished `ChildRun` (params, tags, metrics, staged artifacts) to MLflow, marks it
+        with its status and removes its stage, once MLflow has everything."""
+        self._write(child.run_id, child)
+        self.client.set_terminated(child.run_id, child.status)
+        shutil.rmtree(child.stage)
+        for folder in (self.pending_dir, self.pending_dir.parent):  # no empty folders left behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+
+    def _write(self, run_id: str, child: ChildRun) -> None:
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in table.metrics().items()])
-        self.client.log_text(run_id, table.to_markdown() + "\n", "init/diagnostics.md")
-        self.client.log_figure(run_id, figure, "init/activations.png")
+        metrics = [Metric(key, value, now, step) for key, value, step in child.metrics]
+        params = [Param(k, v) for k, v in child.params.items()]
+        tags = [RunTag(k, v) for k, v in child.tags.items()]
+        for i in range(0, max(len(metrics), 1), _BATCH):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(run_id, metrics=metrics[i:i + _BATCH], params=params if i == 0 else [],
+                                  tags=tags if i == 0 else [])
+        if child.artifacts.is_dir():
+            self.client.log_artifacts(run_id, str(child.artifacts))
 
-    def skip_initial_diagnostics(self, run_id: str, reason: str) -> None:
-        """Records why a child has no initial diagnostics (the ``initlab.diagnostics`` tag)."""
-        self.client.set_tag(run_id, DIAGNOSTICS_TAG, reason[:4900])
+    def log_pending(self, finished: Mapping[str, str]) -> dict[str, str]:
+        """Writes the pending records of the parent (runs that finished while MLflow did not answer)
+        as FINISHED child runs, skipping run keys in ``finished``; returns ``{run_key: run_id}`` written.
 
-    def finish_child(self, run_id: str, model: keras.Model) -> None:
-        """Logs the trained model as ``model/model.keras`` and marks the run FINISHED."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.keras"
-            model.save(path)
-            self.client.log_artifact(run_id, str(path), artifact_path="model")
-        self.client.set_terminated(run_id, "FINISHED")
+        Stages of runs that did not finish (no ``run.json``, or a failed run) are removed: those runs train again.
+        """
+        written = {}
+        for stage in sorted(self.pending_dir.iterdir()) if self.pending_dir.is_dir() else []:
+            record = stage / "run.json"
+            saved = json.loads(record.read_text()) if record.is_file() else {"status": None}
+            if saved["status"] == "FINISHED" and saved["run_key"] not in finished:
+                run = self.client.create_run(self.experiment_id, run_name=saved["run_key"], tags={
+                    PARENT_TAG: self.parent_id, RUN_KEY_TAG: saved["run_key"], SPEC_HASH_TAG: self.spec_hash,
+                    VERSION_TAG: __version__,
+                })
+                child = ChildRun(run.info.run_id, saved["run_key"], saved["params"], stage)
+                child.tags, child.metrics = saved["tags"], [tuple(m) for m in saved["metrics"]]
+                self._write(child.run_id, child)
+                self.client.set_terminated(child.run_id, "FINISHED")
+                written[saved["run_key"]] = child.run_id
+            shutil.rmtree(stage)
+        return written
 
-    def fail_child(self, run_id: str, reason: str, status: str = "FAILED") -> None:
-        """Marks a child FAILED (or KILLED) with the reason as the ``initlab.failure`` tag."""
-        self.client.set_tag(run_id, FAILURE_TAG, reason[:4900])
-        self.client.set_terminated(run_id, status)
-
-    def kill_running_children(self, reason: str) -> None:
-        """Marks every child still RUNNING KILLED with ``reason`` (after an interrupt)."""
+    def kill_running_children(self, reason: str, status: str = "KILLED") -> None:
+        """Marks every child still RUNNING ``status`` (KILLED after an interrupt) with ``reason``."""
         for child in self.children():
             if child.info.status == "RUNNING":
-                self.fail_child(child.info.run_id, reason, status="KILLED")
+                self.client.set_tag(child.info.run_id, FAILURE_TAG, reason[:4900])
+                self.client.set_terminated(child.info.run_id, status)
 
     def metric_history(self, run_id: str, key: str) -> list[float]:
         """A run's values of ``key`` ordered by step."""
         return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+_BATCH = 1000

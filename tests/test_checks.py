@@ -1,9 +1,10 @@
 """One error policy: a wrong type is a TypeError, a bad value a ValueError, in Keras' words, everywhere."""
 
+import keras
 import numpy as np
 import pytest
 
-from keras_initlab import build_convnet, build_mlp, load_dataset
+from keras_initlab import SparseGaussian, build_convnet, build_mlp, compute_fans, load_dataset
 from keras_initlab.checks import (
     MAX_SHOWN, check_choice, check_int, check_ints, check_number, check_optional_int, shown,
 )
@@ -46,6 +47,18 @@ def test_lists_and_choices():
         check_choice(0, "device", ("cpu", "gpu"))
 
 
+def test_what_used_to_pass_still_passes():
+    # NumPy 0-d arrays and scalar tensors are numbers; any sequence of ints is a list of sizes.
+    assert check_number(np.array(0.25), "input_second_moment", minimum=0) == 0.25
+    assert check_number(keras.ops.mean(keras.ops.ones((3,))), "x") == 1.0
+    assert check_ints(range(3, 5), "sizes") == [3, 4]
+    assert build_mlp(sizes=range(784, 786, 1)).layers[-1].units == 785
+    with pytest.raises(TypeError):
+        check_number(np.array(True), "x")
+    with pytest.raises(ValueError, match="must be a finite number"):
+        check_number(10**400, "l2_lambda")  # beyond float's range: a value error, not an OverflowError
+
+
 def test_a_huge_value_is_never_echoed_back():
     with pytest.raises(TypeError) as info:
         check_int("9" * 1_000_000, "epochs")
@@ -62,6 +75,9 @@ def test_a_huge_value_is_never_echoed_back():
         (lambda: build_mlp(l2_lambda=5.0, n_train=10.0), TypeError, r"`n_train` must be an int >= 1"),
         (lambda: build_mlp(sizes=[784, 30.0, 10]), TypeError, r"`sizes\[1\]` must be an int >= 1"),
         (lambda: load_dataset().subset(10.0, 10), TypeError, r"`n_train` must be an int between 1 and 8000"),
+        (lambda: compute_fans((3, 3.0)), TypeError, r"`shape\[1\]` must be an int >= 1"),
+        (lambda: compute_fans((3, 0)), ValueError, r"`shape\[1\]` must be an int >= 1"),
+        (lambda: SparseGaussian(seed="1"), TypeError, r"`seed` must be an int, None or a keras.random.SeedGenerator"),
     ],
 )
 def test_library_arguments(call, error, message):
@@ -73,12 +89,14 @@ def test_library_arguments(call, error, message):
     "changes, error, message",
     [
         ({"l2_lambda": "5"}, SpecTypeError, r"^l2_lambda: must be a finite number >= 0; got '5'$"),
-        ({"epochs": 2.0}, SpecTypeError, r"^epochs: must be an int >= 1; got 2.0$"),
-        ({"model": {"sizes": [784, True, 10]}}, SpecTypeError, r"^model.sizes\[1\]: must be an int >= 1; got True$"),
+        ({"epochs": 2.0}, SpecTypeError, r"^epochs: must be an int between 1 and 100000; got 2.0$"),
+        ({"model": {"sizes": [784, True, 10]}}, SpecTypeError,
+         r"^model.sizes\[1\]: must be an int between 1 and 1000000; got True$"),
         ({"model": [784, 10]}, SpecTypeError, r"^model: must be a mapping"),
-        ({"schemes": "he"}, SpecTypeError, r"^schemes: must be a list of at least 1 item\(s\); got 'he'$"),
-        ({"epochs": 0}, SpecError, r"^epochs: must be an int >= 1; got 0$"),
-        ({"name": "x " * 5_000}, SpecError, r"^name: must be a name of letters.*\(10002 characters\)$"),
+        ({"schemes": "he"}, SpecTypeError, r"^schemes: must be a list of 1 to 100 item\(s\); got 'he'$"),
+        ({"epochs": 0}, SpecError, r"^epochs: must be an int between 1 and 100000; got 0$"),
+        ({"l2_lambda": 10**400}, SpecError, r"^l2_lambda: must be a finite number >= 0; got 1000"),
+        ({"name": "x " * 5_000}, SpecError, r"^name: must be a name of at most 100 letters.*\(10002 characters\)$"),
     ],
 )
 def test_spec_values_wrap_the_same_checks_with_the_key_path(changes, error, message):

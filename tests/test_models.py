@@ -41,7 +41,7 @@ def test_an_explicit_pair_is_cloned_and_reseeded_per_layer():
     assert model.layers[1].kernel_initializer is not kernel
     assert not np.array_equal(k1.numpy(), k2.numpy())
     assert np.all(model.layers[2].bias.numpy() == 0.5)
-    assert model.name == "mlp_ScaledGaussian+BiasConstant"
+    assert model.name == "mlp_ScaledGaussian_BiasConstant"
 
 
 def test_convnet_fans_follow_the_receptive_field():

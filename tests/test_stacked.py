@@ -189,11 +189,11 @@ def test_models_of_different_architectures_do_not_stack(small, other, message):
 @pytest.mark.parametrize(
     "models, kwargs, message",
     [
-        (lambda: [], {}, r"`models` must be a non-empty list"),
+        (lambda: [], {}, r"`models` must be a list of at least 1 Keras model\(s\)"),
         (lambda: [build_mlp([784, 10], seed=0)] * 2, {}, r"the same model more than once"),
         (lambda: [keras.Sequential([keras.Input((784,)), keras.layers.Dropout(0.1), keras.layers.Dense(10)])], {},
          r"layer 'dropout' of model 'sequential\w*' is a Dropout; only Dense layers stack"),
-        (lambda: [build_mlp([784, 10], seed=0)], {"callbacks": [[]] * 2}, r"one list of callbacks per model"),
+        (lambda: [build_mlp([784, 10], seed=0)], {"callbacks": [[]] * 2}, r"`callbacks` must be a list of 1 lists of callbacks"),
         (lambda: [build_mlp([784, 10], seed=0)], {"max_bytes": 0}, r"`max_bytes` must be an int >= 1 or None"),
         (lambda: [build_mlp([784, 10], seed=0)], {"epochs": 0}, r"`epochs` must be an int >= 1"),
         (lambda: [build_mlp([784, 10], seed=0)], {"max_group_size": 0}, r"`max_group_size` must be an int >= 1 or None"),
@@ -213,12 +213,24 @@ def test_bad_arguments(small, models, kwargs, message):
         ({"max_bytes": 1.5e9}, r"`max_bytes` must be an int >= 1 or None. Received: max_bytes=1500000000.0"),
         ({"lanes": "2"}, r"`lanes` must be an int >= 1 or None. Received: lanes='2'"),
         ({"batch_size": 10.0}, r"`batch_size` must be an int >= 1. Received: batch_size=10.0"),
+        ({"seed": True}, r"`seed` must be an int >= 0. Received: seed=True"),
+        ({"learning_rate": "0.1"}, r"`learning_rate` must be a positive finite number"),
+        ({"callbacks": 5}, r"`callbacks` must be a list of 2 lists of callbacks. Received: callbacks=5"),
+        ({"callbacks": [[], 5]}, r"`callbacks\[1\]` must be a list"),
     ],
 )
 def test_arguments_of_the_wrong_type_are_type_errors(small, kwargs, message):
     models = [build_mlp([784, 10], seed=0), build_mlp([784, 10], seed=1)]
     with pytest.raises(TypeError, match=message):
         train_stacked(models, small, **kwargs)
+
+
+def test_a_negative_learning_rate_and_a_lone_model_are_refused(small):
+    models = [build_mlp([784, 10], seed=0), build_mlp([784, 10], seed=1)]
+    with pytest.raises(ValueError, match=r"`learning_rate` must be a positive finite number. Received: learning_rate=-1.0"):
+        train_stacked(models, small, learning_rate=-1.0)  # would silently climb the loss
+    with pytest.raises(TypeError, match=r"`models` must be a list"):
+        train_stacked(models[0], small)
 
 
 def test_group_size_and_lanes_are_arguments(small):

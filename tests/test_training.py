@@ -39,11 +39,18 @@ def test_history_has_one_value_per_epoch_and_same_seed_reproduces(mnist):
 
 
 def test_epoch_orders_are_seeded_permutations():
-    orders = epoch_orders(1, 3, 100)
+    orders = np.stack(list(epoch_orders(1, 3, 100)))
     assert orders.shape == (3, 100)
     assert all(sorted(o) == list(range(100)) for o in orders)
     assert not np.array_equal(orders[0], orders[1])
-    np.testing.assert_array_equal(orders, epoch_orders(1, 3, 100))
+    np.testing.assert_array_equal(orders, np.stack(list(epoch_orders(1, 3, 100))))
+
+
+def test_epoch_orders_are_drawn_one_epoch_at_a_time():
+    orders = epoch_orders(0, 10**12, 8000)  # a huge number of epochs costs nothing up front
+    first = next(orders)
+    assert first.shape == (8000,) and first.dtype == np.int32
+    np.testing.assert_array_equal(first, next(epoch_orders(0, 1, 8000)))
 
 
 def test_any_keras_optimizer_and_callbacks(mnist):

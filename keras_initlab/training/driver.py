@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -41,18 +41,22 @@ def resolve_device(device: str) -> str:
     return "/GPU:0" if device == "gpu" or (device == "auto" and has_gpu) else "/CPU:0"
 
 
-def check_schedule(epochs: int, batch_size: int, n_train: int) -> None:
-    """``epochs`` and ``batch_size`` are ints >= 1 (TypeError, ValueError) and one batch fits the training set."""
+def check_schedule(epochs: int, batch_size: int, n_train: int, seed: int) -> None:
+    """``epochs`` and ``batch_size`` are ints >= 1, ``seed`` an int >= 0 (TypeError, ValueError),
+    and one batch fits the training set."""
     check_int(epochs, "epochs", minimum=1)
     check_int(batch_size, "batch_size", minimum=1)
+    check_int(seed, "seed", minimum=0)
     if batch_size > n_train:
         raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training examples.")
 
 
-def epoch_orders(seed: int, epochs: int, n: int) -> np.ndarray:
-    """The shuffled example order of every epoch, shape ``(epochs, n)``: one seeded NumPy stream."""
+def epoch_orders(seed: int, epochs: int, n: int) -> Iterator[np.ndarray]:
+    """The shuffled example order of each of ``epochs`` epochs (int32, length ``n``), from one seeded
+    NumPy stream. Drawn one epoch at a time, so memory does not grow with the number of epochs."""
     rng = np.random.default_rng(seed)
-    return np.stack([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
+    for _ in range(epochs):
+        yield rng.permutation(n).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,13 +47,16 @@ def estimate_bytes(model: keras.Model, data, batch_size: int) -> tuple[int, int]
     activation and their gradients), and the validation pass (pre-activation and
     activation of every validation example).
     """
-    input_size = math.prod(model.input_shape[1:])
     units = [layer.units for layer in model.layers if isinstance(layer, keras.layers.Dense)]
-    sizes = [input_size, *units]
+    return mlp_bytes([math.prod(model.input_shape[1:]), *units], len(data.x_train), len(data.x_val), batch_size)
+
+
+def mlp_bytes(sizes: list[int], n_train: int, n_val: int, batch_size: int) -> tuple[int, int]:
+    """`estimate_bytes` of an MLP with layer widths ``sizes`` (input first), before it is built."""
     params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    n_train, n_val = len(data.x_train), len(data.x_val)
-    shared = 4 * ((n_train + n_val) * (input_size + 1) + n_train)
-    per_model = 4 * (4 * params + 4 * batch_size * sum(units) + 2 * n_val * sum(units))
+    units = sum(sizes[1:])
+    shared = 4 * ((n_train + n_val) * (sizes[0] + 1) + n_train)
+    per_model = 4 * (4 * params + 4 * batch_size * units + 2 * n_val * units)
     return shared, per_model
 
 

@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
+from keras_initlab.checks import check_number
 from keras_initlab.models import default_loss
 from keras_initlab.training.driver import (
     DeviceData, EpochReporter, accuracy, check_schedule, epoch_orders, resolve_device, run_minibatches,
@@ -104,19 +105,18 @@ def train(
         NonFiniteLossError: when a loss becomes NaN or infinite; names the epoch and the model.
     """
     require_tensorflow("keras_initlab.train")
-    check_schedule(epochs, batch_size, len(data.x_train))
+    check_schedule(epochs, batch_size, len(data.x_train), seed)
     device_name = resolve_device(device)
-    optimizer = optimizer or keras.optimizers.SGD(learning_rate)
+    optimizer = optimizer or keras.optimizers.SGD(check_number(learning_rate, "learning_rate", positive=True))
     compiled = _CompiledEpoch(model, loss or default_loss(model), optimizer, batch_size)
-    orders = epoch_orders(seed, epochs, len(data.x_train))
     reporter = EpochReporter(model, callbacks, epochs, len(data.x_train) // batch_size)
     with tf.device(device_name):
         optimizer.build(model.trainable_variables)
         tensors = DeviceData.place(data, model)
         reporter.begin()
-        for epoch in range(epochs):
+        for epoch, order in enumerate(epoch_orders(seed, epochs, len(data.x_train))):
             reporter.epoch_begin(epoch)
-            train_loss = float(compiled.train(tensors.x_train, tensors.y_train, tf.constant(orders[epoch])))
+            train_loss = float(compiled.train(tensors.x_train, tensors.y_train, tf.constant(order)))
             val_loss, val_accuracy = (float(v) for v in compiled.evaluate(tensors.x_val, tensors.y_val))
             if reporter.epoch_end(epoch, train_loss, val_loss, val_accuracy):
                 break

@@ -31,7 +31,7 @@ import keras
 import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
-from keras_initlab.checks import check_optional_int
+from keras_initlab.checks import check_list, check_number, check_optional_int, fail
 from keras_initlab.models import activation_name, default_loss
 from keras_initlab.training.driver import (
     DeviceData, EpochReporter, NonFiniteLossError, accuracy, check_schedule, epoch_orders, resolve_device,
@@ -110,8 +110,10 @@ def _l2_coefficient(layer: keras.layers.Dense) -> float:
 
 def _architecture(models: Sequence[keras.Model]) -> _Architecture:
     """The common architecture of ``models``; a ValueError names the first thing that differs."""
-    if isinstance(models, keras.Model) or not isinstance(models, Sequence) or not models:
-        raise ValueError(f"Argument `models` must be a non-empty list of Keras models. Received: models={models!r}")
+    models = check_list(models, "models", min_len=1, what="Keras model(s)")
+    for k, model in enumerate(models):
+        if not isinstance(model, keras.Model):
+            fail(TypeError, f"models[{k}]", "a Keras model", model)
     if len({id(m) for m in models}) != len(models):
         raise ValueError("Argument `models` holds the same model more than once; each slot trains its own weights.")
     first = _Architecture(models[0])
@@ -277,16 +279,13 @@ def train_stacked(
         unaffected.
     """
     require_tensorflow("keras_initlab.train_stacked")
-    check_schedule(epochs, batch_size, len(data.x_train))
+    check_schedule(epochs, batch_size, len(data.x_train), seed)
+    learning_rate = check_number(learning_rate, "learning_rate", positive=True)
     arch = _architecture(models)
-    if callbacks is not None and (
-        len(callbacks) != len(models)
-        or not all(isinstance(c, Sequence) and not isinstance(c, str) for c in callbacks)
-    ):
-        raise ValueError(
-            f"Argument `callbacks` must be None or hold one list of callbacks per model "
-            f"({len(models)} lists). Received: callbacks={callbacks!r}"
-        )
+    if callbacks is not None:
+        check_list(callbacks, "callbacks", min_len=len(models), max_len=len(models), what="lists of callbacks")
+        for k, model_callbacks in enumerate(callbacks):
+            check_list(model_callbacks, f"callbacks[{k}]", what="callbacks")
     max_bytes = check_optional_int(max_bytes, "max_bytes", minimum=1)
     max_group_size = check_optional_int(max_group_size, "max_group_size", minimum=1)
     lanes = check_optional_int(lanes, "lanes", minimum=1)
@@ -300,7 +299,6 @@ def train_stacked(
     lanes = parallel_lanes(device_name) if lanes is None else lanes
     waves = plan_groups(models[0], data, len(models), batch_size, device_name, max_bytes, lanes, max_group_size)
     compiled = _StackedEpoch(arch, batch_size, learning_rate)
-    orders = epoch_orders(seed, epochs, len(data.x_train))
     steps_per_epoch = len(data.x_train) // batch_size
     reporters = [
         EpochReporter(model, None if callbacks is None else callbacks[k], epochs, steps_per_epoch)
@@ -312,6 +310,7 @@ def train_stacked(
         start = 0
         for wave in waves:
             size = sum(wave)
+            orders = epoch_orders(seed, epochs, len(data.x_train))  # every wave sees the same stream
             results += _train_wave(compiled, wave, reporters[start:start + size], tensors, orders, pool, device_name)
             start += size
     return results
@@ -342,10 +341,10 @@ def _train_wave(compiled, sizes, reporters, tensors, orders, pool, device_name):
 
     for k in active:
         reporters[k].begin()
-    for epoch in range(len(orders)):
+    for epoch, order in enumerate(orders):
         for k in active:
             reporters[k].epoch_begin(epoch)
-        order = tf.constant(orders[epoch])
+        order = tf.constant(order)
         members = {g: [k for k in active if group_of[k] == g] for g in sorted({group_of[k] for k in active})}
         # A group whose models all stopped rests; callbacks then see each model as trained so far.
         outcomes = dict(zip(members, pool.map(lambda g: epoch_of(g, order, members[g]), members)))
