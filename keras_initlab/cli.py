@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,8 @@ def _diagnose(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initlab`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    # The command reports a store error itself, in one line; MLflow's SQL layer would also log its traceback.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     try:
         commands = {"list": _list, "compare": _compare, "diagnose": _diagnose}
         return commands[args.command](args)

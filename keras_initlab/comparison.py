@@ -265,11 +265,12 @@ def run_comparison(
     check_spec_fits(spec, data, device)
     with http_limits():
         tracker = ComparisonTracker(uri, experiment or spec.name, spec.hash)
-        finished = _start(tracker, spec, resume, spec_file)
-        pending = [run for run in spec.runs() if run.key not in finished]
-        bar = _Progress(progress, len(pending))
         failures: dict[str, str] = {}
+        finished: dict[str, str] = {}
         try:
+            finished = _start(tracker, spec, resume, spec_file)
+            pending = [run for run in spec.runs() if run.key not in finished]
+            bar = _Progress(progress, len(pending))
             for group in _groups(pending, stack):
                 failures.update(_train_group(tracker, spec, data, device, group, bar))
                 bar.finish(len(group))

@@ -31,6 +31,7 @@ import dataclasses
 import gzip
 import hashlib
 import io
+import logging
 import os
 import zipfile
 import zlib
@@ -39,6 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from keras_initlab.checks import check_int, check_str, fail
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "DATA_ENV_VAR",
@@ -425,6 +428,12 @@ def _load_tfds(name: str, data_dir: str | os.PathLike | None) -> Dataset:
         raise ValueError(
             f"Dataset {name!r} is not an image-classification dataset with fixed-size uint8 "
             f"images (supervised keys {keys}); only such TFDS datasets can be loaded."
+        )
+    if not builder.is_prepared():  # say so before TFDS goes to the network, which can take minutes
+        _log.warning(
+            "%r: TensorFlow Datasets has no prepared copy in %s and downloads it now; this needs network "
+            "access and can take minutes offline before it fails. Local files work without it "
+            "(see keras_initlab.load_dataset: data_dir, $%s).", name, builder.data_dir, DATA_ENV_VAR,
         )
     builder.download_and_prepare()
     batches = tfds.as_numpy(

@@ -59,6 +59,12 @@ HTTP_LIMITS = {
 connection fails in ~3 s, a server that hangs in ~33 s (MLflow's defaults retry for minutes)."""
 
 
+_STORE_FIX = (
+    "Pass --tracking-uri (or set MLFLOW_TRACKING_URI) to sqlite:///<absolute path in a writable folder> "
+    "or http://<host>:<port> of a running server (tracking/serve.sh)."
+)
+
+
 class TrackingUnavailableError(RuntimeError):
     """The tracking store cannot be used; the message names the URI (or path) and the fix."""
 
@@ -130,7 +136,8 @@ def _store_lock(uri: str) -> Iterator[None]:
         lock = open(lock_path, "a")
     except OSError as e:
         raise TrackingUnavailableError(
-            f"cannot open the MLflow store {uri}: {lock_path.parent} is not a writable folder ({e.strerror})."
+            f"cannot use the MLflow store {uri}: {lock_path.parent} is not a writable folder ({e.strerror}). "
+            + _STORE_FIX
         ) from None
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -253,9 +260,9 @@ class ComparisonTracker:
         from mlflow.tracking import MlflowClient
 
         self.uri, self.spec_hash = uri, spec_hash
-        self.client = MlflowClient(tracking_uri=uri)
         try:
             with _store_lock(uri):
+                self.client = MlflowClient(tracking_uri=uri)
                 self.experiment_id = self._experiment(experiment)
         except MlflowException as e:
             if e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
@@ -266,9 +273,9 @@ class ComparisonTracker:
                     + f" ({e.error_code}): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user "
                     "of that server with write access."
                 ) from None
-            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}") from None
+            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}") from None
         except OSError as e:
-            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}") from None
+            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}") from None
         self.parent_id: str | None = None
 
     def _experiment(self, name: str) -> str:
@@ -370,9 +377,10 @@ class ComparisonTracker:
 
     def lost(self, error: BaseException) -> TrackingLostError:
         """The error to raise when MLflow fails mid-comparison: what happened, where the runs are, what to do."""
+        where = self.pending_dir if self.parent_id else pending_root(self.uri)
         return TrackingLostError(
             f"the MLflow store {self.uri} stopped working ({type(error).__name__}: {one_line(error)}). "
-            f"Runs that finished are kept, in MLflow or as pending records in {self.pending_dir}; "
+            f"Runs that finished are kept, in MLflow or as pending records in {where}; "
             "when the store works again, rerun with --resume."
         )
 

@@ -1,0 +1,64 @@
+"""A real MLflow tracking server for the tests, started through the project's own tracking/serve.sh."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`tracking/serve.sh` on 127.0.0.1:``port`` with its store in ``folder``; `start` waits for /health."""
+
+    def __init__(self, folder: Path, port: int, **env: str):
+        self.folder, self.port, self.uri = folder, port, f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "PORT": str(port), "BACKEND": f"sqlite:///{folder / 'server.db'}",
+                    "ARTIFACTS": str(folder / "server-artifacts"), "AUTH_DB": f"sqlite:///{folder / 'auth.db'}",
+                    "AUTH_CONFIG": str(folder / "basic_auth.ini"),
+                    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env}
+        self.process = None
+
+    def start(self) -> "Server":
+        log = open(self.folder / "server.log", "a")
+        self.process = subprocess.Popen(["bash", str(REPO / "tracking" / "serve.sh")], env=self.env, stdout=log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(self.uri + "/health", timeout=2)
+                return self
+            except OSError:
+                if self.process.poll() is not None or time.time() > deadline:
+                    self.stop(signal.SIGKILL)
+                    raise RuntimeError("mlflow server did not start:\n" + (self.folder / "server.log").read_text()[-3000:])
+                time.sleep(0.5)
+
+    def stop(self, sig=signal.SIGTERM) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    server = Server(tmp_path, free_port()).start()
+    yield server.uri
+    server.stop()
