@@ -13,7 +13,6 @@ import urllib.request
 
 import pytest
 import tensorflow as tf
-import yaml
 from mlflow.tracking import MlflowClient
 
 from conftest import REPO, Server, free_port
