@@ -78,6 +78,11 @@ def _compare(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     spec = ComparisonSpec.from_file(args.config)
     out = Path(args.out if args.out is not None else Path("diagnostics") / spec.name)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"initlab diagnose: cannot write the figures to {out} ({e.strerror}); pass --out DIR", file=sys.stderr)
+        return 2
     tables = diagnose_spec(spec, out, seed=args.seed)
     for scheme, table in tables.items():
         print(f"## {scheme}\n\n{table.to_markdown()}\n")

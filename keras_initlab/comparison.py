@@ -28,7 +28,7 @@ from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_
 from keras_initlab.report import summarize, to_csv, to_markdown
 from keras_initlab.spec import ComparisonSpec, Run, SchemeSpec, SpecError
 from keras_initlab.tracking import (
-    RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, TrackingLostError, check_reachable, http_limits,
+    RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, check_reachable, http_limits,
     initializer_param, is_tracking_error, resolve_tracking_uri,
 )
 from keras_initlab.training import resolve_device, train, train_stacked
@@ -275,16 +275,18 @@ def run_comparison(
                 failures.update(_train_group(tracker, spec, data, device, group, bar))
                 bar.finish(len(group))
             summary = _log_summary(tracker, spec, data.name)
-        except BaseException as error:  # Ctrl-C, or MLflow failing: nothing is left RUNNING that can be marked
+            tracker.finish_parent("FAILED" if failures else "FINISHED")
+        except BaseException as error:  # Ctrl-C, or MLflow failing
+            if isinstance(error, TrackingUnavailableError) or is_tracking_error(error):
+                # No more requests to a store that failed (each could wait for the HTTP limits):
+                # what is left RUNNING, --resume repairs.
+                raise error if isinstance(error, TrackingUnavailableError) else tracker.lost(error) from None
             interrupted = isinstance(error, KeyboardInterrupt)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # nothing left RUNNING that can be marked
                 reason = "interrupted" if interrupted else f"aborted: {type(error).__name__}: {one_line(error)}"
                 tracker.kill_running_children(reason, "KILLED" if interrupted else "FAILED")
                 tracker.finish_parent("KILLED" if interrupted else "FAILED")
-            if not isinstance(error, TrackingLostError) and is_tracking_error(error):
-                raise tracker.lost(error) from None
             raise
-        tracker.finish_parent("FAILED" if failures else "FINISHED")
     return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
 
 
@@ -336,9 +338,9 @@ def _train_group(
                 outcomes = [train(models[0], data, callbacks=[loggers[0], bar], **common)]
         except Exception as e:  # the group's runs are recorded as failed; the comparison goes on
             outcomes = [e] * len(group)
-    except KeyboardInterrupt:  # keep the epochs that did complete
-        for child in children:
-            with contextlib.suppress(Exception):
+    except KeyboardInterrupt:  # keep the epochs that did complete, unless the store fails too
+        with contextlib.suppress(Exception):
+            for child in children:
                 child.finish(None, "KILLED", "interrupted")
                 tracker.write_child(child)
         raise

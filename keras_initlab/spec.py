@@ -22,7 +22,7 @@ Absent keys take the defaults of `ComparisonSpec`'s fields.
 A spec is small and bounded: at most `MAX_SPEC_BYTES`, no YAML aliases (a "billion laughs"
 file would expand to gigabytes), names of at most `MAX_NAME_LENGTH` characters (they become
 MLflow metric and file names), and at most `MAX_SEEDS` seeds, `MAX_SCHEMES` schemes,
-`MAX_EPOCHS` epochs, `MAX_LAYERS` layers of at most `MAX_UNITS` units.
+`MAX_EPOCHS` epochs, `MAX_LAYERS` layers of at most `MAX_UNITS` units, `MAX_RUNS` runs.
 
 Everything is checked before anything runs, with the argument checks of
 `keras_initlab.checks`; errors name the key path, e.g.
@@ -63,6 +63,8 @@ MAX_NAME_LENGTH = 100
 """Longest spec or scheme name: names go into MLflow metric keys (at most 250 characters) and file names."""
 MAX_SEEDS = 1000
 MAX_SCHEMES = 100
+MAX_RUNS = 10_000
+"""Most (scheme, seed) runs in one comparison: MLflow returns at most 10,000 runs per search."""
 MAX_EPOCHS = 100_000
 MAX_LAYERS = 1000
 MAX_UNITS = 1_000_000
@@ -149,11 +151,15 @@ class ComparisonSpec:
                 raw = yaml.load(text, Loader=_loader_without_aliases())
             except yaml.YAMLError as e:
                 raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+            except RecursionError:
+                raise SpecError(f"{path}: nested too deeply to be a spec") from None
         elif path.suffix == ".json":
             try:
                 raw = json.loads(text)
             except json.JSONDecodeError as e:
                 raise SpecError(f"{path}: not valid JSON: {e}") from None
+            except RecursionError:
+                raise SpecError(f"{path}: nested too deeply to be a spec") from None
         else:
             raise SpecError(f"{path}: a spec must be a .yaml, .yml or .json file")
         return cls.from_dict(raw)
@@ -189,6 +195,11 @@ class ComparisonSpec:
         names = [s.name for s in schemes]
         if len(set(names)) != len(names):
             raise SpecError(f"schemes: names must not repeat; got {shown(names)}")
+        if len(seeds) * len(schemes) > MAX_RUNS:
+            raise SpecError(
+                f"seeds: {len(seeds)} seeds x {len(schemes)} schemes = {len(seeds) * len(schemes)} runs; "
+                f"a comparison has at most {MAX_RUNS}"
+            )
         data_dir = raw.get("data_dir", default["data_dir"])
         return cls(
             name=_name(raw["name"], "name"),

@@ -39,6 +39,7 @@ import keras
 
 from keras_initlab._version import __version__
 from keras_initlab.checks import one_line
+from keras_initlab.spec import MAX_RUNS
 
 STORE_DIR = "tracking"
 ROLE_TAG = "initlab.role"
@@ -106,6 +107,19 @@ def http_limits() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+def _refusal(uri: str, error: BaseException) -> TrackingUnavailableError | None:
+    """The error for a server that refused the login or the permission; None for any other error."""
+    if getattr(error, "error_code", None) not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
+        return None
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    return TrackingUnavailableError(
+        f"the MLflow server {uri} refused "
+        + (f"the login of MLFLOW_TRACKING_USERNAME={user!r}" if user else "a request without a login")
+        + f" ({error.error_code}): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user "
+        "of that server with write access to the experiment."
+    )
+
+
 def is_tracking_error(error: BaseException) -> bool:
     """Whether ``error`` comes from the tracking store: MLflow's own errors, HTTP failures, and the
     operating system's (a full disk, a folder that cannot be written; HTTP connection errors are OSErrors)."""
@@ -130,7 +144,10 @@ def _store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
+    database = Path(uri[len("sqlite:///"):])
+    if database.name in ("", ".", ".."):
+        raise TrackingUnavailableError(f"the MLflow store {uri} names no database file. {_STORE_FIX}")
+    lock_path = database.with_suffix(".lock")
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         lock = open(lock_path, "a")
@@ -195,7 +212,7 @@ class ChildRun:
         self.run_id, self.run_key, self.stage = run_id, run_key, stage
         self.params = {k: str(v) for k, v in params.items()}
         self.tags: dict[str, str] = {}
-        self.metrics: list[tuple[str, float, int]] = []  # (key, value, step)
+        self.metrics: list[tuple[str, float, int, int]] = []  # (key, value, step, time in ms)
         self.status = "RUNNING"
 
     @property
@@ -205,7 +222,8 @@ class ChildRun:
     def add_initial_diagnostics(self, table, figure) -> None:
         """A `keras_initlab.diagnostics.DiagnosticsTable` at step 0 (``init/layer<depth>/<metric>``), the
         table as ``init/diagnostics.md`` and ``figure`` (the activation histograms) as ``init/activations.png``."""
-        self.metrics += [(key, value, 0) for key, value in table.metrics().items()]
+        now = int(time.time() * 1000)
+        self.metrics += [(key, value, 0, now) for key, value in table.metrics().items()]
         (self.artifacts / "init").mkdir(parents=True, exist_ok=True)
         (self.artifacts / "init" / "diagnostics.md").write_text(table.to_markdown() + "\n")
         figure.savefig(self.artifacts / "init" / "activations.png")
@@ -225,7 +243,13 @@ class ChildRun:
             model.save(self.artifacts / "model" / "model.keras")
         record = {"run_key": self.run_key, "status": status, "params": self.params, "tags": self.tags,
                   "metrics": self.metrics}
-        (self.stage / "run.json").write_text(json.dumps(record))
+        # Written whole or not at all: a record cut short by a full disk or a crash is never read.
+        partial = self.stage / "run.json.partial"
+        with open(partial, "w") as file:
+            json.dump(record, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, self.stage / "run.json")
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
@@ -239,7 +263,8 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         self.child = child
 
     def on_epoch_end(self, epoch, logs=None):
-        self.child.metrics += [(key, float(value), epoch + 1) for key, value in (logs or {}).items()]
+        now = int(time.time() * 1000)
+        self.child.metrics += [(key, float(value), epoch + 1, now) for key, value in (logs or {}).items()]
 
 
 class ComparisonTracker:
@@ -265,18 +290,19 @@ class ComparisonTracker:
                 self.client = MlflowClient(tracking_uri=uri)
                 self.experiment_id = self._experiment(experiment)
         except MlflowException as e:
-            if e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-                user = os.environ.get("MLFLOW_TRACKING_USERNAME")
-                raise TrackingUnavailableError(
-                    f"the MLflow server {uri} refused "
-                    + (f"the login of MLFLOW_TRACKING_USERNAME={user!r}" if user else "a request without a login")
-                    + f" ({e.error_code}): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user "
-                    "of that server with write access."
-                ) from None
-            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}") from None
+            raise _refusal(uri, e) or TrackingUnavailableError(
+                f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}"
+            ) from None
         except OSError as e:
             raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}") from None
         self.parent_id: str | None = None
+        try:  # the stages of child runs must be writable before any run exists
+            pending_root(uri).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise TrackingUnavailableError(
+                f"cannot write the stages of child runs to {pending_root(uri)} ({e.strerror}); "
+                "set XDG_CACHE_HOME to a writable folder."
+            ) from None
 
     def _experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -332,7 +358,7 @@ class ComparisonTracker:
     def children(self) -> list:
         """The parent's live (not deleted) child runs."""
         return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'", max_results=10_000
+            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'", max_results=MAX_RUNS
         )
 
     def finish_parent(self, status: str) -> None:
@@ -375,8 +401,14 @@ class ComparisonTracker:
         stage.mkdir(parents=True)
         return ChildRun(run.info.run_id, run_key, params, stage)
 
-    def lost(self, error: BaseException) -> TrackingLostError:
-        """The error to raise when MLflow fails mid-comparison: what happened, where the runs are, what to do."""
+    def lost(self, error: BaseException) -> TrackingUnavailableError:
+        """The error to raise when MLflow fails mid-comparison: what happened, where the runs are, what to do.
+
+        A refused login or permission is not a store that stopped: a `TrackingUnavailableError` says so.
+        """
+        refusal = _refusal(self.uri, error)
+        if refusal is not None:
+            return refusal
         where = self.pending_dir if self.parent_id else pending_root(self.uri)
         return TrackingLostError(
             f"the MLflow store {self.uri} stopped working ({type(error).__name__}: {one_line(error)}). "
@@ -390,15 +422,13 @@ class ComparisonTracker:
         self._write(child.run_id, child)
         self.client.set_terminated(child.run_id, child.status)
         shutil.rmtree(child.stage)
-        for folder in (self.pending_dir, self.pending_dir.parent):  # no empty folders left behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        with contextlib.suppress(OSError):  # no empty folder left behind (the shared pending/ root stays)
+            self.pending_dir.rmdir()
 
     def _write(self, run_id: str, child: ChildRun) -> None:
         from mlflow.entities import Metric, Param, RunTag
 
-        now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, step) for key, value, step in child.metrics]
+        metrics = [Metric(key, value, timestamp, step) for key, value, step, timestamp in child.metrics]
         params = [Param(k, v) for k, v in child.params.items()]
         tags = [RunTag(k, v) for k, v in child.tags.items()]
         for i in range(0, max(len(metrics), 1), _BATCH):  # MLflow takes at most 1000 metrics per batch
@@ -416,7 +446,10 @@ class ComparisonTracker:
         written = {}
         for stage in sorted(self.pending_dir.iterdir()) if self.pending_dir.is_dir() else []:
             record = stage / "run.json"
-            saved = json.loads(record.read_text()) if record.is_file() else {"status": None}
+            try:
+                saved = json.loads(record.read_text())
+            except (OSError, ValueError):  # no record: the run did not finish, and trains again
+                saved = {"status": None}
             if saved["status"] == "FINISHED" and saved["run_key"] not in finished:
                 run = self.client.create_run(self.experiment_id, run_name=saved["run_key"], tags={
                     PARENT_TAG: self.parent_id, RUN_KEY_TAG: saved["run_key"], SPEC_HASH_TAG: self.spec_hash,
@@ -427,7 +460,12 @@ class ComparisonTracker:
                 self._write(child.run_id, child)
                 self.client.set_terminated(child.run_id, "FINISHED")
                 written[saved["run_key"]] = child.run_id
-            shutil.rmtree(stage)
+            if stage.is_dir():
+                shutil.rmtree(stage)
+            else:  # a stray file
+                stage.unlink()
+        with contextlib.suppress(OSError):
+            self.pending_dir.rmdir()
         return written
 
     def kill_running_children(self, reason: str, status: str = "KILLED") -> None:

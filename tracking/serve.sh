@@ -27,6 +27,11 @@ args=(--backend-store-uri "$BACKEND" --artifacts-destination "$ARTIFACTS" --serv
 [ -n "$ALLOWED_HOSTS" ] && args+=(--allowed-hosts "$ALLOWED_HOSTS")
 [ -n "$CORS_ORIGINS" ] && args+=(--cors-allowed-origins "$CORS_ORIGINS")
 
+for arg in "$@"; do
+    case "$arg" in
+        -h|--host|--host=*) echo "serve.sh: set HOST=..., not $arg: the login check reads HOST" >&2; exit 2 ;;
+    esac
+done
 case "$HOST" in
     127.*|localhost|::1) loopback=1 ;;
     *) loopback=0 ;;
