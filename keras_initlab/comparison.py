@@ -16,6 +16,8 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 from pathlib import Path
 
 import keras
@@ -168,19 +170,53 @@ class ComparisonOutcome:
     skipped: list[str]
 
 
-class _Progress(keras.callbacks.Callback):
-    """One status line: runs done / total and the current run's (or group's) epoch."""
+class _Interrupts:
+    """Ctrl-C that is never lost.
 
-    def __init__(self, stream, total: int):
+    Python raises `KeyboardInterrupt` wherever the main thread is, and drops it when that is a
+    finalizer (an object's ``__del__`` run by the garbage collector: "Exception ignored in ..."),
+    so a comparison could go on to the end. While this context is active a SIGINT is also
+    remembered, and `check` (after every epoch and before every group) raises it again.
+    """
+
+    def __init__(self):
+        self.received, self.previous = False, None
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread() and (
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc_info) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+class _Progress(keras.callbacks.Callback):
+    """One status line: runs done / total and the current run's (or group's) epoch; checks for Ctrl-C."""
+
+    def __init__(self, stream, total: int, interrupts: _Interrupts):
         super().__init__()
         self.stream, self.total, self.done, self.label, self.reporting = stream, total, 0, "", ""
         self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.interrupts = interrupts
 
     def start(self, label: str, reporting: str) -> None:
         """A new group: ``label`` names its runs, ``reporting`` the run whose logs this callback sees."""
         self.label, self.reporting = label, reporting
 
     def on_epoch_end(self, epoch, logs=None):
+        self.interrupts.check()
         if self.stream is None:
             return
         line = f"[{self.done}/{self.total} runs done] {self.label}: epoch {epoch + 1}/{self.params['epochs']}"
@@ -263,15 +299,16 @@ def run_comparison(
     device = resolve_spec_device(spec)
     data = load_spec_data(spec)
     check_spec_fits(spec, data, device)
-    with http_limits():
+    with http_limits(), _Interrupts() as interrupts:
         tracker = ComparisonTracker(uri, experiment or spec.name, spec.hash)
         failures: dict[str, str] = {}
         finished: dict[str, str] = {}
         try:
             finished = _start(tracker, spec, resume, spec_file)
             pending = [run for run in spec.runs() if run.key not in finished]
-            bar = _Progress(progress, len(pending))
+            bar = _Progress(progress, len(pending), interrupts)
             for group in _groups(pending, stack):
+                interrupts.check()
                 failures.update(_train_group(tracker, spec, data, device, group, bar))
                 bar.finish(len(group))
             summary = _log_summary(tracker, spec, data.name)

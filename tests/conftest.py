@@ -13,6 +13,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# MLflow's telemetry thread cannot reach its servers here; when it gives up it deletes an environment
+# variable while a request of the main thread is reading the environment (a KeyError inside MLflow).
+# The tests run offline, so they run without it (this process and the subprocesses it starts).
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
 
 def free_port() -> int:
     with socket.socket() as s:
