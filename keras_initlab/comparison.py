@@ -33,7 +33,7 @@ from keras_initlab.tracking import (
     RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, check_reachable, http_limits,
     initializer_param, is_tracking_error, resolve_tracking_uri,
 )
-from keras_initlab.training import resolve_device, train, train_stacked
+from keras_initlab.training import resolve_device, train_stacked
 from keras_initlab.training.planning import memory_budget, mlp_bytes
 
 
@@ -367,12 +367,9 @@ def _train_group(
                   seed=group[0].seed, device=spec.device)
     bar.start(", ".join(run.key for run in group), group[-1].key)
     try:
-        try:
-            if len(group) > 1:
-                callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
-                outcomes = train_stacked(models, data, callbacks=callbacks, **common)
-            else:
-                outcomes = [train(models[0], data, callbacks=[loggers[0], bar], **common)]
+        try:  # one model alone is trained by `train` inside train_stacked
+            callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
+            outcomes = train_stacked(models, data, callbacks=callbacks, **common)
         except Exception as e:  # the group's runs are recorded as failed; the comparison goes on
             outcomes = [e] * len(group)
     except KeyboardInterrupt:  # keep the epochs that did complete, unless the store fails too

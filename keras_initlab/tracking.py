@@ -391,15 +391,15 @@ class ComparisonTracker:
 
     def start_child(self, run_key: str, params: Mapping[str, object]) -> ChildRun:
         """Creates a nested child run tagged with ``run_key`` and a fresh stage folder for it."""
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=run_key,
-            tags={PARENT_TAG: self.parent_id, RUN_KEY_TAG: run_key, SPEC_HASH_TAG: self.spec_hash, VERSION_TAG: __version__},
-        )
         stage = self.pending_dir / run_key.replace("/", "__")
         shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir(parents=True)
-        return ChildRun(run.info.run_id, run_key, params, stage)
+        return ChildRun(self._create_child(run_key), run_key, params, stage)
+
+    def _create_child(self, run_key: str) -> str:
+        """A new RUNNING child run of the parent, tagged with ``run_key``; returns its id."""
+        tags = {PARENT_TAG: self.parent_id, RUN_KEY_TAG: run_key, SPEC_HASH_TAG: self.spec_hash, VERSION_TAG: __version__}
+        return self.client.create_run(self.experiment_id, run_name=run_key, tags=tags).info.run_id
 
     def lost(self, error: BaseException) -> TrackingUnavailableError:
         """The error to raise when MLflow fails mid-comparison: what happened, where the runs are, what to do.
@@ -419,23 +419,20 @@ class ComparisonTracker:
     def write_child(self, child: ChildRun) -> None:
         """Writes a finished `ChildRun` (params, tags, metrics, staged artifacts) to MLflow, marks it
         with its status and removes its stage, once MLflow has everything."""
-        self._write(child.run_id, child)
+        from mlflow.entities import Metric, Param, RunTag
+
+        self.client.log_batch(  # MLflow's client splits a batch into requests of its size limits
+            child.run_id,
+            metrics=[Metric(key, value, timestamp, step) for key, value, step, timestamp in child.metrics],
+            params=[Param(k, v) for k, v in child.params.items()],
+            tags=[RunTag(k, v) for k, v in child.tags.items()],
+        )
+        if child.artifacts.is_dir():
+            self.client.log_artifacts(child.run_id, str(child.artifacts))
         self.client.set_terminated(child.run_id, child.status)
         shutil.rmtree(child.stage)
         with contextlib.suppress(OSError):  # no empty folder left behind (the shared pending/ root stays)
             self.pending_dir.rmdir()
-
-    def _write(self, run_id: str, child: ChildRun) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        metrics = [Metric(key, value, timestamp, step) for key, value, step, timestamp in child.metrics]
-        params = [Param(k, v) for k, v in child.params.items()]
-        tags = [RunTag(k, v) for k, v in child.tags.items()]
-        for i in range(0, max(len(metrics), 1), _BATCH):  # MLflow takes at most 1000 metrics per batch
-            self.client.log_batch(run_id, metrics=metrics[i:i + _BATCH], params=params if i == 0 else [],
-                                  tags=tags if i == 0 else [])
-        if child.artifacts.is_dir():
-            self.client.log_artifacts(run_id, str(child.artifacts))
 
     def log_pending(self, finished: Mapping[str, str]) -> dict[str, str]:
         """Writes the pending records of the parent (runs that finished while MLflow did not answer)
@@ -445,22 +442,16 @@ class ComparisonTracker:
         """
         written = {}
         for stage in sorted(self.pending_dir.iterdir()) if self.pending_dir.is_dir() else []:
-            record = stage / "run.json"
             try:
-                saved = json.loads(record.read_text())
+                saved = json.loads((stage / "run.json").read_text())
             except (OSError, ValueError):  # no record: the run did not finish, and trains again
                 saved = {"status": None}
             if saved["status"] == "FINISHED" and saved["run_key"] not in finished:
-                run = self.client.create_run(self.experiment_id, run_name=saved["run_key"], tags={
-                    PARENT_TAG: self.parent_id, RUN_KEY_TAG: saved["run_key"], SPEC_HASH_TAG: self.spec_hash,
-                    VERSION_TAG: __version__,
-                })
-                child = ChildRun(run.info.run_id, saved["run_key"], saved["params"], stage)
-                child.tags, child.metrics = saved["tags"], [tuple(m) for m in saved["metrics"]]
-                self._write(child.run_id, child)
-                self.client.set_terminated(child.run_id, "FINISHED")
-                written[saved["run_key"]] = child.run_id
-            if stage.is_dir():
+                child = ChildRun(self._create_child(saved["run_key"]), saved["run_key"], saved["params"], stage)
+                child.tags, child.metrics, child.status = saved["tags"], [tuple(m) for m in saved["metrics"]], "FINISHED"
+                self.write_child(child)  # removes the stage
+                written[child.run_key] = child.run_id
+            elif stage.is_dir():
                 shutil.rmtree(stage)
             else:  # a stray file
                 stage.unlink()
@@ -479,5 +470,3 @@ class ComparisonTracker:
         """A run's values of ``key`` ordered by step."""
         return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
-
-_BATCH = 1000

@@ -18,7 +18,7 @@ import time
 
 from keras_initlab.comparison import _groups, build_model, load_spec_data, run_comparison
 from keras_initlab.spec import ComparisonSpec
-from keras_initlab.training import train, train_stacked
+from keras_initlab.training import train_stacked
 
 
 def untracked(spec: ComparisonSpec) -> None:
@@ -27,10 +27,7 @@ def untracked(spec: ComparisonSpec) -> None:
         models = [build_model(spec, run.scheme, run.seed, data.n_train) for run in group]
         common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
                       seed=group[0].seed, device=spec.device)
-        if len(models) > 1:
-            train_stacked(models, data, **common)
-        else:
-            train(models[0], data, **common)
+        train_stacked(models, data, **common)  # one model alone goes to `train`, as in run_comparison
 
 
 def tracked(spec: ComparisonSpec, uri: str) -> None:
