@@ -180,13 +180,11 @@ class _Interrupts:
     """
 
     def __init__(self):
-        self.received, self.previous = False, None
+        self.received, self.installed, self.previous = False, False, None
 
     def __enter__(self) -> _Interrupts:
-        if threading.current_thread() is threading.main_thread() and (
-            signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
-            self.previous = signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is threading.main_thread():  # whatever a library installed before
+            self.previous, self.installed = signal.signal(signal.SIGINT, self._handle), True
         return self
 
     def _handle(self, signum, frame):
@@ -198,8 +196,8 @@ class _Interrupts:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc_info) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        if self.installed:  # None: a handler installed outside Python; Python's own is the nearest
+            signal.signal(signal.SIGINT, signal.default_int_handler if self.previous is None else self.previous)
 
 
 class _Progress(keras.callbacks.Callback):
