@@ -17,7 +17,7 @@ from keras_initlab.initializers import (
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.diagnostics import DiagnosticsTable, diagnose
 from keras_initlab.models import build_convnet, build_mlp
-from keras_initlab.schemes import get_scheme, list_schemes
+from keras_initlab.schemes import Scheme, get_scheme, list_schemes
 from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.theory import predicted_preactivation_std, weight_variance
 from keras_initlab.training import NonFiniteLossError, train, train_stacked
@@ -43,6 +43,7 @@ __all__ = [
     "InverseSqrtUniform",
     "ScaledGaussian",
     "SparseGaussian",
+    "Scheme",
     "SpecError",
     "build_convnet",
     "build_mlp",

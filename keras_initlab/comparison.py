@@ -12,28 +12,34 @@ spec at initialization. Both need the TensorFlow backend (`keras_initlab.backend
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import math
 import os
 import signal
 import threading
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from keras_initlab.backend import require_tensorflow
 from keras_initlab.checks import one_line
 from keras_initlab.data import Dataset, load_dataset
-from keras_initlab.models import build_mlp
+from keras_initlab.models import (
+    FactoryError, as_model_input, build_convnet, build_from_factory, build_mlp, default_loss, factory_name, load_factory,
+)
+from keras_initlab.schemes import Scheme
 from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_preactivation_std_by_depth
 from keras_initlab.report import summarize, to_csv, to_markdown
-from keras_initlab.spec import ComparisonSpec, Run, SchemeSpec, SpecError
+from keras_initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, Run, SchemeSpec, SpecError
 from keras_initlab.tracking import (
     RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, check_reachable, http_limits,
     initializer_param, is_tracking_error, resolve_tracking_uri,
 )
-from keras_initlab.training import resolve_device, train_stacked
+from keras_initlab.training import resolve_device, train, train_stacked
 from keras_initlab.training.planning import memory_budget, mlp_bytes
 
 
@@ -69,50 +75,127 @@ def resolve_spec_device(spec: ComparisonSpec) -> str:
         raise SpecError(f"device: {e}") from None
 
 
-def check_spec_fits(spec: ComparisonSpec, data: Dataset, device_name: str) -> None:
-    """Everything the spec, the data's shape and the memory plan allow to check, before any run exists.
+class ModelBuilder:
+    """Builds the untrained model of any (scheme, seed) run of a spec, and the loss that trains it.
 
-    The first size must be the number of pixels of an image and the last the
-    number of classes; a batch must fit the training set; one model (weights,
-    gradients, activations and the data on the device, `mlp_bytes`) must fit
-    the memory budget (`memory_budget`); and every scheme's initializers must
-    fit their layers (each scheme's model is built once, e.g. a sparse
-    initializer with more connections than a layer's fan-in fails here).
-    Raises a `SpecError` naming the key.
+    A factory is loaded once, here (`keras_initlab.models.load_factory`); a factory that
+    cannot be loaded is a `SpecError` on ``model.factory``.
+
+    >>> builder = ModelBuilder(spec, data)                                  # doctest: +SKIP
+    >>> model = builder.build(spec.schemes[0], seed=0)                      # doctest: +SKIP
     """
-    pixels = math.prod(data.image_shape)
-    if spec.sizes[0] != pixels:
-        raise SpecError(
-            f"model.sizes[0]: {spec.sizes[0]} inputs, but the images of {data.name} have "
-            f"{'x'.join(map(str, data.image_shape))} = {pixels} values; use {pixels}"
-        )
-    if spec.sizes[-1] != data.num_classes:
-        raise SpecError(
-            f"model.sizes[-1]: {spec.sizes[-1]} outputs, but {data.name} has {data.num_classes} classes; "
-            f"use {data.num_classes}"
-        )
+
+    def __init__(self, spec: ComparisonSpec, data: Dataset):
+        self.spec, self.data = spec, data
+        self.factory = None
+        if isinstance(spec.model, FactoryModel):
+            try:
+                self.factory = load_factory(spec.model.factory, spec.base_dir)
+            except FactoryError as e:
+                raise SpecError(f"model.factory: {e}") from None
+
+    def build(self, scheme: SchemeSpec, seed: int) -> keras.Model:
+        """The model of one run, initialized by ``scheme`` with ``seed``."""
+        model, data = self.spec.model, self.data
+        if isinstance(model, MLPModel):
+            return build_mlp(
+                model.sizes, model.activation, model.output, scheme.initializers(),
+                l2_lambda=self.spec.l2_lambda, n_train=data.n_train, seed=seed,
+            )
+        if isinstance(model, ConvNetModel):
+            return build_convnet(
+                data.image_shape, model.filters, data.num_classes, model.activation, model.output,
+                scheme.initializers(), l2_lambda=self.spec.l2_lambda, n_train=data.n_train, seed=seed,
+            )
+        return build_from_factory(self.factory, Scheme(scheme.initializers(), seed), data.image_shape, data.num_classes)
+
+    def loss(self, model: keras.Model) -> Callable:
+        """The spec's ``loss``; for a factory without one, sparse categorical cross-entropy; for the
+        built-in models, the loss of their output (`keras_initlab.models.default_loss`)."""
+        if self.spec.loss is not None:
+            return keras.losses.get(copy.deepcopy(self.spec.loss))
+        if self.factory is not None:
+            return keras.losses.sparse_categorical_crossentropy
+        return default_loss(model)
+
+
+def check_spec_fits(spec: ComparisonSpec, data: Dataset, device_name: str) -> ModelBuilder:
+    """Everything the spec, the data's shape and the memory plan allow to check, before any run exists;
+    returns the spec's `ModelBuilder`.
+
+    A batch must fit the training set. For the MLP the first size must be the
+    number of pixels of an image and the last the number of classes, and one
+    model (weights, gradients, activations and the data on the device,
+    `mlp_bytes`) must fit the memory budget (`memory_budget`). Every scheme's
+    model is built once, so initializers that do not fit their layers (e.g. a
+    sparse initializer with more connections than a layer's fan-in) and a
+    factory that fails or returns the wrong model fail here; a factory model's
+    loss is computed on a few validation examples, and with the default loss its
+    outputs must be class probabilities. Raises a `SpecError` naming the key.
+    """
     if spec.batch_size > data.n_train:
         raise SpecError(f"batch_size: {spec.batch_size} is larger than the {data.n_train} training examples")
-    shared, per_model = mlp_bytes(list(spec.sizes), data.n_train, data.n_val, spec.batch_size)
+    if isinstance(spec.model, MLPModel):
+        _check_mlp_fits(spec.model, spec.batch_size, data, device_name)
+    builder = ModelBuilder(spec, data)
+    for i, scheme in enumerate(spec.schemes):
+        try:
+            model = builder.build(scheme, spec.seeds[0])
+        except FactoryError as e:
+            raise SpecError(f"model.factory: with scheme {scheme.name}: {e}") from None
+        except (ValueError, TypeError) as e:
+            raise SpecError(f"schemes[{i}] ({scheme.name}): {one_line(e)}") from None
+        if builder.factory is not None and i == 0:
+            _check_factory_outputs(spec, builder, model)
+    return builder
+
+
+def _check_mlp_fits(model: MLPModel, batch_size: int, data: Dataset, device_name: str) -> None:
+    pixels = math.prod(data.image_shape)
+    if model.sizes[0] != pixels:
+        raise SpecError(
+            f"model.sizes[0]: {model.sizes[0]} inputs, but the images of {data.name} have "
+            f"{'x'.join(map(str, data.image_shape))} = {pixels} values; use {pixels}"
+        )
+    if model.sizes[-1] != data.num_classes:
+        raise SpecError(
+            f"model.sizes[-1]: {model.sizes[-1]} outputs, but {data.name} has {data.num_classes} classes; "
+            f"use {data.num_classes}"
+        )
+    shared, per_model = mlp_bytes(list(model.sizes), data.n_train, data.n_val, batch_size)
     budget = memory_budget(device_name)
     if shared + per_model > budget:
         raise SpecError(
             f"model.sizes: one model needs about {per_model / 2**20:.0f} MiB and the data "
             f"{shared / 2**20:.0f} MiB, but {budget / 2**20:.0f} MiB may be used on {device_name}"
         )
-    for i, scheme in enumerate(spec.schemes):
-        try:
-            build_model(spec, scheme, spec.seeds[0], data.n_train)
-        except (ValueError, TypeError) as e:
-            raise SpecError(f"schemes[{i}] ({scheme.name}): {one_line(e)}") from None
 
 
-def build_model(spec: ComparisonSpec, scheme: SchemeSpec, seed: int, n_train: int) -> keras.Model:
-    """The untrained model of one (scheme, seed) run of ``spec``."""
-    return build_mlp(
-        spec.sizes, spec.activation, spec.output, scheme.initializers(),
-        l2_lambda=spec.l2_lambda, n_train=n_train, seed=seed,
-    )
+FACTORY_CHECK_EXAMPLES = 8
+"""How many validation examples a factory model's outputs and loss are checked on before any run."""
+
+
+def _check_factory_outputs(spec: ComparisonSpec, builder: ModelBuilder, model: keras.Model) -> None:
+    """The factory model's loss is finite on a few examples; with the default loss, its outputs are probabilities."""
+    x, y = (a[:FACTORY_CHECK_EXAMPLES] for a in (builder.data.x_val, builder.data.y_val))
+    name = factory_name(builder.factory)
+    try:
+        pred = keras.ops.convert_to_numpy(model(as_model_input(model, x), training=False))
+        loss = float(np.mean(keras.ops.convert_to_numpy(builder.loss(model)(y, pred))))
+    except Exception as e:
+        where = "loss" if spec.loss is not None else "model.factory"
+        raise SpecError(f"{where}: computing {name}'s loss on {len(x)} examples raised {one_line(e)}") from None
+    if spec.loss is None:
+        low, high, sums = float(pred.min()), float(pred.max()), pred.sum(axis=-1)
+        if low < 0 or high > 1 or np.abs(sums - 1).max() > 1e-3:
+            raise SpecError(
+                f"model.factory: {name}'s outputs on {len(x)} validation images are not class probabilities "
+                f"(values in [{low:.3g}, {high:.3g}], rows summing to {sums.min():.3g}..{sums.max():.3g}); "
+                "end the model with a softmax, or give a loss that takes its outputs, e.g. "
+                "loss: {class_name: SparseCategoricalCrossentropy, config: {from_logits: true}}"
+            )
+    if not math.isfinite(loss):
+        raise SpecError(f"model.factory: {name}'s loss on {len(x)} validation images is {loss} before training")
 
 
 def diagnostic_batch(data: Dataset) -> tuple:
@@ -136,16 +219,16 @@ def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | 
     require_tensorflow("initlab diagnose")
     seed = spec.seeds[0] if seed is None else seed
     data = load_spec_data(spec)
-    check_spec_fits(spec, data, resolve_spec_device(spec))
+    builder = check_spec_fits(spec, data, resolve_spec_device(spec))
     batch = diagnostic_batch(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = {}
     for i, scheme in enumerate(spec.schemes):
-        model = build_model(spec, scheme, seed, data.n_train)
+        model = builder.build(scheme, seed)
         title = f"{scheme.name} (seed {seed}): activations at initialization"
         try:
-            tables[scheme.name], figure = diagnose_with_histograms(model, *batch, title=title)
+            tables[scheme.name], figure = diagnose_with_histograms(model, *batch, loss=builder.loss(model), title=title)
         except TypeError as e:
             raise SpecError(f"schemes[{i}] ({scheme.name}): cannot predict its variance: {e}") from None
         figure.savefig(out / f"activations-{scheme.name}.png")
@@ -229,20 +312,40 @@ class _Progress(keras.callbacks.Callback):
             self.stream.write("\n")
 
 
+def model_params(spec: ComparisonSpec) -> dict[str, str]:
+    """The spec's model as run parameters: ``sizes``, ``activation``, ``output`` of the MLP; ``kind``,
+    ``filters``, ... of the conv net; ``factory`` (and ``loss``) of a factory model."""
+    params = {key: json.dumps(value) if isinstance(value, list) else value for key, value in spec.model.to_json().items()}
+    if isinstance(spec.model, FactoryModel):
+        params["loss"] = "sparse_categorical_crossentropy" if spec.loss is None else json.dumps(spec.loss)
+    return params
+
+
+def optimizer_params(spec: ComparisonSpec) -> dict[str, str]:
+    """``optimizer`` (the class name), ``learning_rate`` and ``optimizer_config`` (Keras' full config, JSON)."""
+    optimizer = spec.build_optimizer()
+    config = keras.optimizers.serialize(optimizer)["config"]
+    return {
+        "optimizer": type(optimizer).__name__,
+        "learning_rate": json.dumps(config["learning_rate"]) if isinstance(config["learning_rate"], dict)
+        else config["learning_rate"],
+        "optimizer_config": json.dumps(config, sort_keys=True),
+    }
+
+
 def _child_params(spec: ComparisonSpec, run: Run, model: keras.Model, device: str) -> dict:
-    first = next(layer for layer in model.layers if hasattr(layer, "kernel_initializer"))
+    first = next((layer for layer in model.layers if hasattr(layer, "kernel_initializer")), None)
     return {
         "scheme": run.scheme.name,
-        "kernel_initializer": initializer_param(first.kernel_initializer),
-        "bias_initializer": initializer_param(first.bias_initializer),
-        "sizes": json.dumps(list(spec.sizes)),
-        "activation": spec.activation,
-        "output": spec.output,
+        "kernel_initializer": initializer_param(first.kernel_initializer) if first else "-",
+        "bias_initializer": initializer_param(first.bias_initializer) if first and hasattr(first, "bias_initializer") else "-",
+        **model_params(spec),
+        "parameters": model.count_params(),
         "seed": run.seed,
         "dataset": spec.dataset if spec.subset is None else f"{spec.dataset}[:{spec.subset[0]},:{spec.subset[1]}]",
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
-        "learning_rate": spec.learning_rate,
+        **optimizer_params(spec),
         "l2_lambda": spec.l2_lambda,
         "device": device,
     }
@@ -259,7 +362,7 @@ def _groups(runs: list[Run], stack: bool) -> list[list[Run]]:
 
 
 def run_comparison(
-    spec: ComparisonSpec,
+    spec: ComparisonSpec | Mapping | str | os.PathLike,
     tracking_uri: str | None = None,
     experiment: str | None = None,
     resume: bool = False,
@@ -269,10 +372,15 @@ def run_comparison(
 ) -> ComparisonOutcome:
     """Trains every (scheme, seed) run of ``spec`` and tracks it in MLflow (see `keras_initlab.tracking`).
 
-    With ``stack`` the schemes of one seed train side by side in one compiled
-    model (`keras_initlab.training.train_stacked`: the same mini-batches for every
-    scheme, a paired comparison); otherwise one model at a time. Either way each
-    (scheme, seed) gets its own child run with the same params and metrics.
+    ``spec`` is a `ComparisonSpec`, a spec file's path, or a spec as a mapping (in Python,
+    ``model: {factory: build}`` may hold the factory function itself).
+
+    For the MLP with plain SGD (`ComparisonSpec.stacks`) and ``stack``, the schemes of
+    one seed train side by side in one compiled model
+    (`keras_initlab.training.train_stacked`: the same mini-batches for every scheme, a
+    paired comparison); every other run (conv nets, factory models, any ``optimizer``)
+    trains alone with `keras_initlab.training.train`. Either way each (scheme, seed)
+    gets its own child run with the same params and metrics.
 
     A run that fails (an exception, a non-finite loss) is marked FAILED with the
     reason and the others go on; ``resume`` re-opens the latest parent run of the
@@ -281,7 +389,10 @@ def run_comparison(
 
     Example:
 
-    >>> outcome = run_comparison(ComparisonSpec.from_file("scripts/configs/nielsen.yaml"))  # doctest: +SKIP
+    >>> outcome = run_comparison("scripts/configs/nielsen.yaml")  # doctest: +SKIP
+    >>> def build(scheme, input_shape, num_classes): ...         # a notebook's own model  # doctest: +SKIP
+    >>> outcome = run_comparison({"name": "mine", "model": {"factory": build}, "schemes": ["he", "glorot"],
+    ...                           "optimizer": "adam", "epochs": 5, "batch_size": 64})     # doctest: +SKIP
 
     Raises:
         BackendError: under a Keras backend other than TensorFlow, before anything is tracked.
@@ -292,11 +403,15 @@ def run_comparison(
             (finished runs are kept as pending records, written by ``resume``).
     """
     require_tensorflow("initlab compare")
+    if isinstance(spec, (str, os.PathLike)):
+        spec, spec_file = ComparisonSpec.from_file(spec), spec if spec_file is None else spec_file
+    elif not isinstance(spec, ComparisonSpec):
+        spec = ComparisonSpec.from_dict(spec)
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
     device = resolve_spec_device(spec)
     data = load_spec_data(spec)
-    check_spec_fits(spec, data, device)
+    builder = check_spec_fits(spec, data, device)
     with http_limits(), _Interrupts() as interrupts:
         tracker = ComparisonTracker(uri, experiment or spec.name, spec.hash)
         failures: dict[str, str] = {}
@@ -305,9 +420,9 @@ def run_comparison(
             finished = _start(tracker, spec, resume, spec_file)
             pending = [run for run in spec.runs() if run.key not in finished]
             bar = _Progress(progress, len(pending), interrupts)
-            for group in _groups(pending, stack):
+            for group in _groups(pending, stack and spec.stacks):
                 interrupts.check()
-                failures.update(_train_group(tracker, spec, data, device, group, bar))
+                failures.update(_train_group(tracker, builder, device, group, bar))
                 bar.finish(len(group))
             summary = _log_summary(tracker, spec, data.name)
             tracker.finish_parent("FAILED" if failures else "FINISHED")
@@ -329,7 +444,7 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_
     """Starts (or with ``resume`` re-opens) the parent run and logs the spec; writes the runs that
     finished while MLflow was unreachable last time. Returns ``{run_key: run_id}`` of the finished runs."""
     shared = {k: v for k, v in spec.to_json().items() if k not in ("name", "model")}
-    shared.update(sizes=json.dumps(list(spec.sizes)), activation=spec.activation, output=spec.output)
+    shared.update(model_params(spec))
     shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
     finished = tracker.start_parent(params=shared, resume=resume)
     if resume:
@@ -342,32 +457,44 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_
 
 
 def _train_group(
-    tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, device: str, group: list[Run], bar: _Progress
+    tracker: ComparisonTracker, builder: ModelBuilder, device: str, group: list[Run], bar: _Progress
 ) -> dict[str, str]:
-    """Trains one group of runs (stacked, or one run) and writes each as a child run; returns ``{run_key: failure}``.
+    """Trains one group of runs and writes each as a child run; returns ``{run_key: failure}``.
 
-    If MLflow stops answering while the group's runs are written, each run stays a pending record
-    on disk and a `TrackingLostError` says where; ``--resume`` writes them.
+    A group is the stacked schemes of one seed (`train_stacked`, the MLP with plain SGD) or one run
+    (`train`, with the spec's optimizer and loss; its model is saved compiled with them, so the
+    ``.keras`` file holds the optimizer's state). If MLflow stops answering while the group's runs
+    are written, each run stays a pending record on disk and a `TrackingLostError` says where;
+    ``--resume`` writes them.
     """
-    batch = diagnostic_batch(data)
+    spec, data = builder.spec, builder.data
+    x, y = diagnostic_batch(data)
     models, children = [], []
     for run in group:
-        model = build_model(spec, run.scheme, run.seed, data.n_train)
+        model = builder.build(run.scheme, run.seed)
         child = tracker.start_child(run.key, _child_params(spec, run, model, device))
         try:
-            child.add_initial_diagnostics(*diagnose_with_histograms(model, *batch, title=f"{run.key}: activations at init"))
-        except TypeError as e:  # an explicit scheme's initializer whose variance the theory lacks
-            child.skip_initial_diagnostics(str(e))
+            child.add_initial_diagnostics(
+                *diagnose_with_histograms(model, x, y, loss=builder.loss(model), title=f"{run.key}: activations at init")
+            )
+        except Exception as e:  # e.g. an initializer whose variance the theory lacks: the run trains without them
+            child.skip_initial_diagnostics(f"{type(e).__name__}: {one_line(e)}")
         models.append(model)
         children.append(child)
     loggers = [EpochMetricsLogger(child) for child in children]
-    common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
-                  seed=group[0].seed, device=spec.device)
+    callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
+    common = dict(epochs=spec.epochs, batch_size=spec.batch_size, seed=group[0].seed, device=spec.device)
     bar.start(", ".join(run.key for run in group), group[-1].key)
     try:
-        try:  # one model alone is trained by `train` inside train_stacked
-            callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
-            outcomes = train_stacked(models, data, callbacks=callbacks, **common)
+        try:
+            if spec.stacks:  # one model alone is trained by `train` inside train_stacked
+                outcomes = train_stacked(models, data, callbacks=callbacks, learning_rate=spec.learning_rate, **common)
+            else:
+                (model,) = models
+                optimizer, loss = spec.build_optimizer(), builder.loss(model)
+                train(model, data, optimizer=optimizer, loss=loss, callbacks=callbacks[0], **common)
+                model.compile(optimizer=optimizer, loss=loss)
+                outcomes = [None]
         except Exception as e:  # the group's runs are recorded as failed; the comparison goes on
             outcomes = [e] * len(group)
     except KeyboardInterrupt:  # keep the epochs that did complete, unless the store fails too
@@ -401,7 +528,7 @@ def _log_summary(tracker, spec: ComparisonSpec, data_name: str) -> list:
     results = {s.name: results[s.name] for s in spec.schemes if s.name in results}
     summary = summarize(results) if results else []
     if summary:
-        title = f"{spec.name}: {spec.sizes} {spec.activation} on {data_name}"
+        title = f"{spec.name}: {spec.model.describe()} on {data_name}"
         tracker.log_parent_artifacts(
             {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary)},
             figures={"comparison.png": plot_comparison(results, title=title)},

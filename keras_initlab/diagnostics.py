@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
 from keras_initlab.initializers import compute_fans
-from keras_initlab.models import activation_name, as_model_input, default_loss
+from keras_initlab.models import activation_name, all_layers, as_model_input, default_loss
 from keras_initlab.theory import predicted_preactivation_std
 
 __all__ = [
@@ -323,16 +323,9 @@ def _model_input(model: keras.Model, x_batch) -> np.ndarray:
     raise ValueError(f"diagnose needs a model with one input; {model.name!r} has {len(model.inputs)}.")
 
 
-def _all_layers(model: keras.Model) -> Iterator:
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
 def _diagnosed_layers(model: keras.Model) -> list:
     for layer in model.layers:
-        if isinstance(layer, keras.Model) and any(_is_diagnosed(inner) for inner in _all_layers(layer)):
+        if isinstance(layer, keras.Model) and any(_is_diagnosed(inner) for inner in all_layers(layer)):
             raise ValueError(
                 f"Model {model.name!r} nests model {layer.name!r}, which holds Dense/Conv layers; "
                 "diagnose reads one level only: rebuild it as one functional model."

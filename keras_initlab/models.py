@@ -4,27 +4,44 @@ Nielsen's reference network is ``build_mlp([784, 30, 10])``: sigmoid hidden and
 output units, trained on the cross-entropy summed over the 10 sigmoid outputs
 (`summed_sigmoid_crossentropy`) with L2 weight decay on kernels only.
 
+A user's own model comes from a *factory*: a function called with the keyword
+arguments ``scheme`` (a `keras_initlab.schemes.Scheme`), ``input_shape`` (one
+image, e.g. ``(28, 28, 1)``) and ``num_classes``, returning an uncompiled
+``keras.Model`` whose output is class probabilities. `load_factory` finds it
+(``"file.py:function"`` or ``"package.module:function"``) and `build_from_factory`
+calls it and checks what it returns.
+
 >>> model = build_mlp([784, 30, 10], scheme="nielsen-default", l2_lambda=5.0, n_train=8000, seed=0)
 >>> loss = default_loss(model)          # summed sigmoid cross-entropy
+>>> build = load_factory("scripts/models/small_cnn.py:build")
+>>> cnn = build_from_factory(build, Scheme("he", seed=0), input_shape=(28, 28, 1), num_classes=10)
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.util
+import inspect
 import math
-from collections.abc import Sequence
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_initlab.checks import check_choice, check_int, check_ints, check_number, check_optional_int
-from keras_initlab.schemes import SchemeInitializers, get_scheme
+from keras_initlab.checks import check_choice, check_int, check_ints, check_number
+from keras_initlab.schemes import Scheme, SchemeLike
 
 OUTPUTS = ("sigmoid", "softmax")
 
-SchemeLike = str | tuple[keras.initializers.Initializer, keras.initializers.Initializer]
 
-
+@keras.saving.register_keras_serializable(package="keras_initlab")
 def summed_sigmoid_crossentropy(y_true, y_pred):
     """Nielsen's cost for sigmoid outputs, per example: ``-sum_j [y_j ln a_j + (1 - y_j) ln(1 - a_j)]``.
 
@@ -76,49 +93,12 @@ def l2_regularizer(l2_lambda: float, n_train: int | None) -> keras.regularizers.
     return keras.regularizers.L2(l2_lambda / (2 * n_train))
 
 
-def layer_seeds(seed: int | None, n_layers: int) -> list[int]:
-    """One independent int seed per layer, all derived from ``seed`` (random when ``None``)."""
-    seed = check_optional_int(seed, "seed")
-    # Even seeds only: get_scheme seeds the bias with seed + 1.
-    return [int(s) & ~1 for s in np.random.SeedSequence(seed).generate_state(n_layers)]
-
-
-def layer_initializers(scheme: SchemeLike, seed: int) -> SchemeInitializers:
-    """Fresh (kernel, bias) initializers of ``scheme`` for one layer, seeded with ``seed``.
-
-    ``scheme`` is a built-in name or a ``(kernel, bias)`` pair of initializer
-    instances; a pair is cloned from its config with the seed replaced, so the
-    caller's instances are never shared between layers.
-    """
-    if isinstance(scheme, str):
-        return get_scheme(scheme, seed=seed)
-    if (
-        isinstance(scheme, (tuple, list))
-        and len(scheme) == 2
-        and all(isinstance(i, keras.initializers.Initializer) for i in scheme)
-    ):
-        clones = []
-        for init, init_seed in zip(scheme, (seed, seed + 1)):
-            config = init.get_config()
-            if "seed" in config:
-                config["seed"] = init_seed
-            clones.append(type(init).from_config(config))
-        return SchemeInitializers(*clones)
-    raise TypeError(
-        "Argument `scheme` must be a scheme name or a (kernel, bias) pair of "
-        f"keras.initializers.Initializer. Received: scheme={scheme!r}"
-    )
-
-
-def scheme_name(scheme: SchemeLike) -> str:
-    """A short name for ``scheme``: the name itself, or the initializer class names joined by ``_``.
-
-    It becomes part of the model's name, which TensorFlow uses as a name scope
-    (letters, digits and ``_ . - / >`` only): ``mlp_RandomNormal_Zeros``.
-    """
-    if isinstance(scheme, str):
-        return scheme
-    return "_".join(type(init).__name__ for init in scheme)
+def all_layers(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    """Every layer of ``model`` in order, the layers of nested models included (after the model itself)."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
 
 
 def as_model_input(model: keras.Model, x: np.ndarray) -> np.ndarray:
@@ -142,9 +122,9 @@ def build_mlp(
 ) -> keras.Model:
     """A fully connected network ``sizes[0] -> ... -> sizes[-1]`` initialized by ``scheme``.
 
-    Every Dense layer gets fresh initializers of ``scheme`` seeded from ``seed``
-    (`layer_seeds`): one seed reproduces the whole model, and layers get
-    different values. Kernels carry `l2_regularizer(l2_lambda, n_train)`.
+    Every Dense layer gets fresh initializers of ``Scheme(scheme, seed)``
+    (`keras_initlab.schemes.Scheme`): one seed reproduces the whole model, and
+    layers get different values. Kernels carry `l2_regularizer(l2_lambda, n_train)`.
 
     Example:
 
@@ -163,20 +143,19 @@ def build_mlp(
     check_choice(output, "output", OUTPUTS)
     keras.activations.get(activation)  # unknown names fail here, with Keras' message
     regularizer = l2_regularizer(l2_lambda, n_train)
-    seeds = layer_seeds(seed, len(sizes) - 1)
+    scheme = Scheme(scheme, seed)
     inputs = keras.Input((sizes[0],), name="pixels")
     h = inputs
-    for i, (units, layer_seed) in enumerate(zip(sizes[1:], seeds), start=1):
-        kernel, bias = layer_initializers(scheme, layer_seed)
+    for i, units in enumerate(sizes[1:], start=1):
         h = keras.layers.Dense(
             units,
             activation=output if i == len(sizes) - 1 else activation,
-            kernel_initializer=kernel,
-            bias_initializer=bias,
+            kernel_initializer=scheme.kernel(),
+            bias_initializer=scheme.bias(),
             kernel_regularizer=regularizer,
             name=f"dense_{i}",
         )(h)
-    return keras.Model(inputs, h, name=f"mlp_{scheme_name(scheme)}")
+    return keras.Model(inputs, h, name=f"mlp_{scheme.name}")
 
 
 def build_convnet(
@@ -204,20 +183,151 @@ def build_convnet(
     check_choice(output, "output", OUTPUTS)
     keras.activations.get(activation)
     regularizer = l2_regularizer(l2_lambda, n_train)
-    seeds = layer_seeds(seed, 3)
+    scheme = Scheme(scheme, seed)
     inputs = keras.Input(tuple(input_shape), name="pixels")
     h = inputs
-    for i, (n_filters, layer_seed) in enumerate(zip(filters, seeds), start=1):
-        kernel, bias = layer_initializers(scheme, layer_seed)
+    for i, n_filters in enumerate(filters, start=1):
         h = keras.layers.Conv2D(
-            n_filters, 3, activation=activation, kernel_initializer=kernel, bias_initializer=bias,
-            kernel_regularizer=regularizer, name=f"conv_{i}",
+            n_filters, 3, activation=activation, kernel_initializer=scheme.kernel(),
+            bias_initializer=scheme.bias(), kernel_regularizer=regularizer, name=f"conv_{i}",
         )(h)
         h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
-    kernel, bias = layer_initializers(scheme, seeds[2])
     h = keras.layers.Flatten(name="flatten")(h)
     h = keras.layers.Dense(
-        num_classes, activation=output, kernel_initializer=kernel, bias_initializer=bias,
+        num_classes, activation=output, kernel_initializer=scheme.kernel(), bias_initializer=scheme.bias(),
         kernel_regularizer=regularizer, name="dense_out",
     )(h)
-    return keras.Model(inputs, h, name=f"convnet_{scheme_name(scheme)}")
+    return keras.Model(inputs, h, name=f"convnet_{scheme.name}")
+
+
+# -- a user's model factory ----------------------------------------------------------------
+
+FACTORY_ARGUMENTS = ("scheme", "input_shape", "num_classes")
+"""The keyword arguments a model factory is called with."""
+
+_MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+class FactoryError(ValueError):
+    """A model factory cannot be loaded, fails, or returns something that is not the model asked for."""
+
+
+def factory_name(factory: str | Callable) -> str:
+    """How a factory is recorded: the reference as written, or ``module:qualified_name`` of a function."""
+    if isinstance(factory, str):
+        return factory
+    return f"{getattr(factory, '__module__', '?')}:{getattr(factory, '__qualname__', type(factory).__name__)}"
+
+
+def split_factory(reference: str) -> tuple[str, str]:
+    """``"file.py:function"`` or ``"package.module:function"`` -> ``(file or module, function)``;
+    a `FactoryError` for anything else."""
+    where, _, name = reference.rpartition(":")
+    if not where or not _MODULE_PATH.fullmatch(name) or not (where.endswith(".py") or _MODULE_PATH.fullmatch(where)):
+        raise FactoryError(
+            f"{reference!r} is not a factory reference; write 'file.py:function' (a path relative to the "
+            "spec's folder) or 'package.module:function'"
+        )
+    return where, name
+
+
+def load_factory(reference: str | Callable, base_dir: str | os.PathLike | None = None) -> Callable:
+    """The model factory named by ``reference``, or ``reference`` itself when it is callable.
+
+    ``"file.py:function"`` loads the file (relative to ``base_dir``, default the
+    current folder) as a module of its own; ``"package.module:function"`` imports
+    the module. A missing file, module or function, or a module that fails while
+    loading, is a `FactoryError` saying which.
+    """
+    if callable(reference):
+        return reference
+    where, name = split_factory(reference)
+    if where.endswith(".py"):
+        path = (Path(base_dir or ".") / where).resolve()
+        if not path.is_file():
+            raise FactoryError(f"{reference!r}: no such file {path}")
+        # One module per file, named after its path, so that two factory files never collide.
+        module_name = f"keras_initlab_factory_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module  # what dataclasses and pickling in the file look up
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as e:
+            del sys.modules[module_name]
+            raise FactoryError(f"{reference!r}: loading {path} raised {_described(e)}") from None
+    else:
+        try:
+            module = importlib.import_module(where)
+        except Exception as e:
+            raise FactoryError(f"{reference!r}: importing {where} raised {_described(e)}") from None
+    factory = module
+    for part in name.split("."):
+        if not hasattr(factory, part):
+            defined = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_"))
+            raise FactoryError(
+                f"{reference!r}: {where} has no {name!r}; its functions: {', '.join(defined) or 'none'}"
+            )
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise FactoryError(f"{reference!r}: {name} is a {type(factory).__name__}, not a function")
+    return factory
+
+
+def _described(error: BaseException) -> str:
+    """``ValueError: message (file.py, line 12)``: the error and where in the user's code it was raised."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message[:300]}{where}"
+
+
+def build_from_factory(
+    factory: Callable, scheme: Scheme, input_shape: Sequence[int], num_classes: int
+) -> keras.Model:
+    """Calls ``factory(scheme=..., input_shape=..., num_classes=...)`` and checks the model it returns.
+
+    The model must take one input of ``input_shape`` (any shape with as many
+    values: images are reshaped) and give one output ``(batch, num_classes)``.
+    A ``keras.Sequential`` without an ``Input`` is built for ``input_shape``.
+    Raises a `FactoryError` naming the factory for a signature without the
+    `FACTORY_ARGUMENTS`, an exception inside it (with its file and line), a
+    return value that is not a ``keras.Model``, or shapes that do not fit.
+    """
+    name = factory_name(factory)
+    input_shape = tuple(input_shape)
+    try:
+        inspect.signature(factory).bind(scheme=scheme, input_shape=input_shape, num_classes=num_classes)
+    except TypeError:
+        raise FactoryError(
+            f"{name} must accept the keyword arguments {', '.join(FACTORY_ARGUMENTS)}; "
+            f"its signature is {inspect.signature(factory)}"
+        ) from None
+    except ValueError:  # a builtin without a signature: calling it tells
+        pass
+    try:
+        model = factory(scheme=scheme, input_shape=input_shape, num_classes=num_classes)
+    except Exception as e:
+        raise FactoryError(f"{name} raised {_described(e)}") from None
+    if not isinstance(model, keras.Model):
+        raise FactoryError(f"{name} returned a {type(model).__name__}, not a keras.Model")
+    if not model.built:
+        model.build((None, *input_shape))
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise FactoryError(
+            f"{name} returned a model with {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            "a classifier here has one of each"
+        )
+    model_input = tuple(model.inputs[0].shape[1:])
+    if None in model_input or math.prod(model_input) != math.prod(input_shape):
+        raise FactoryError(
+            f"{name} returned a model whose input shape {model_input} does not hold one image of shape "
+            f"{input_shape}; use keras.Input(input_shape)"
+        )
+    output = tuple(model.outputs[0].shape[1:])
+    if output != (num_classes,):
+        raise FactoryError(
+            f"{name} returned a model whose output shape is {output}, not ({num_classes},) "
+            f"(one probability per class); end it with Dense(num_classes, activation='softmax')"
+        )
+    return model

@@ -19,6 +19,19 @@ Optional keys: ``data_dir`` (for ``dataset: mnist``) and ``subset: {train: N, va
 Keras serializes them (``keras.initializers.serialize``) or as registered names.
 Absent keys take the defaults of `ComparisonSpec`'s fields.
 
+``model`` is one of (`MLPModel`, `ConvNetModel`, `FactoryModel`)::
+
+    model: {sizes: [784, 30, 10], activation: sigmoid, output: sigmoid}   # kind: mlp, the default
+    model: {kind: convnet, filters: [8, 16], activation: relu, output: softmax}
+    model: {factory: models/small_cnn.py:build}      # relative to the spec file's folder
+    model: {factory: my_package.models:build}        # importable
+
+``optimizer`` is a Keras optimizer name (``adam``) or config (``{class_name: SGD, config:
+{learning_rate: 0.01, momentum: 0.9}}``), built by Keras' own deserialization; without it,
+plain SGD with ``learning_rate`` (giving both is an error). ``loss`` (a Keras loss name or
+config) is for factory models; their default is sparse categorical cross-entropy on the
+model's probabilities. The built-in models' loss follows their ``output``.
+
 A spec is small and bounded: at most `MAX_SPEC_BYTES`, no YAML aliases (a "billion laughs"
 file would expand to gigabytes), names of at most `MAX_NAME_LENGTH` characters (they become
 MLflow metric and file names), and at most `MAX_SEEDS` seeds, `MAX_SCHEMES` schemes,
@@ -38,13 +51,15 @@ Everything is checked before anything runs, with the argument checks of
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import hashlib
+import inspect
 import json
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import keras
@@ -53,8 +68,10 @@ from keras_initlab.backend import DEVICES
 from keras_initlab.checks import (
     MAX_SHOWN, check_choice, check_int, check_ints, check_list, check_number, check_str, fail, shown,
 )
-from keras_initlab.models import OUTPUTS, SchemeLike
-from keras_initlab.schemes import list_schemes
+from keras_initlab.models import (
+    OUTPUTS, FactoryError, build_convnet, build_mlp, factory_name, split_factory,
+)
+from keras_initlab.schemes import SchemeLike, list_schemes
 
 
 MAX_SPEC_BYTES = 1 << 20
@@ -109,6 +126,58 @@ class Run:
         return f"{self.scheme.name}/seed={self.seed}"
 
 
+def _default(function: Callable, argument: str):
+    """A default argument of ``function``: the spec's defaults are the builders' own."""
+    return inspect.signature(function).parameters[argument].default
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPModel:
+    """The built-in MLP (`keras_initlab.models.build_mlp`): ``{sizes, activation, output}``."""
+
+    sizes: tuple[int, ...] = tuple(_default(build_mlp, "sizes"))
+    activation: str = _default(build_mlp, "activation")
+    output: str = _default(build_mlp, "output")
+
+    def to_json(self) -> dict:
+        return {"sizes": list(self.sizes), "activation": self.activation, "output": self.output}
+
+    def describe(self) -> str:
+        return f"MLP {list(self.sizes)} {self.activation}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvNetModel:
+    """The built-in conv net (`keras_initlab.models.build_convnet`): ``{kind: convnet, filters, activation, output}``."""
+
+    filters: tuple[int, ...] = tuple(_default(build_convnet, "filters"))
+    activation: str = _default(build_convnet, "activation")
+    output: str = _default(build_convnet, "output")
+
+    def to_json(self) -> dict:
+        return {"kind": "convnet", "filters": list(self.filters), "activation": self.activation, "output": self.output}
+
+    def describe(self) -> str:
+        return f"conv net {list(self.filters)} {self.activation}"
+
+
+@dataclasses.dataclass(frozen=True)
+class FactoryModel:
+    """A user's model: ``{factory: "file.py:function"}``, ``{factory: "package.module:function"}``,
+    or (in Python) the function itself, recorded by its qualified name."""
+
+    factory: str | Callable
+
+    def to_json(self) -> dict:
+        return {"factory": factory_name(self.factory)}
+
+    def describe(self) -> str:
+        return factory_name(self.factory)
+
+
+ModelSpec = MLPModel | ConvNetModel | FactoryModel
+
+
 @dataclasses.dataclass(frozen=True)
 class ComparisonSpec:
     """A validated comparison: dataset, model, schemes x seeds and the training hyperparameters.
@@ -122,14 +191,17 @@ class ComparisonSpec:
     dataset: str = "mnist-10k"
     data_dir: str | None = None
     subset: tuple[int, int] | None = None
-    sizes: tuple[int, ...] = (784, 30, 10)
-    activation: str = "sigmoid"
-    output: str = "sigmoid"
+    model: ModelSpec = MLPModel()
     epochs: int = 30
     batch_size: int = 10
-    learning_rate: float = 0.1
+    learning_rate: float | None = 0.1
+    """Plain SGD's step size; ``None`` when ``optimizer`` is given."""
+    optimizer: str | dict | None = None
+    loss: str | dict | None = None
     l2_lambda: float = 0.0
     device: str = "auto"
+    base_dir: Path | None = dataclasses.field(default=None, compare=False)
+    """Where a factory file's relative path starts: the spec file's folder (default: the current one)."""
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ComparisonSpec:
@@ -162,29 +234,26 @@ class ComparisonSpec:
                 raise SpecError(f"{path}: nested too deeply to be a spec") from None
         else:
             raise SpecError(f"{path}: a spec must be a .yaml, .yml or .json file")
-        return cls.from_dict(raw)
+        return cls.from_dict(raw, base_dir=path.parent)
 
     @classmethod
-    def from_dict(cls, raw: Mapping) -> ComparisonSpec:
-        """Validates a parsed spec; raises `SpecError` (or `SpecTypeError`) naming the first bad key path."""
+    def from_dict(cls, raw: Mapping, base_dir: str | os.PathLike | None = None) -> ComparisonSpec:
+        """Validates a parsed spec; raises `SpecError` (or `SpecTypeError`) naming the first bad key path.
+
+        ``base_dir`` is where a factory file's relative path starts (default: the current folder).
+        """
         with _key_paths():
-            return cls._parse(raw)
+            return cls._parse(raw, None if base_dir is None else Path(base_dir))
 
     @classmethod
-    def _parse(cls, raw) -> ComparisonSpec:
+    def _parse(cls, raw, base_dir: Path | None) -> ComparisonSpec:
         default = {field.name: field.default for field in dataclasses.fields(cls)}
         _mapping(raw, "spec", "a mapping of spec keys")
         _known_keys(raw, _TOP_KEYS, "")
         for key in ("name", "schemes"):
             if key not in raw:
                 raise SpecError(f"{key}: required")
-        model = _mapping(raw.get("model", {}), "model", "a mapping {sizes, activation, output}")
-        _known_keys(model, _MODEL_KEYS, "model.")
-        activation = check_str(model.get("activation", default["activation"]), "model.activation", "an activation name")
-        try:
-            keras.activations.get(activation)
-        except ValueError:
-            raise SpecError(f"model.activation: unknown activation {shown(activation)}") from None
+        model = _model(raw.get("model", {}), base_dir)
         seeds = check_ints(
             raw.get("seeds", list(default["seeds"])), "seeds", minimum=0, maximum=MAX_SEED, min_len=1, max_len=MAX_SEEDS
         )
@@ -201,6 +270,25 @@ class ComparisonSpec:
                 f"a comparison has at most {MAX_RUNS}"
             )
         data_dir = raw.get("data_dir", default["data_dir"])
+        optimizer = _keras_config(raw.get("optimizer"), "optimizer", keras.optimizers.get, "an optimizer")
+        if optimizer is not None and "learning_rate" in raw:
+            raise SpecError(
+                "learning_rate: give it inside the optimizer's config "
+                "(optimizer: {class_name: SGD, config: {learning_rate: ...}}), not beside an optimizer"
+            )
+        learning_rate = None if optimizer is not None else check_number(
+            raw.get("learning_rate", default["learning_rate"]), "learning_rate", positive=True
+        )
+        loss = _keras_config(raw.get("loss"), "loss", keras.losses.get, "a loss")
+        if loss is not None and not isinstance(model, FactoryModel):
+            raise SpecError(
+                f"loss: only for a factory model; the loss of the built-in {model.describe()} follows model.output"
+            )
+        l2_lambda = check_number(raw.get("l2_lambda", default["l2_lambda"]), "l2_lambda", minimum=0)
+        if l2_lambda and isinstance(model, FactoryModel):
+            raise SpecError(
+                "l2_lambda: a factory builds its own layers; give them kernel_regularizer=keras.regularizers.L2(...)"
+            )
         return cls(
             name=_name(raw["name"], "name"),
             schemes=tuple(schemes),
@@ -208,27 +296,45 @@ class ComparisonSpec:
             dataset=check_str(raw.get("dataset", default["dataset"]), "dataset", "a dataset name"),
             data_dir=None if data_dir is None else check_str(data_dir, "data_dir", "a directory path"),
             subset=_subset(raw.get("subset", default["subset"])),
-            sizes=tuple(check_ints(model.get("sizes", list(default["sizes"])), "model.sizes", minimum=1,
-                                   maximum=MAX_UNITS, min_len=2, max_len=MAX_LAYERS + 1)),
-            activation=activation,
-            output=check_choice(model.get("output", default["output"]), "model.output", OUTPUTS),
+            model=model,
             epochs=check_int(raw.get("epochs", default["epochs"]), "epochs", minimum=1, maximum=MAX_EPOCHS),
             batch_size=check_int(raw.get("batch_size", default["batch_size"]), "batch_size", minimum=1),
-            learning_rate=check_number(raw.get("learning_rate", default["learning_rate"]), "learning_rate", positive=True),
-            l2_lambda=check_number(raw.get("l2_lambda", default["l2_lambda"]), "l2_lambda", minimum=0),
+            learning_rate=learning_rate,
+            optimizer=optimizer,
+            loss=loss,
+            l2_lambda=l2_lambda,
             device=check_choice(raw.get("device", default["device"]), "device", DEVICES),
+            base_dir=base_dir,
         )
 
     def replace(self, **changes) -> ComparisonSpec:
         """A copy with some fields changed (command-line overrides), validated again."""
-        return ComparisonSpec.from_dict({**self.to_json(), **changes})
+        raw = self.to_json()
+        if isinstance(self.model, FactoryModel):  # a function given in Python stays that function
+            raw["model"] = {"factory": self.model.factory}
+        return ComparisonSpec.from_dict({**raw, **changes}, base_dir=self.base_dir)
+
+    @property
+    def stacks(self) -> bool:
+        """Whether the runs can train stacked (`keras_initlab.training.train_stacked`): the MLP with plain SGD."""
+        return isinstance(self.model, MLPModel) and self.optimizer is None
+
+    def build_optimizer(self) -> keras.optimizers.Optimizer:
+        """A new optimizer for one run: ``optimizer`` through Keras' deserialization, else ``SGD(learning_rate)``."""
+        if self.optimizer is None:
+            return keras.optimizers.SGD(self.learning_rate)
+        return keras.optimizers.get(copy.deepcopy(self.optimizer))
 
     def to_json(self) -> dict:
-        """The spec as plain data, in the file format (what is hashed and logged)."""
+        """The spec as plain data, in the file format (what is hashed and logged).
+
+        Keys added after a spec format was in use appear only when set, so the
+        hash of an older spec (and so ``--resume``) does not change.
+        """
         out = {
             "name": self.name,
             "dataset": self.dataset,
-            "model": {"sizes": list(self.sizes), "activation": self.activation, "output": self.output},
+            "model": self.model.to_json(),
             "schemes": [s.to_json() for s in self.schemes],
             "seeds": list(self.seeds),
             "epochs": self.epochs,
@@ -237,8 +343,11 @@ class ComparisonSpec:
             "l2_lambda": self.l2_lambda,
             "device": self.device,
         }
-        if self.data_dir is not None:
-            out["data_dir"] = self.data_dir
+        for key in ("optimizer", "loss", "data_dir"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.optimizer is not None:
+            del out["learning_rate"]
         if self.subset is not None:
             out["subset"] = {"train": self.subset[0], "val": self.subset[1]}
         return out
@@ -272,8 +381,8 @@ def _loader_without_aliases():
     return Loader
 
 
-_MODEL_KEYS = {"sizes", "activation", "output"}
-_TOP_KEYS = {field.name for field in dataclasses.fields(ComparisonSpec)} - _MODEL_KEYS | {"model"}
+_TOP_KEYS = {field.name for field in dataclasses.fields(ComparisonSpec)} - {"base_dir"}
+_MODEL_KINDS = {"mlp": MLPModel, "convnet": ConvNetModel}
 
 
 @contextlib.contextmanager
@@ -354,3 +463,62 @@ def _scheme(value, path: str) -> SchemeSpec:
 
 def _plain(config):
     return json.loads(json.dumps(config))
+
+
+def _model(value, base_dir: Path | None) -> ModelSpec:
+    """``model``: the MLP (``kind: mlp``, the default), the conv net (``kind: convnet``) or a factory."""
+    _mapping(value, "model", "a mapping {sizes, activation, output}, {kind: convnet, ...} or {factory: ...}")
+    if "factory" in value:
+        _known_keys(value, {"factory"}, "model.")
+        return FactoryModel(_factory(value["factory"], base_dir))
+    kind = check_choice(value.get("kind", "mlp"), "model.kind", tuple(_MODEL_KINDS))
+    model_class = _MODEL_KINDS[kind]
+    default = model_class()
+    _known_keys(value, {"kind", *(f.name for f in dataclasses.fields(model_class))}, "model.")
+    activation = check_str(value.get("activation", default.activation), "model.activation", "an activation name")
+    try:
+        keras.activations.get(activation)
+    except ValueError:
+        raise SpecError(f"model.activation: unknown activation {shown(activation)}") from None
+    output = check_choice(value.get("output", default.output), "model.output", OUTPUTS)
+    if model_class is MLPModel:
+        sizes = check_ints(value.get("sizes", list(default.sizes)), "model.sizes", minimum=1, maximum=MAX_UNITS,
+                           min_len=2, max_len=MAX_LAYERS + 1)
+        return MLPModel(tuple(sizes), activation, output)
+    filters = check_ints(value.get("filters", list(default.filters)), "model.filters", minimum=1,
+                         maximum=MAX_UNITS, min_len=2, max_len=2)
+    return ConvNetModel(tuple(filters), activation, output)
+
+
+def _factory(value, base_dir: Path | None) -> str | Callable:
+    """``model.factory``: a reference to a file (which must exist) or module, or (in Python) a function."""
+    if callable(value):
+        return value
+    check_str(value, "model.factory", "'file.py:function', 'package.module:function' or a function")
+    try:
+        where, _ = split_factory(value)
+    except FactoryError as e:
+        raise SpecError(f"model.factory: {e}") from None
+    if where.endswith(".py"):
+        path = (base_dir or Path.cwd()) / where
+        if not path.is_file():
+            raise SpecError(
+                f"model.factory: no such file {path.resolve()} (a factory file's path is relative to the spec's folder)"
+            )
+    return value
+
+
+def _keras_config(value, path: str, get: Callable, what: str) -> str | dict | None:
+    """An optimizer or loss as a Keras name or ``{class_name, config}``, checked by building it with ``get``."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, Mapping)):
+        fail(TypeError, path, f"{what} name or a Keras config {{class_name, config}}", value)
+    value = _plain(value)
+    try:
+        built = get(copy.deepcopy(value))
+    except (ValueError, TypeError) as e:
+        raise SpecError(f"{path}: not {what} Keras knows: {' '.join(str(e).split())[:300]}") from None
+    if built is None:
+        raise SpecError(f"{path}: not {what} Keras knows: {shown(value)}")
+    return value

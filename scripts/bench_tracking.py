@@ -16,15 +16,16 @@ import argparse
 import tempfile
 import time
 
-from keras_initlab.comparison import _groups, build_model, load_spec_data, run_comparison
+from keras_initlab.comparison import ModelBuilder, _groups, load_spec_data, run_comparison
 from keras_initlab.spec import ComparisonSpec
 from keras_initlab.training import train_stacked
 
 
 def untracked(spec: ComparisonSpec) -> None:
     data = load_spec_data(spec)
+    builder = ModelBuilder(spec, data)
     for group in _groups(spec.runs(), stack=True):
-        models = [build_model(spec, run.scheme, run.seed, data.n_train) for run in group]
+        models = [builder.build(run.scheme, run.seed) for run in group]
         common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
                       seed=group[0].seed, device=spec.device)
         train_stacked(models, data, **common)  # one model alone goes to `train`, as in run_comparison

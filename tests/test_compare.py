@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from conftest import free_port
 from keras_initlab.cli import main
 from keras_initlab.diagnostics import diagnose
-from keras_initlab.comparison import build_model, diagnostic_batch, load_spec_data
+from keras_initlab.comparison import ModelBuilder, diagnostic_batch, load_spec_data
 from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.report import summarize
 
@@ -32,8 +32,9 @@ TINY = {
     "learning_rate": 0.1,
     "l2_lambda": 5.0,
 }
-CHILD_PARAMS = {"scheme", "kernel_initializer", "bias_initializer", "sizes", "activation", "output", "seed",
-                "dataset", "epochs", "batch_size", "learning_rate", "l2_lambda", "device"}
+CHILD_PARAMS = {"scheme", "kernel_initializer", "bias_initializer", "sizes", "activation", "output", "parameters",
+                "seed", "dataset", "epochs", "batch_size", "optimizer", "learning_rate", "optimizer_config",
+                "l2_lambda", "device"}
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
 INIT_METRICS = [f"init/layer{depth}/{metric}" for depth in (1, 2)
                 for metric in ("preact_std", "predicted_std", "saturated_fraction", "grad_norm")]
@@ -106,9 +107,10 @@ def test_compare_into_a_sqlite_store(tmp_path, capsys):
     # The step-0 metrics are `diagnose` of the very model the run started from.
     spec = ComparisonSpec.from_file(spec_file)
     data = load_spec_data(spec)
+    builder = ModelBuilder(spec, data)
     for child in children:
         scheme = next(s for s in spec.schemes if s.name == child.data.params["scheme"])
-        table = diagnose(build_model(spec, scheme, int(child.data.params["seed"]), data.n_train), *diagnostic_batch(data))
+        table = diagnose(builder.build(scheme, int(child.data.params["seed"])), *diagnostic_batch(data))
         for key, value in table.metrics().items():
             assert child.data.metrics[key] == pytest.approx(value, rel=1e-6), key
     saturated = {c.data.params["scheme"]: c.data.metrics["init/layer1/saturated_fraction"] for c in children}

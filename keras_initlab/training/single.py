@@ -21,20 +21,27 @@ import keras
 import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
-from keras_initlab.checks import check_number
-from keras_initlab.models import default_loss
+from keras_initlab.checks import check_number, fail
+from keras_initlab.models import all_layers, default_loss
 from keras_initlab.training.driver import (
     DeviceData, EpochReporter, accuracy, check_schedule, epoch_orders, resolve_device, run_minibatches,
 )
 
 
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D,
+                 keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
+
+
 class _CompiledEpoch:
     """The compiled per-epoch training loop and the validation pass of one model."""
 
-    def __init__(self, model: keras.Model, loss: Callable, optimizer: keras.optimizers.Optimizer, batch_size: int):
+    def __init__(
+        self, model: keras.Model, loss: Callable, optimizer: keras.optimizers.Optimizer, batch_size: int,
+        jit_compile: bool,
+    ):
         self.model, self.loss, self.optimizer, self.batch_size = model, loss, optimizer, batch_size
-        self.train = tf.function(self._train, jit_compile=True, reduce_retracing=True)
-        self.evaluate = tf.function(self._evaluate, jit_compile=True)
+        self.train = tf.function(self._train, jit_compile=jit_compile, reduce_retracing=True)
+        self.evaluate = tf.function(self._evaluate, jit_compile=jit_compile)
 
     def _losses(self, x, y, training):
         """(data loss, data loss + regularization losses, predictions) on one batch."""
@@ -74,6 +81,7 @@ def train(
     loss: Callable | None = None,
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     device: str = "auto",
+    jit_compile: bool | str = "auto",
 ) -> keras.callbacks.History:
     """Trains ``model`` on ``data`` with mini-batch SGD; returns Keras' ``History``.
 
@@ -98,6 +106,10 @@ def train(
         callbacks: ordinary Keras callbacks (epoch-level hooks are called;
             ``model.stop_training = True`` stops after the current epoch).
         device: ``"auto"``, ``"cpu"`` or ``"gpu"``.
+        jit_compile: compile the epoch with XLA; ``"auto"`` (as Keras' ``compile``) does
+            except for a model with convolutions on the CPU: XLA's CPU convolutions are
+            several times slower than TensorFlow's own kernels (measured in
+            ``scripts/bench_models.py``), while for Dense layers XLA is the faster.
 
     Raises:
         BackendError: under a Keras backend other than TensorFlow (`keras_initlab.backend`).
@@ -107,8 +119,12 @@ def train(
     require_tensorflow("keras_initlab.train")
     check_schedule(epochs, batch_size, len(data.x_train), seed)
     device_name = resolve_device(device)
+    if jit_compile == "auto":
+        jit_compile = device_name != "/CPU:0" or not any(isinstance(layer, _CONVOLUTIONS) for layer in all_layers(model))
+    elif not isinstance(jit_compile, bool):
+        fail(TypeError, "jit_compile", 'True, False or "auto"', jit_compile)
     optimizer = optimizer or keras.optimizers.SGD(check_number(learning_rate, "learning_rate", positive=True))
-    compiled = _CompiledEpoch(model, loss or default_loss(model), optimizer, batch_size)
+    compiled = _CompiledEpoch(model, loss or default_loss(model), optimizer, batch_size, jit_compile)
     reporter = EpochReporter(model, callbacks, epochs, len(data.x_train) // batch_size)
     with tf.device(device_name):
         optimizer.build(model.trainable_variables)
