@@ -322,9 +322,10 @@ def model_params(spec: ComparisonSpec) -> dict[str, str]:
 
 
 def optimizer_params(spec: ComparisonSpec) -> dict[str, str]:
-    """``optimizer`` (the class name), ``learning_rate`` and ``optimizer_config`` (Keras' full config, JSON)."""
+    """``optimizer`` (the class name), ``learning_rate`` and ``optimizer_config`` (Keras' full config as
+    JSON, without the instance name Keras numbers: equal optimizers, equal params)."""
     optimizer = spec.build_optimizer()
-    config = keras.optimizers.serialize(optimizer)["config"]
+    config = {k: v for k, v in keras.optimizers.serialize(optimizer)["config"].items() if k != "name"}
     return {
         "optimizer": type(optimizer).__name__,
         "learning_rate": json.dumps(config["learning_rate"]) if isinstance(config["learning_rate"], dict)
