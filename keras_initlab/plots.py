@@ -115,6 +115,7 @@ def plot_comparison(results: Results, metric: str = "val_accuracy", title: str =
         (line,) = axes.plot(epochs, c.mean(axis=0), label=f"{scheme} (n={c.shape[0]})")
         axes.fill_between(epochs, c.min(axis=0), c.max(axis=0), color=line.get_color(), alpha=0.2, linewidth=0)
     axes.set_xlabel("epoch")
+    axes.xaxis.get_major_locator().set_params(integer=True)
     axes.set_ylabel(metric.replace("_", " "))
     axes.set_title(title or f"{metric} by epoch: mean and min-max over seeds")
     axes.grid(alpha=0.3)

@@ -143,7 +143,15 @@ class MLPModel:
         return {"sizes": list(self.sizes), "activation": self.activation, "output": self.output}
 
     def describe(self) -> str:
-        return f"MLP {list(self.sizes)} {self.activation}"
+        """``MLP 784-100x29-10 relu``: runs of equal widths written once, with their count."""
+        runs: list[list[int]] = []
+        for size in self.sizes:
+            if runs and runs[-1][0] == size:
+                runs[-1][1] += 1
+            else:
+                runs.append([size, 1])
+        widths = "-".join(f"{size}x{count}" if count > 1 else str(size) for size, count in runs)
+        return f"MLP {widths} {self.activation}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +166,7 @@ class ConvNetModel:
         return {"kind": "convnet", "filters": list(self.filters), "activation": self.activation, "output": self.output}
 
     def describe(self) -> str:
-        return f"conv net {list(self.filters)} {self.activation}"
+        return f"conv net {'-'.join(map(str, self.filters))} {self.activation}"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,8 @@ import pytest
 import keras_initlab
 from keras_initlab import get_scheme, list_schemes
 
-BUILT_IN = ["nielsen-default", "nielsen-large", "uniform-inv-sqrt", "he", "sparse10", "small", "zeros"]
+BUILT_IN = ["nielsen-default", "nielsen-large", "uniform-inv-sqrt", "he", "glorot", "lecun", "sparse10", "small",
+            "zeros"]
 UNITS = 10_000  # independent hidden units, one z each
 Z = 5.0
 
@@ -87,6 +88,16 @@ def test_he_doubles_the_variance_and_sets_biases_to_one_hundredth():
     assert abs(z.var() - 2.0) < Z * 2.0 * math.sqrt(2 / UNITS)
 
 
+@pytest.mark.parametrize("name, variance", [("glorot", lambda n_in, n_out: 2 / (n_in + n_out)),
+                                            ("lecun", lambda n_in, n_out: 1 / n_in)])
+def test_glorot_and_lecun_are_the_keras_variances_with_zero_bias(name, variance):
+    kernel, bias = get_scheme(name, seed=0)
+    assert not np.any(keras.ops.convert_to_numpy(bias((10,))))
+    w = keras.ops.convert_to_numpy(kernel((784, 300))).astype(np.float64)
+    expected = variance(784, 300)  # Keras rescales its truncated normal to this variance
+    assert abs(w.var() - expected) < Z * expected * math.sqrt(2 / w.size)  # SE of a variance ~ var * sqrt(2/N)
+
+
 def test_zeros_and_small():
     k, b = get_scheme("zeros")
     assert not np.any(keras.ops.convert_to_numpy(k((10, 10)))) and not np.any(keras.ops.convert_to_numpy(b((10,))))
@@ -95,5 +106,19 @@ def test_zeros_and_small():
 
 
 def test_public_api_is_importable_from_the_package():
-    for name in ["ScaledGaussian", "InverseSqrtUniform", "SparseGaussian", "BiasConstant", "get_scheme", "list_schemes"]:
+    for name in ["ScaledGaussian", "InverseSqrtUniform", "SparseGaussian", "BiasConstant", "get_scheme", "list_schemes",
+                 "Scheme"]:
         assert hasattr(keras_initlab, name)
+
+
+def test_scheme_hands_out_new_initializers_and_refuses_bad_schemes():
+    scheme = keras_initlab.Scheme("he", seed=None)  # seeds drawn once, when the scheme is made
+    first, second = scheme.kernel(), scheme.kernel()
+    assert first is not second
+    assert not np.array_equal(first((20, 20)), second((20, 20)))
+    np.testing.assert_array_equal(first((20, 20)), first((20, 20)))  # each is an int-seeded Keras initializer
+    assert repr(keras_initlab.Scheme("he", 3)) == "Scheme('he', seed=3)"
+    with pytest.raises(ValueError, match=r"Unknown scheme 'sparce10'; known: .*sparse10"):
+        keras_initlab.Scheme("sparce10")
+    with pytest.raises(TypeError, match=r"`scheme` must be a scheme name or a \(kernel, bias\) pair"):
+        keras_initlab.Scheme((keras.initializers.Zeros(),))
