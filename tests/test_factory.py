@@ -288,6 +288,14 @@ def test_the_convnet_kind_compares_and_diagnoses(tmp_path, capsys):
     assert "| conv_2 |" in capsys.readouterr().out
 
 
+def test_diagnose_a_factory_spec(factories, capsys):
+    assert main(["diagnose", str(write_spec(factories)), "--out", str(factories / "figures")]) == 0
+    out = capsys.readouterr().out
+    for layer in ("a", "b", "out"):
+        assert f"| {layer} |" in out
+    assert (factories / "figures" / "activations-glorot.png").is_file()
+
+
 def test_a_factory_comparison_fails_alone_and_resumes(factories, capsys):
     uri = f"sqlite:///{factories / 'store.db'}"
     exploding = {"name": "huge", "kernel": {"class_name": "RandomNormal", "config": {"stddev": 1e30}}, "bias": "zeros"}
