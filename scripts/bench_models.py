@@ -18,29 +18,15 @@ kept (the machine is shared: compare ratios within one run).
 """
 
 import argparse
-import sys
-import time
-from pathlib import Path
 
 import keras
 
+from bench_training import EpochTimer  # this script's folder is on sys.path
 from keras_initlab import train
 from keras_initlab.comparison import ModelBuilder, load_spec_data
 from keras_initlab.models import as_model_input
 from keras_initlab.spec import ComparisonSpec
 from keras_initlab.training import resolve_device
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
 
 
 def fit_epoch(build, data, batch_size) -> float:
@@ -91,5 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     main()

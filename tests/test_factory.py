@@ -221,6 +221,17 @@ def test_a_function_given_in_python_is_recorded_by_name_and_kept_by_replace(fact
     assert spec.replace(epochs=1).hash == ComparisonSpec.from_dict({**SMALL, "epochs": 1, "model": {"factory": build}}).hash
 
 
+def test_a_notebook_function_trains_and_resumes_by_its_name(factories):
+    build = load_factory("models/factories.py:build", factories)
+    spec = {**SMALL, "model": {"factory": build}, "schemes": ["he"], "epochs": 1}
+    uri = f"sqlite:///{factories / 'store.db'}"
+    first = run_comparison(spec, tracking_uri=uri)
+    (child,) = MlflowClient(uri).search_runs([first.experiment_id], "tags.`mlflow.parentRunId` != ''")
+    assert child.data.params["factory"] == f"{build.__module__}:build"
+    again = run_comparison(spec, tracking_uri=uri, resume=True)
+    assert again.parent_run_id == first.parent_run_id and again.skipped == ["he/seed=0"]
+
+
 def test_older_specs_keep_their_hash():
     """Keys added later appear in the hashed JSON only when set: --resume still finds older parents."""
     spec = ComparisonSpec.from_dict({"name": "nielsen", "schemes": ["he"]})

@@ -69,7 +69,8 @@ h: [*g, *g, *g, *g, *g, *g, *g, *g, *g]
         ("name: x\nschemes: [he]\n1: 2\n", r"^spec: must be a mapping of spec keys with str keys"),
         ("[" * 200_000, r"nested too deeply to be a spec"),
         (json.dumps({"name": "x", "seeds": list(range(1000)), "schemes": list(list_schemes()) + [
-            {**RANDOM_NORMAL, "name": f"rn{i}"} for i in range(4)]}), r"^seeds: 1000 seeds x 11 schemes = 11000 runs"),
+            {**RANDOM_NORMAL, "name": f"rn{i}"} for i in range(4)]}),
+         rf"^seeds: 1000 seeds x {len(list_schemes()) + 4} schemes = {1000 * (len(list_schemes()) + 4)} runs"),
         (f"name: {'n' * 101}\nschemes: [he]\n", r"^name: must be a name of at most 100 letters"),
         ("name: x\nschemes: [he]\ndataset: " + "d" * 500_000 + "\nbogus: 1\n", r"^bogus: unknown key"),
     ],
