@@ -16,6 +16,7 @@ from keras_initlab.initializers import (
 )
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.diagnostics import DiagnosticsTable, diagnose
+from keras_initlab.lsuv import LSUVStep, lsuv
 from keras_initlab.models import build_convnet, build_mlp
 from keras_initlab.schemes import Scheme, get_scheme, list_schemes
 from keras_initlab.spec import ComparisonSpec, SpecError
@@ -41,6 +42,7 @@ __all__ = [
     "DiagnosticsTable",
     "NonFiniteLossError",
     "InverseSqrtUniform",
+    "LSUVStep",
     "ScaledGaussian",
     "SparseGaussian",
     "Scheme",
@@ -52,6 +54,7 @@ __all__ = [
     "get_scheme",
     "list_schemes",
     "load_dataset",
+    "lsuv",
     "predicted_preactivation_std",
     "run_comparison",
     "train",

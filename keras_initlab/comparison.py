@@ -31,7 +31,8 @@ from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.models import (
     FactoryError, as_model_input, build_convnet, build_from_factory, build_mlp, default_loss, factory_name, load_factory,
 )
-from keras_initlab.schemes import Scheme
+from keras_initlab.lsuv import LSUVStep, lsuv
+from keras_initlab.schemes import LSUV, Scheme
 from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_preactivation_std_by_depth
 from keras_initlab.report import summarize, to_csv, to_markdown
 from keras_initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, Run, SchemeSpec, SpecError
@@ -108,6 +109,18 @@ class ModelBuilder:
                 scheme.initializers(), l2_lambda=self.spec.l2_lambda, n_train=data.n_train, seed=seed,
             )
         return build_from_factory(self.factory, Scheme(scheme.initializers(), seed), data.image_shape, data.num_classes)
+
+    def initialize(self, model: keras.Model, scheme: SchemeSpec) -> list[LSUVStep] | None:
+        """The data-dependent step of a scheme, on the built model: for ``lsuv``, `keras_initlab.lsuv`
+        on the first `lsuv_examples` training examples (all of them if fewer); ``None`` for other schemes."""
+        if scheme.kernel is not None or scheme.name != LSUV:
+            return None
+        return lsuv(model, self.data.x_train[: self.lsuv_examples])
+
+    @property
+    def lsuv_examples(self) -> int:
+        """How many examples the ``lsuv`` scheme rescales on: the spec's ``lsuv_examples``, at most the training set."""
+        return min(self.spec.lsuv_examples, self.data.n_train)
 
     def loss(self, model: keras.Model) -> Callable:
         """The spec's ``loss``; for a factory without one, sparse categorical cross-entropy; for the
@@ -226,9 +239,12 @@ def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | 
     tables = {}
     for i, scheme in enumerate(spec.schemes):
         model = builder.build(scheme, seed)
+        steps = builder.initialize(model, scheme)
         title = f"{scheme.name} (seed {seed}): activations at initialization"
         try:
-            tables[scheme.name], figure = diagnose_with_histograms(model, *batch, loss=builder.loss(model), title=title)
+            tables[scheme.name], figure = diagnose_with_histograms(
+                model, *batch, loss=builder.loss(model), predict=steps is None, title=title
+            )
         except TypeError as e:
             raise SpecError(f"schemes[{i}] ({scheme.name}): cannot predict its variance: {e}") from None
         figure.savefig(out / f"activations-{scheme.name}.png")
@@ -473,11 +489,17 @@ def _train_group(
     models, children = [], []
     for run in group:
         model = builder.build(run.scheme, run.seed)
-        child = tracker.start_child(run.key, _child_params(spec, run, model, device))
+        steps = builder.initialize(model, run.scheme)
+        params = _child_params(spec, run, model, device)
+        if steps is not None:
+            params["lsuv_examples"] = builder.lsuv_examples
+        child = tracker.start_child(run.key, params)
+        if steps is not None:
+            child.add_lsuv(steps)
         try:
-            child.add_initial_diagnostics(
-                *diagnose_with_histograms(model, x, y, loss=builder.loss(model), title=f"{run.key}: activations at init")
-            )
+            child.add_initial_diagnostics(*diagnose_with_histograms(
+                model, x, y, loss=builder.loss(model), predict=steps is None, title=f"{run.key}: activations at init"
+            ))
         except Exception as e:  # e.g. an initializer whose variance the theory lacks: the run trains without them
             child.skip_initial_diagnostics(f"{type(e).__name__}: {one_line(e)}")
         models.append(model)

@@ -111,8 +111,10 @@ class LayerDiagnostics:
         preactivation_mean, preactivation_std: of ``z``, pooled.
         predicted_std: `predicted_preactivation_std` for the layer's initializers,
             kernel shape and the measured ``input_second_moment`` (and ``Var(S)``);
-            NaN when those moments are not finite (the signal overflowed upstream).
-        std_ratio: ``preactivation_std / predicted_std``; ``None`` when the prediction is 0 or NaN.
+            NaN when those moments are not finite (the signal overflowed upstream);
+            ``None`` when no prediction applies (``predict=False``: weights set from
+            data, e.g. by `keras_initlab.lsuv`, follow no initializer's variance).
+        std_ratio: ``preactivation_std / predicted_std``; ``None`` when the prediction is 0, NaN or ``None``.
         saturated_fraction: sigmoid: share of ``a < 0.01`` or ``a > 0.99``; tanh:
             share of ``|a| > 0.99``; ``None`` for other activations.
         dead_fraction: ReLU only: share of units whose output is 0 for every example
@@ -132,7 +134,7 @@ class LayerDiagnostics:
     input_second_moment: float
     preactivation_mean: float
     preactivation_std: float
-    predicted_std: float
+    predicted_std: float | None
     std_ratio: float | None
     saturated_fraction: float | None
     dead_fraction: float | None
@@ -296,7 +298,7 @@ def _twin(layer, input_shape, **overrides):
     return twin
 
 
-def _linear_twin(layer, input_shape):
+def linear_twin(layer, input_shape):
     """``layer`` with its own weights and a linear activation: computes ``z = W x + b`` exactly as it does."""
     twin = _twin(layer, input_shape)
     twin.set_weights(layer.get_weights())
@@ -316,27 +318,27 @@ def _unit_axis(layer, ndim: int) -> int:
     return ndim - 1
 
 
-def _model_input(model: keras.Model, x_batch) -> np.ndarray:
+def model_input(model: keras.Model, x_batch) -> np.ndarray:
     x = np.asarray(x_batch)
     if len(model.inputs) == 1:
         return as_model_input(model, x)
-    raise ValueError(f"diagnose needs a model with one input; {model.name!r} has {len(model.inputs)}.")
+    raise ValueError(f"A model with one input is needed; {model.name!r} has {len(model.inputs)}.")
 
 
-def _diagnosed_layers(model: keras.Model) -> list:
+def diagnosed_layers(model: keras.Model) -> list:
     for layer in model.layers:
         if isinstance(layer, keras.Model) and any(_is_diagnosed(inner) for inner in all_layers(layer)):
             raise ValueError(
                 f"Model {model.name!r} nests model {layer.name!r}, which holds Dense/Conv layers; "
-                "diagnose reads one level only: rebuild it as one functional model."
+                "only one level is read: rebuild it as one functional model."
             )
     layers = [layer for layer in model.layers if _is_diagnosed(layer)]
     if not layers:
-        raise ValueError(f"Model {model.name!r} has no Dense or Conv1D/2D/3D layer to diagnose.")
+        raise ValueError(f"Model {model.name!r} has no Dense or Conv1D/2D/3D layer.")
     for layer in layers:
         if not _flat_inputs(layer):
             raise ValueError(
-                f"Layer {layer.name!r} has no symbolic input: diagnose needs a functional or Sequential model."
+                f"Layer {layer.name!r} has no symbolic input: a functional or Sequential model is needed."
             )
     return layers
 
@@ -362,8 +364,8 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
         inputs = None
     if not inputs:
         raise ValueError(f"diagnose needs a functional or Sequential model; {model.name!r} has no symbolic inputs.")
-    x = _model_input(model, x_batch)
-    layers = _diagnosed_layers(model)
+    x = model_input(model, x_batch)
+    layers = diagnosed_layers(model)
     activations = [_activation_after(model, layer) for layer in layers]
     probe_outputs = [layer.input for layer in layers] + [
         (after if after is not None else layer).output for layer, (_, after) in zip(layers, activations)
@@ -373,7 +375,7 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
     signals = []
     for depth, (layer, (name, _)) in enumerate(zip(layers, activations), start=1):
         received, acts = values[depth - 1], values[len(layers) + depth - 1]
-        z = np.asarray(_linear_twin(layer, (None, *received.shape[1:]))(received))
+        z = np.asarray(linear_twin(layer, (None, *received.shape[1:]))(received))
         signals.append(LayerSignals(layer, depth, name, received, z, acts, _unit_axis(layer, z.ndim)))
     return signals
 
@@ -405,7 +407,7 @@ def _distinct_rows(rows: np.ndarray) -> int:
     return len({row.tobytes() for row in rows})
 
 
-def _layer_row(signal: LayerSignals, grad_norm: float | None) -> LayerDiagnostics:
+def _layer_row(signal: LayerSignals, grad_norm: float | None, predict: bool) -> LayerDiagnostics:
     layer, x, z, a = signal.layer, signal.inputs, signal.preactivations, signal.activations
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
     fan_in, _ = compute_fans(kernel_shape)
@@ -415,7 +417,9 @@ def _layer_row(signal: LayerSignals, grad_norm: float | None) -> LayerDiagnostic
     with np.errstate(over="ignore", invalid="ignore"):
         second_moment = float(np.mean(np.asarray(patch_sum(x * x), dtype=np.float64))) / fan_in
         sum_variance = float(np.var(np.asarray(patch_sum(x), dtype=np.float64)))
-    if math.isfinite(second_moment) and math.isfinite(sum_variance):
+    if not predict:
+        predicted = None
+    elif math.isfinite(second_moment) and math.isfinite(sum_variance):
         predicted = predicted_preactivation_std(
             layer.kernel_initializer,
             layer.bias_initializer if getattr(layer, "use_bias", True) else None,
@@ -439,7 +443,7 @@ def _layer_row(signal: LayerSignals, grad_norm: float | None) -> LayerDiagnostic
         preactivation_mean=z_mean,
         preactivation_std=z_std,
         predicted_std=predicted,
-        std_ratio=z_std / predicted if predicted > 0 else None,
+        std_ratio=z_std / predicted if predicted is not None and predicted > 0 else None,
         saturated_fraction=_saturated_fraction(signal.activation, a),
         dead_fraction=float(np.mean(np.all(columns == 0, axis=1))) if signal.activation == "relu" else None,
         activation_std=a_std,
@@ -448,7 +452,9 @@ def _layer_row(signal: LayerSignals, grad_norm: float | None) -> LayerDiagnostic
     )
 
 
-def diagnose(model: keras.Model, x_batch, y_batch=None, loss: Callable | str | None = None) -> DiagnosticsTable:
+def diagnose(
+    model: keras.Model, x_batch, y_batch=None, loss: Callable | str | None = None, predict: bool = True
+) -> DiagnosticsTable:
     """Per-layer statistics of ``model`` on one batch, beside the theory's prediction.
 
     Reports every Dense/Conv1D/2D/3D layer (`DIAGNOSED_LAYERS`) in topological
@@ -468,12 +474,16 @@ def diagnose(model: keras.Model, x_batch, y_batch=None, loss: Callable | str | N
         y_batch: integer labels; when given, one backward pass fills ``kernel_grad_norm``.
         loss: ``loss(y_true, y_pred)`` per example (or a Keras loss name);
             default `keras_initlab.models.default_loss(model)`. Needs ``y_batch``.
+        predict: ``False`` for weights that no initializer's variance describes (set
+            from data by `keras_initlab.lsuv`): the prediction and the ratio are then
+            ``None``, shown as ``-``, and unknown initializer classes do not raise.
     """
-    return tabulate(model, collect_signals(model, x_batch), x_batch, y_batch, loss)
+    return tabulate(model, collect_signals(model, x_batch), x_batch, y_batch, loss, predict)
 
 
 def tabulate(
-    model: keras.Model, signals: Sequence[LayerSignals], x_batch, y_batch=None, loss: Callable | str | None = None
+    model: keras.Model, signals: Sequence[LayerSignals], x_batch, y_batch=None, loss: Callable | str | None = None,
+    predict: bool = True,
 ) -> DiagnosticsTable:
     """The `diagnose` table from signals already collected (`collect_signals` of ``model`` on ``x_batch``)."""
     if loss is not None and y_batch is None:
@@ -484,6 +494,6 @@ def tabulate(
         if len(y) != len(signals[0].inputs):
             raise ValueError(f"x_batch has {len(signals[0].inputs)} examples but y_batch has {len(y)}.")
         loss_fn = keras.losses.get(loss) if isinstance(loss, str) else (loss or default_loss(model))
-        x = _model_input(model, x_batch)
+        x = model_input(model, x_batch)
         grad_norms = _kernel_grad_norms(model, [s.layer for s in signals], x, y, loss_fn)
-    return DiagnosticsTable(_layer_row(s, g) for s, g in zip(signals, grad_norms))
+    return DiagnosticsTable(_layer_row(s, g, predict) for s, g in zip(signals, grad_norms))

@@ -123,8 +123,11 @@ def plot_comparison(results: Results, metric: str = "val_accuracy", title: str =
     return figure
 
 
-def diagnose_with_histograms(model: keras.Model, x_batch, y_batch=None, loss=None, title: str | None = None):
-    """`keras_initlab.diagnose` (with ``loss`` for the gradient norms) and `plot_activation_histograms`
+def diagnose_with_histograms(
+    model: keras.Model, x_batch, y_batch=None, loss=None, predict: bool = True, title: str | None = None
+):
+    """`keras_initlab.diagnose` (``loss``, ``predict`` as there) and `plot_activation_histograms`
     from one forward pass: ``(table, figure)``."""
     signals = collect_signals(model, x_batch)
-    return tabulate(model, signals, x_batch, y_batch, loss), _histograms(signals, model.name if title is None else title)
+    table = tabulate(model, signals, x_batch, y_batch, loss, predict)
+    return table, _histograms(signals, model.name if title is None else title)

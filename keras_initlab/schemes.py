@@ -73,6 +73,17 @@ _SCHEMES: dict[str, tuple[str, Callable, Callable]] = {
         lambda seed: keras.initializers.LecunNormal(seed=seed),
         _zeros,
     ),
+    "orthogonal": (
+        "Keras Orthogonal: orthonormal rows or columns (gain 1), b = 0 (Saxe et al. 2014)",
+        lambda seed: keras.initializers.Orthogonal(seed=seed),
+        _zeros,
+    ),
+    "lsuv": (
+        "orthogonal, then LSUV: each layer's kernel rescaled to unit pre-activation std on a "
+        "batch of training data (Mishkin & Matas 2016; keras_initlab.lsuv)",
+        lambda seed: keras.initializers.Orthogonal(seed=seed),
+        _zeros,
+    ),
     "sparse10": (
         "10 nonzero incoming weights per unit ~ N(0, 1/10), b = 0",
         lambda seed: SparseGaussian(10, seed=seed),
@@ -89,6 +100,11 @@ _SCHEMES: dict[str, tuple[str, Callable, Callable]] = {
         _zeros,
     ),
 }
+
+
+LSUV = "lsuv"
+"""The one data-dependent built-in scheme: its initializers are the ``orthogonal`` ones, and a
+comparison then runs `keras_initlab.lsuv` on the model with a batch of training data."""
 
 
 def list_schemes() -> dict[str, str]:

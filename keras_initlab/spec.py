@@ -30,7 +30,8 @@ Absent keys take the defaults of `ComparisonSpec`'s fields.
 {learning_rate: 0.01, momentum: 0.9}}``), built by Keras' own deserialization; without it,
 plain SGD with ``learning_rate`` (giving both is an error). ``loss`` (a Keras loss name or
 config) is for factory models; their default is sparse categorical cross-entropy on the
-model's probabilities. The built-in models' loss follows their ``output``.
+model's probabilities. The built-in models' loss follows their ``output``. ``lsuv_examples``
+(default `LSUV_EXAMPLES`) is the batch of the ``lsuv`` scheme: the first training examples.
 
 A spec is small and bounded: at most `MAX_SPEC_BYTES`, no YAML aliases (a "billion laughs"
 file would expand to gigabytes), names of at most `MAX_NAME_LENGTH` characters (they become
@@ -86,6 +87,8 @@ MAX_EPOCHS = 100_000
 MAX_LAYERS = 1000
 MAX_UNITS = 1_000_000
 MAX_SEED = 2**32 - 1
+LSUV_EXAMPLES = 512
+"""Default batch of the ``lsuv`` scheme (the ``lsuv_examples`` key)."""
 
 
 class SpecError(ValueError):
@@ -208,6 +211,8 @@ class ComparisonSpec:
     loss: str | dict | None = None
     l2_lambda: float = 0.0
     device: str = "auto"
+    lsuv_examples: int = LSUV_EXAMPLES
+    """How many training examples (the first ones) the ``lsuv`` scheme rescales on; at most the training set."""
     base_dir: Path | None = dataclasses.field(default=None, compare=False)
     """Where a factory file's relative path starts: the spec file's folder (default: the current one)."""
 
@@ -312,6 +317,7 @@ class ComparisonSpec:
             loss=loss,
             l2_lambda=l2_lambda,
             device=check_choice(raw.get("device", default["device"]), "device", DEVICES),
+            lsuv_examples=check_int(raw.get("lsuv_examples", default["lsuv_examples"]), "lsuv_examples", minimum=2),
             base_dir=base_dir,
         )
 
@@ -354,6 +360,8 @@ class ComparisonSpec:
         for key in ("optimizer", "loss", "data_dir"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.lsuv_examples != LSUV_EXAMPLES:
+            out["lsuv_examples"] = self.lsuv_examples
         if self.optimizer is not None:
             del out["learning_rate"]
         if self.subset is not None:

@@ -228,6 +228,20 @@ class ChildRun:
         (self.artifacts / "init" / "diagnostics.md").write_text(table.to_markdown() + "\n")
         figure.savefig(self.artifacts / "init" / "activations.png")
 
+    def add_lsuv(self, steps) -> None:
+        """What `keras_initlab.lsuv` did, at step 0: ``lsuv/layer<depth>/`` ``iterations``, ``std_before``,
+        ``std_after`` (depth = position among the Dense/Conv layers, as in the diagnostics) and the table
+        as ``init/lsuv.md``."""
+        now = int(time.time() * 1000)
+        lines = ["| # | layer | iterations | std before | std after | dead |", "|---|---|---|---|---|---|"]
+        for depth, step in enumerate(steps, start=1):
+            for key in ("iterations", "std_before", "std_after"):
+                self.metrics.append((f"lsuv/layer{depth}/{key}", float(getattr(step, key)), 0, now))
+            lines.append(f"| {depth} | {step.layer} | {step.iterations} | {step.std_before:.4g} | "
+                         f"{step.std_after:.4g} | {'yes' if step.dead else ''} |")
+        (self.artifacts / "init").mkdir(parents=True, exist_ok=True)
+        (self.artifacts / "init" / "lsuv.md").write_text("\n".join(lines) + "\n")
+
     def skip_initial_diagnostics(self, reason: str) -> None:
         """Records why the run has no initial diagnostics (the ``initlab.diagnostics`` tag)."""
         self.tags[DIAGNOSTICS_TAG] = reason[:4900]

@@ -21,6 +21,7 @@ ORDER = [
     "data",
     "models",
     "diagnostics",
+    "lsuv",
     "report",
     "plots",
     "training.driver",
