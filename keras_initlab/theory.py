@@ -22,6 +22,11 @@ depth. ``E[x**2]`` is the raw second moment (not the variance) of the inputs.
 
 `weight_variance` (and `weight_mean`) hold the per-weight math of every
 supported initializer; `predicted_preactivation_std` only combines them.
+
+Data-dependent initialization has no such prediction: after `keras_initlab.lsuv` a
+kernel's scale comes from the batch it was measured on, not from its initializer, so
+`keras_initlab.diagnose(..., predict=False)` reports the measured values with the
+prediction marked not applicable (``-``), which is what comparisons do for the ``lsuv`` scheme.
 """
 
 from __future__ import annotations
