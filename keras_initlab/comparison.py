@@ -113,7 +113,7 @@ class ModelBuilder:
     def initialize(self, model: keras.Model, scheme: SchemeSpec) -> list[LSUVStep] | None:
         """The data-dependent step of a scheme, on the built model: for ``lsuv``, `keras_initlab.lsuv`
         on the first `lsuv_examples` training examples (all of them if fewer); ``None`` for other schemes."""
-        if scheme.kernel is not None or scheme.name != LSUV:
+        if scheme.name != LSUV:
             return None
         return lsuv(model, self.data.x_train[: self.lsuv_examples])
 

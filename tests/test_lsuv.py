@@ -145,8 +145,26 @@ def children(uri, experiment):
     return client, {c.data.params["scheme"]: c for c in found}
 
 
-@pytest.mark.parametrize("model", [SPEC["model"], {"kind": "convnet", "filters": [4, 8]}])
-def test_lsuv_in_a_comparison_logs_its_report(tmp_path, model):
+FACTORY = """\
+import keras
+
+
+def build(scheme, input_shape, num_classes):
+    inputs = keras.Input(input_shape)
+    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=scheme.kernel(), bias_initializer=scheme.bias())(inputs)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=scheme.kernel(),
+                                 bias_initializer=scheme.bias())(h)
+    return keras.Model(inputs, outputs)
+"""
+
+
+@pytest.mark.parametrize(
+    "model, layers",
+    [(SPEC["model"], 4), ({"kind": "convnet", "filters": [4, 8]}, 3), ({"factory": "factory.py:build"}, 2)],
+)
+def test_lsuv_in_a_comparison_logs_its_report(tmp_path, model, layers):
+    (tmp_path / "factory.py").write_text(FACTORY)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({**SPEC, "model": model}))
     uri = f"sqlite:///{tmp_path / 'store.db'}"
@@ -154,7 +172,6 @@ def test_lsuv_in_a_comparison_logs_its_report(tmp_path, model):
     client, runs = children(uri, "lsuv")
     lsuv_run, he_run = runs["lsuv"], runs["he"]
     assert lsuv_run.data.params["lsuv_examples"] == "300" and "lsuv_examples" not in he_run.data.params
-    layers = 4 if "sizes" in model else 3
     for depth in range(1, layers + 1):
         assert abs(lsuv_run.data.metrics[f"lsuv/layer{depth}/std_after"] - 1) < TOL
         # the step-0 diagnostics measure the model LSUV left (on the validation images), with no prediction
