@@ -110,12 +110,23 @@ class ModelBuilder:
             )
         return build_from_factory(self.factory, Scheme(scheme.initializers(), seed), data.image_shape, data.num_classes)
 
-    def initialize(self, model: keras.Model, scheme: SchemeSpec) -> list[LSUVStep] | None:
-        """The data-dependent step of a scheme, on the built model: for ``lsuv``, `keras_initlab.lsuv`
-        on the first `lsuv_examples` training examples (all of them if fewer); ``None`` for other schemes."""
+    def initial(self, scheme: SchemeSpec, seed: int) -> tuple[keras.Model, list[LSUVStep] | None]:
+        """The model a run starts from, and what `keras_initlab.lsuv` did to it (``None`` but for ``lsuv``).
+
+        `build`, then the scheme's data-dependent step: for ``lsuv``, `keras_initlab.lsuv` on the
+        first `lsuv_examples` training examples.
+        """
+        model = self.build(scheme, seed)
         if scheme.name != LSUV:
-            return None
-        return lsuv(model, self.data.x_train[: self.lsuv_examples])
+            return model, None
+        return model, lsuv(model, self.data.x_train[: self.lsuv_examples])
+
+    def diagnose(self, model: keras.Model, lsuv_steps: list[LSUVStep] | None, title: str) -> tuple:
+        """``(table, figure)`` of `diagnose_with_histograms` on `diagnostic_batch`, with the loss that
+        trains the model; no predicted std for weights LSUV set from data."""
+        return diagnose_with_histograms(
+            model, *diagnostic_batch(self.data), loss=self.loss(model), predict=lsuv_steps is None, title=title
+        )
 
     @property
     def lsuv_examples(self) -> int:
@@ -233,18 +244,14 @@ def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | 
     seed = spec.seeds[0] if seed is None else seed
     data = load_spec_data(spec)
     builder = check_spec_fits(spec, data, resolve_spec_device(spec))
-    batch = diagnostic_batch(data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables = {}
     for i, scheme in enumerate(spec.schemes):
-        model = builder.build(scheme, seed)
-        steps = builder.initialize(model, scheme)
+        model, steps = builder.initial(scheme, seed)
         title = f"{scheme.name} (seed {seed}): activations at initialization"
         try:
-            tables[scheme.name], figure = diagnose_with_histograms(
-                model, *batch, loss=builder.loss(model), predict=steps is None, title=title
-            )
+            tables[scheme.name], figure = builder.diagnose(model, steps, title)
         except TypeError as e:
             raise SpecError(f"schemes[{i}] ({scheme.name}): cannot predict its variance: {e}") from None
         figure.savefig(out / f"activations-{scheme.name}.png")
@@ -350,21 +357,28 @@ def optimizer_params(spec: ComparisonSpec) -> dict[str, str]:
     }
 
 
-def _child_params(spec: ComparisonSpec, run: Run, model: keras.Model, device: str) -> dict:
-    first = next((layer for layer in model.layers if hasattr(layer, "kernel_initializer")), None)
+def shared_params(spec: ComparisonSpec, device: str) -> dict:
+    """The params every child run of ``spec`` has in common (computed once per comparison)."""
     return {
-        "scheme": run.scheme.name,
-        "kernel_initializer": initializer_param(first.kernel_initializer) if first else "-",
-        "bias_initializer": initializer_param(first.bias_initializer) if first and hasattr(first, "bias_initializer") else "-",
         **model_params(spec),
-        "parameters": model.count_params(),
-        "seed": run.seed,
         "dataset": spec.dataset if spec.subset is None else f"{spec.dataset}[:{spec.subset[0]},:{spec.subset[1]}]",
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
         **optimizer_params(spec),
         "l2_lambda": spec.l2_lambda,
         "device": device,
+    }
+
+
+def _child_params(shared: dict, run: Run, model: keras.Model) -> dict:
+    first = next((layer for layer in model.layers if hasattr(layer, "kernel_initializer")), None)
+    return {
+        "scheme": run.scheme.name,
+        "kernel_initializer": initializer_param(first.kernel_initializer) if first else "-",
+        "bias_initializer": initializer_param(first.bias_initializer) if first and hasattr(first, "bias_initializer") else "-",
+        "parameters": model.count_params(),
+        "seed": run.seed,
+        **shared,
     }
 
 
@@ -437,9 +451,10 @@ def run_comparison(
             finished = _start(tracker, spec, resume, spec_file)
             pending = [run for run in spec.runs() if run.key not in finished]
             bar = _Progress(progress, len(pending), interrupts)
+            shared = shared_params(spec, device)
             for group in _groups(pending, stack and spec.stacks):
                 interrupts.check()
-                failures.update(_train_group(tracker, builder, device, group, bar))
+                failures.update(_train_group(tracker, builder, shared, group, bar))
                 bar.finish(len(group))
             summary = _log_summary(tracker, spec, data.name)
             tracker.finish_parent("FAILED" if failures else "FINISHED")
@@ -474,7 +489,7 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_
 
 
 def _train_group(
-    tracker: ComparisonTracker, builder: ModelBuilder, device: str, group: list[Run], bar: _Progress
+    tracker: ComparisonTracker, builder: ModelBuilder, shared: dict, group: list[Run], bar: _Progress
 ) -> dict[str, str]:
     """Trains one group of runs and writes each as a child run; returns ``{run_key: failure}``.
 
@@ -485,21 +500,17 @@ def _train_group(
     ``--resume`` writes them.
     """
     spec, data = builder.spec, builder.data
-    x, y = diagnostic_batch(data)
     models, children = [], []
     for run in group:
-        model = builder.build(run.scheme, run.seed)
-        steps = builder.initialize(model, run.scheme)
-        params = _child_params(spec, run, model, device)
+        model, steps = builder.initial(run.scheme, run.seed)
+        params = _child_params(shared, run, model)
         if steps is not None:
             params["lsuv_examples"] = builder.lsuv_examples
         child = tracker.start_child(run.key, params)
         if steps is not None:
             child.add_lsuv(steps)
         try:
-            child.add_initial_diagnostics(*diagnose_with_histograms(
-                model, x, y, loss=builder.loss(model), predict=steps is None, title=f"{run.key}: activations at init"
-            ))
+            child.add_initial_diagnostics(*builder.diagnose(model, steps, f"{run.key}: activations at init"))
         except Exception as e:  # e.g. an initializer whose variance the theory lacks: the run trains without them
             child.skip_initial_diagnostics(f"{type(e).__name__}: {one_line(e)}")
         models.append(model)

@@ -209,11 +209,11 @@ class Scheme:
         self._calls[part] += 1
         while len(self._seeds) <= index:  # the stream's prefix does not depend on its length
             self._seeds = [int(s) & ~1 for s in self._sequence.generate_state(max(8, 2 * len(self._seeds)))]
-        seed = self._seeds[index] + (part == "bias")
+        layer_seed = self._seeds[index]  # the kernel's seed; the bias gets layer_seed + 1, as in get_scheme
         if isinstance(self.scheme, str):
-            return getattr(get_scheme(self.scheme, seed=self._seeds[index]), part)
+            return getattr(get_scheme(self.scheme, seed=layer_seed), part)
         init = self.scheme[part == "bias"]
         config = init.get_config()
         if "seed" in config:
-            config["seed"] = seed
+            config["seed"] = layer_seed + (part == "bias")
         return type(init).from_config(config)
