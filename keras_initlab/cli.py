@@ -17,7 +17,7 @@ from keras_initlab.comparison import diagnose_spec, run_comparison
 from keras_initlab.report import to_markdown
 from keras_initlab.schemes import list_schemes
 from keras_initlab.spec import ComparisonSpec, SpecError
-from keras_initlab.tracking import TrackingLostError, TrackingUnavailableError, ui_command
+from keras_initlab.tracking import TrackingLostError, TrackingUnavailableError, ui_command, ui_url
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +67,7 @@ def _compare(args: argparse.Namespace) -> int:
     print(to_markdown(outcome.summary), end="")
     print(f"\ntracked in {outcome.tracking_uri} (experiment {outcome.experiment_id}, parent run {outcome.parent_run_id})")
     print(f"look: {ui_command(outcome.tracking_uri)}")
+    print(f"  then open {ui_url(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
     if outcome.failures:
         print(f"\n{len(outcome.failures)} run(s) failed:", file=sys.stderr)
         for key, reason in outcome.failures.items():

@@ -17,9 +17,13 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 import keras
@@ -37,8 +41,8 @@ from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_
 from keras_initlab.report import summarize, to_csv, to_markdown
 from keras_initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, Run, SchemeSpec, SpecError
 from keras_initlab.tracking import (
-    RUN_KEY_TAG, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, check_reachable, http_limits,
-    initializer_param, is_tracking_error, resolve_tracking_uri,
+    RUN_KEY_TAG, ChildRun, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, TrackingWriter,
+    check_reachable, check_writable, http_limits, initializer_param, resolve_tracking_uri,
 )
 from keras_initlab.training import resolve_device, train, train_stacked
 from keras_initlab.training.planning import memory_budget, mlp_bytes
@@ -307,32 +311,70 @@ class _Interrupts:
 
 
 class _Progress(keras.callbacks.Callback):
-    """One status line: runs done / total and the current run's (or group's) epoch; checks for Ctrl-C."""
+    """The comparison's progress on ``stream`` (``None``: silent), and the checks made after every epoch.
 
-    def __init__(self, stream, total: int, interrupts: _Interrupts):
+    On a terminal one live line: a bar over all the epochs to train (every run's), the
+    runs done, the epoch of the runs in training and the estimated time left. Elsewhere
+    (a pipe, a file) one line per epoch: ``[2/6 runs done] <runs>: epoch 3/30  (<run>:
+    val_accuracy 0.9123)``. ``checks`` (Ctrl-C, a store that failed) run after every epoch.
+    """
+
+    BAR = 24
+
+    def __init__(self, stream, runs: int, epochs: int, checks: Sequence[Callable[[], None]]):
         super().__init__()
-        self.stream, self.total, self.done, self.label, self.reporting = stream, total, 0, "", ""
+        self.stream, self.runs, self.epochs, self.checks = stream, runs, epochs, checks
         self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self.interrupts = interrupts
+        self.done, self.size, self.label, self.reporting = 0, 1, "", ""
+        self.trained = 0  # run-epochs trained so far
+        self.started = time.perf_counter()
 
-    def start(self, label: str, reporting: str) -> None:
-        """A new group: ``label`` names its runs, ``reporting`` the run whose logs this callback sees."""
-        self.label, self.reporting = label, reporting
+    def start(self, runs: Sequence[Run]) -> None:
+        """A new group of ``runs``, trained together; this callback sees the logs of the last one."""
+        self.size, self.label, self.reporting = len(runs), ", ".join(r.key for r in runs), runs[-1].key
 
     def on_epoch_end(self, epoch, logs=None):
-        self.interrupts.check()
+        for check in self.checks:
+            check()
+        self.trained += self.size
         if self.stream is None:
             return
-        line = f"[{self.done}/{self.total} runs done] {self.label}: epoch {epoch + 1}/{self.params['epochs']}"
-        if logs and "val_accuracy" in logs:
-            line += f"  ({self.reporting}: val_accuracy {logs['val_accuracy']:.4f})"
-        self.stream.write(("\r" + line.ljust(100)) if self.tty else line + "\n")
+        accuracy = f"val_accuracy {logs['val_accuracy']:.4f}" if logs and "val_accuracy" in logs else ""
+        if self.tty:
+            self._live(epoch, accuracy)
+        else:
+            line = f"[{self.done}/{self.runs} runs done] {self.label}: epoch {epoch + 1}/{self.epochs}"
+            self.stream.write(line + (f"  ({self.reporting}: {accuracy})" if accuracy else "") + "\n")
         self.stream.flush()
 
+    def _live(self, epoch: int, accuracy: str) -> None:
+        total = self.runs * self.epochs
+        filled = round(self.BAR * self.trained / total)
+        elapsed = time.perf_counter() - self.started
+        eta = elapsed / self.trained * (total - self.trained)
+        line = (f"[{'#' * filled}{'.' * (self.BAR - filled)}] {self.done}/{self.runs} runs  ETA {_clock(eta)}  "
+                f"epoch {epoch + 1}/{self.epochs}  {accuracy}  {self.label}")
+        width = shutil.get_terminal_size().columns - 1
+        self.stream.write("\r" + line[:width] + "\x1b[K")
+
     def finish(self, runs: int) -> None:
+        """``runs`` more runs done (however many epochs they trained)."""
         self.done += runs
+        self.trained = self.done * self.epochs
+
+    def close(self) -> None:
+        """On a terminal, the live line gives way to the total time."""
         if self.stream is not None and self.tty:
-            self.stream.write("\n")
+            elapsed = _clock(time.perf_counter() - self.started)
+            self.stream.write(f"\r{self.done}/{self.runs} runs trained in {elapsed}\x1b[K\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    """``m:ss`` (``h:mm:ss`` from an hour)."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def model_params(spec: ComparisonSpec) -> dict[str, str]:
@@ -440,47 +482,65 @@ def run_comparison(
         spec = ComparisonSpec.from_dict(spec)
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
+    check_writable(uri)
     device = resolve_spec_device(spec)
     data = load_spec_data(spec)
     builder = check_spec_fits(spec, data, device)
-    with http_limits(), _Interrupts() as interrupts:
-        tracker = ComparisonTracker(uri, experiment or spec.name, spec.hash)
+    # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
+    with http_limits(), _Interrupts() as interrupts, ThreadPoolExecutor(1, thread_name_prefix="initlab-prepare") as preparer:
+        writer = TrackingWriter(uri, experiment or spec.name, spec.hash)
         failures: dict[str, str] = {}
-        finished: dict[str, str] = {}
         try:
-            finished = _start(tracker, spec, resume, spec_file)
-            pending = [run for run in spec.runs() if run.key not in finished]
-            bar = _Progress(progress, len(pending), interrupts)
+            started = writer.submit(lambda tracker: _start(tracker, spec, resume, spec_file))
+            if resume or not uri.startswith("sqlite:///"):  # what to train depends on the store; a server's errors first
+                writer.wait()
+            finished = started.result() if resume else {}
+            groups = _groups([run for run in spec.runs() if run.key not in finished], stack and spec.stacks)
+            bar = _Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, writer.raise_if_lost])
             shared = shared_params(spec, device)
-            for group in _groups(pending, stack and spec.stacks):
+            prepared = preparer.submit(_prepare, builder, shared, groups[0]) if groups else None
+            for i, group in enumerate(groups):
                 interrupts.check()
-                failures.update(_train_group(tracker, builder, shared, group, bar))
+                writer.check()
+                models, children = prepared.result()
+                if i + 1 < len(groups):
+                    prepared = preparer.submit(_prepare, builder, shared, groups[i + 1])
+                failures.update(_train_group(builder, group, models, children, bar, writer))
                 bar.finish(len(group))
+            bar.close()
+            tracker = writer.wait()
             summary = _log_summary(tracker, spec, data.name)
             tracker.finish_parent("FAILED" if failures else "FINISHED")
-        except BaseException as error:  # Ctrl-C, or MLflow failing
-            if isinstance(error, TrackingUnavailableError) or is_tracking_error(error):
+        except BaseException as error:  # Ctrl-C, MLflow failing, a bug
+            preparer.shutdown(wait=False, cancel_futures=True)
+            if isinstance(error, TrackingUnavailableError) or writer.lost is not None:
                 # No more requests to a store that failed (each could wait for the HTTP limits):
                 # what is left RUNNING, --resume repairs.
-                raise error if isinstance(error, TrackingUnavailableError) else tracker.lost(error) from None
+                raise writer.lost or error from None
             interrupted = isinstance(error, KeyboardInterrupt)
-            with contextlib.suppress(Exception):  # nothing left RUNNING that can be marked
+            with contextlib.suppress(BaseException):  # nothing left RUNNING that can be marked
                 reason = "interrupted" if interrupted else f"aborted: {type(error).__name__}: {one_line(error)}"
-                tracker.kill_running_children(reason, "KILLED" if interrupted else "FAILED")
-                tracker.finish_parent("KILLED" if interrupted else "FAILED")
+                status = "KILLED" if interrupted else "FAILED"
+                writer.submit(lambda tracker: tracker.kill_running_children(reason, status))
+                writer.submit(lambda tracker: tracker.finish_parent(status))
+                writer.wait()
             raise
+        finally:
+            writer.close()
     return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
 
 
 def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_file) -> dict[str, str]:
-    """Starts (or with ``resume`` re-opens) the parent run and logs the spec; writes the runs that
-    finished while MLflow was unreachable last time. Returns ``{run_key: run_id}`` of the finished runs."""
+    """Starts (or with ``resume`` re-opens) the parent run, named ``<spec> YYYY-MM-DD HH:MM``, and logs the
+    spec; writes the runs that finished while MLflow was unreachable last time. Returns ``{run_key: run_id}``
+    of the finished runs."""
     shared = {k: v for k, v in spec.to_json().items() if k not in ("name", "model")}
     shared.update(model_params(spec))
     shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
-    finished = tracker.start_parent(params=shared, resume=resume)
+    finished = tracker.start_parent(params=shared, resume=resume, run_name=f"{spec.name} {datetime.now():%Y-%m-%d %H:%M}")
     if resume:
         finished.update(tracker.log_pending(finished))
+    tracker.save_view(runs=len(spec.runs()))
     files = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
     if spec_file is not None:  # the file as written, beside what ran (overrides applied)
         files[f"original-{Path(spec_file).name}"] = Path(spec_file).read_bytes()
@@ -488,25 +548,16 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_
     return finished
 
 
-def _train_group(
-    tracker: ComparisonTracker, builder: ModelBuilder, shared: dict, group: list[Run], bar: _Progress
-) -> dict[str, str]:
-    """Trains one group of runs and writes each as a child run; returns ``{run_key: failure}``.
-
-    A group is the stacked schemes of one seed (`train_stacked`, the MLP with plain SGD) or one run
-    (`train`, with the spec's optimizer and loss; its model is saved compiled with them, so the
-    ``.keras`` file holds the optimizer's state). If MLflow stops answering while the group's runs
-    are written, each run stays a pending record on disk and a `TrackingLostError` says where;
-    ``--resume`` writes them.
-    """
-    spec, data = builder.spec, builder.data
+def _prepare(builder: ModelBuilder, shared: dict, group: list[Run]) -> tuple[list[keras.Model], list[ChildRun]]:
+    """The untrained models of a group of runs and their child runs, with what they hold before training:
+    params, the LSUV steps, the step-0 diagnostics (a failure to diagnose is recorded, and the run trains)."""
     models, children = [], []
     for run in group:
         model, steps = builder.initial(run.scheme, run.seed)
         params = _child_params(shared, run, model)
         if steps is not None:
             params["lsuv_examples"] = builder.lsuv_examples
-        child = tracker.start_child(run.key, params)
+        child = ChildRun(run.key, params)
         if steps is not None:
             child.add_lsuv(steps)
         try:
@@ -515,10 +566,25 @@ def _train_group(
             child.skip_initial_diagnostics(f"{type(e).__name__}: {one_line(e)}")
         models.append(model)
         children.append(child)
+    return models, children
+
+
+def _train_group(
+    builder: ModelBuilder, group: list[Run], models: list[keras.Model], children: list[ChildRun], bar: _Progress,
+    writer: TrackingWriter,
+) -> dict[str, str]:
+    """Trains one group of runs and hands each, ended, to ``writer``; returns ``{run_key: failure}``.
+
+    A group is the stacked schemes of one seed (`train_stacked`, the MLP with plain SGD) or one run
+    (`train`, with the spec's optimizer and loss; its model is saved compiled with them, so the
+    ``.keras`` file holds the optimizer's state). A run that fails is ended FAILED with the reason;
+    an interrupt ends the group's runs KILLED, with the epochs that did complete.
+    """
+    spec, data = builder.spec, builder.data
     loggers = [EpochMetricsLogger(child) for child in children]
     callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
     common = dict(epochs=spec.epochs, batch_size=spec.batch_size, seed=group[0].seed, device=spec.device)
-    bar.start(", ".join(run.key for run in group), group[-1].key)
+    bar.start(group)
     try:
         try:
             if spec.stacks:  # one model alone is trained by `train` inside train_stacked
@@ -529,31 +595,29 @@ def _train_group(
                 train(model, data, optimizer=optimizer, loss=loss, callbacks=callbacks[0], **common)
                 model.compile(optimizer=optimizer, loss=loss)
                 outcomes = [None]
+        except TrackingUnavailableError:  # the store failed: the comparison stops, this group is not kept
+            raise
         except Exception as e:  # the group's runs are recorded as failed; the comparison goes on
-            outcomes = [e] * len(group)
-    except KeyboardInterrupt:  # keep the epochs that did complete, unless the store fails too
-        with contextlib.suppress(Exception):
-            for child in children:
-                child.finish(None, "KILLED", "interrupted")
-                tracker.write_child(child)
+            outcomes = [e] * len(children)
+    except KeyboardInterrupt:  # keep the epochs that did complete
+        for child in children:
+            child.finish(None, "KILLED", "interrupted")
+        writer.write(children)
         raise
     failures = {}
-    for child, model, outcome in zip(children, models, outcomes):  # every run a complete record on disk first
+    for child, model, outcome in zip(children, models, outcomes):
         if isinstance(outcome, Exception):
             failures[child.run_key] = f"{type(outcome).__name__}: {outcome}"
             child.finish(None, "FAILED", failures[child.run_key])
         else:
             child.finish(model)
-    for child in children:
-        try:
-            tracker.write_child(child)
-        except Exception as e:  # MLflow stopped answering: what trained stays on disk for --resume
-            raise tracker.lost(e) from None
+    writer.write(children)
     return failures
 
 
-def _log_summary(tracker, spec: ComparisonSpec, data_name: str) -> list:
-    """Summarizes the FINISHED children's histories into the parent: plot, tables, key metrics."""
+def _log_summary(tracker: ComparisonTracker, spec: ComparisonSpec, data_name: str) -> list:
+    """Summarizes the FINISHED children's histories into the parent: the plot and the tables as
+    artifacts, the table as the parent's description."""
     results: dict[str, list[dict]] = {}
     for child in sorted(tracker.children(), key=lambda c: c.data.tags.get(RUN_KEY_TAG, "")):
         if child.info.status == "FINISHED":
@@ -567,15 +631,5 @@ def _log_summary(tracker, spec: ComparisonSpec, data_name: str) -> list:
             {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary)},
             figures={"comparison.png": plot_comparison(results, title=title)},
         )
-        metrics = {}
-        for row in summary:
-            metrics[f"val_accuracy_epoch1.{row.scheme}"] = row.epoch_1
-            if row.epoch_5 is not None:
-                metrics[f"val_accuracy_epoch5.{row.scheme}"] = row.epoch_5
-            metrics[f"final_val_accuracy.{row.scheme}"] = row.final
-            for level in ("90", "95"):
-                value = getattr(row, f"epochs_to_{level}")
-                if value is not None:
-                    metrics[f"epochs_to_{level}pct.{row.scheme}"] = value
-        tracker.log_parent_metrics(metrics)
+        tracker.describe_parent(f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{to_markdown(summary)}")
     return summary

@@ -1,30 +1,39 @@
 """MLflow tracking: where runs go, and how a comparison is laid out in MLflow.
 
 Layout: one experiment per comparison name; one parent run per invocation
-(tag ``initlab.role = comparison``); one nested child run per (scheme, seed)
+(tag ``initlab.role = comparison``, named ``<spec> YYYY-MM-DD HH:MM``, its
+description the summary table); one nested child run per (scheme, seed)
 (tag ``mlflow.parentRunId``), all children with the same param and metric
-names so that the MLflow UI's compare view lines them up. Per-epoch metrics use
-``step`` = epoch number (1-based) and are written in one batch per run; the
-diagnostics of the untrained model (`keras_initlab.diagnostics`) are logged
-at step 0 as ``init/layer<depth>/<metric>``, with their table and activation
-histograms as artifacts under ``init/``.
+names so that the MLflow UI's charts line them up. Per-epoch metrics use
+``step`` = epoch number (1-based); each child also holds ``final_val_accuracy``
+and ``best_val_accuracy``; the diagnostics of the untrained model
+(`keras_initlab.diagnostics`) are logged at step 0 as
+``init/layer<depth>/<metric>``, with their table and activation histograms as
+artifacts under ``init/``. The experiment carries a saved chart view
+(`view_state`, `ui_url`): the runs grouped by scheme, the learning curves first.
 
 Tracking URI: the ``uri`` argument, else ``$MLFLOW_TRACKING_URI``, else a SQLite
 store ``tracking/mlflow.db`` under the current directory (artifacts beside it in
 ``tracking/artifacts``). MLflow is imported here only, and only when used.
 
-Nothing is lost when the store stops answering. A child run's artifacts, params
-and metrics are staged in a local folder (`pending_root`) and written to MLflow
-when the run ends; if MLflow fails then, the folder stays as a *pending record*
-and `ComparisonTracker.log_pending` writes it when the comparison is resumed.
-Requests to a tracking server give up after `HTTP_LIMITS` (seconds, not MLflow's
-minutes of retries), so a dead server is reported within about half a minute.
+Training never waits for MLflow: `TrackingWriter` does every MLflow request of a
+comparison on a thread of its own, in order, opening the store (seconds for a
+new SQLite store: MLflow's schema migrations) while the first models train.
+
+Nothing is lost when the store stops answering. A finished child run is first a
+*record* on local disk (a folder under `pending_root`: ``run.json`` with its
+params, tags and metrics, ``artifacts/``), then written to MLflow; if MLflow
+fails, the record stays and `ComparisonTracker.log_pending` writes it when the
+comparison is resumed. Requests to a tracking server give up after `HTTP_LIMITS`
+(seconds, not MLflow's minutes of retries), so a dead server is reported within
+about half a minute.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import os
 import shutil
@@ -32,7 +41,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -49,6 +59,10 @@ FAILURE_TAG = "initlab.failure"
 VERSION_TAG = "initlab.version"
 DIAGNOSTICS_TAG = "initlab.diagnostics"
 PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+MAX_TAG_LENGTH = 4900
+"""Tag values are cut to this length (MLflow servers before 2.x accept 5000 characters, newer ones 8000)."""
 
 
 HTTP_LIMITS = {
@@ -137,6 +151,36 @@ def pending_root(uri: str) -> Path:
     return Path(cache) / "keras-initlab" / "pending"
 
 
+def _lock_file(uri: str):
+    """``<database>.lock`` of a SQLite store, opened for appending (created, with its folder, if need be)."""
+    database = Path(uri[len("sqlite:///"):])
+    if database.name in ("", ".", ".."):
+        raise TrackingUnavailableError(f"the MLflow store {uri} names no database file. {_STORE_FIX}")
+    lock_path = database.with_suffix(".lock")
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return open(lock_path, "a")
+    except OSError as e:
+        raise TrackingUnavailableError(
+            f"cannot use the MLflow store {uri}: {lock_path.parent} is not a writable folder ({e.strerror}). "
+            + _STORE_FIX
+        ) from None
+
+
+def check_writable(uri: str) -> None:
+    """Fails fast, before any work, when the folder of a SQLite store or of the pending records
+    (`pending_root`) cannot be written."""
+    if uri.startswith("sqlite:///"):
+        _lock_file(uri).close()
+    try:
+        pending_root(uri).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrackingUnavailableError(
+            f"cannot write the records of child runs to {pending_root(uri)} ({e.strerror}); "
+            "set XDG_CACHE_HOME to a writable folder."
+        ) from None
+
+
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
     """An exclusive lock on ``<database>.lock`` while a SQLite store is opened (and perhaps created):
@@ -144,19 +188,7 @@ def _store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    database = Path(uri[len("sqlite:///"):])
-    if database.name in ("", ".", ".."):
-        raise TrackingUnavailableError(f"the MLflow store {uri} names no database file. {_STORE_FIX}")
-    lock_path = database.with_suffix(".lock")
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = open(lock_path, "a")
-    except OSError as e:
-        raise TrackingUnavailableError(
-            f"cannot use the MLflow store {uri}: {lock_path.parent} is not a writable folder ({e.strerror}). "
-            + _STORE_FIX
-        ) from None
-    with lock:
+    with _lock_file(uri) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -164,11 +196,67 @@ def _store_lock(uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+UI_PORT = 5000
+"""The port of the MLflow UI that `ui_command` starts and `ui_url` points at (``mlflow ui``'s default)."""
+
+LEARNING_CURVES = ("val_accuracy", "val_loss", "train_loss")
+"""The charts a comparison's view opens with, in this order."""
+
+
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on ``uri`` (for a server: its address)."""
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri}"
+    return f"mlflow ui --backend-store-uri {uri} --port {UI_PORT}"
+
+
+def ui_url(uri: str, experiment_id: str, parent_id: str) -> str:
+    """The address of one comparison's chart view in the MLflow UI (`view_state`, saved under the parent's id):
+    the runs page of the experiment, model-training workflow, chart mode. On the server of ``uri``; for any
+    other store, on the UI that `ui_command` starts. An MLflow that does not know shared views opens the runs page.
+
+    >>> ui_url("sqlite:///tracking/mlflow.db", "1", "ab12")
+    'http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=ab12&compareRunsMode=CHART&workflowType=machine_learning'
+    """
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
+    return (f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={parent_id}"
+            "&compareRunsMode=CHART&workflowType=machine_learning")
+
+
+def view_state(parent_id: str, runs: int) -> dict:
+    """One comparison's chart view, as the MLflow UI restores it from the experiment tag
+    ``mlflow.sharedViewState.<key>`` (its "share view" feature; plain JSON, the form every MLflow
+    that shares views reads).
+
+    The view holds the child runs of ``parent_id`` (its search filter), grouped by the param
+    ``scheme`` (per scheme the mean over seeds, with the min-max band), and opens with line
+    charts of `LEARNING_CURVES` against the epoch (``step``) in a section marked as ordered, so
+    that the UI adds the charts of the other metrics after them rather than in alphabetical order.
+    ``runs`` is how many runs the charts show at most.
+    """
+    section = "initlab-learning-curves"
+    charts = [
+        {
+            "uuid": f"initlab-{metric}", "type": "LINE", "metricSectionId": section, "displayName": metric,
+            "metricKey": metric, "selectedMetricKeys": [metric], "xAxisKey": "step", "useGlobalXaxisKey": False,
+            "selectedXAxisMetricKey": "", "xAxisScaleType": "linear", "scaleType": "linear", "yAxisKey": "metric",
+            "yAxisExpressions": [], "lineSmoothness": 0, "useGlobalLineSmoothing": False, "ignoreOutliers": False,
+            "range": {}, "runsCountToCompare": runs, "isGenerated": False, "deleted": False,
+        }
+        for metric in LEARNING_CURVES
+    ]
+    return {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_id}'",
+        "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "param", "groupByData": "scheme"}]},
+        "useGroupedValuesInCharts": True,
+        "compareRunCharts": charts,
+        "compareRunSections": [
+            {"uuid": section, "name": "Learning curves", "display": True, "isReordered": True},
+            {"uuid": "initlab-system", "name": "System metrics", "display": True, "isReordered": False},
+        ],
+        "isAccordionReordered": True,
+        "hideEmptyCharts": True,
+    }
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -198,72 +286,69 @@ def initializer_param(init: keras.initializers.Initializer) -> str:
     return f"{type(init).__name__} {json.dumps(init.get_config(), sort_keys=True)}"
 
 
-class ChildRun:
-    """One child run as it trains: its MLflow run id and everything it will hold, staged locally.
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
-    ``stage`` is a folder of the pending records (`pending_root`): ``artifacts/`` holds
-    the files to log (``init/diagnostics.md``, ``init/activations.png``,
-    ``model/model.keras``) and ``run.json`` the run key, params, tags and metrics.
-    `finish` makes the stage a complete record; `ComparisonTracker.write_child` writes it to
-    MLflow and removes the folder.
+
+class ChildRun:
+    """One child run as it trains: everything it will hold, in memory until it ends.
+
+    `add_initial_diagnostics` and `add_lsuv` add the step-0 metrics and the files
+    ``init/diagnostics.md``, ``init/activations.png``, ``init/lsuv.md``; the epochs'
+    metrics arrive through `EpochMetricsLogger`; `finish` ends it (status, reason,
+    the trained model, the summary metrics). `ComparisonTracker.stage` then makes it
+    a record on disk and `ComparisonTracker.write_record` writes that to MLflow.
     """
 
-    def __init__(self, run_id: str, run_key: str, params: Mapping[str, object], stage: Path):
-        self.run_id, self.run_key, self.stage = run_id, run_key, stage
+    def __init__(self, run_key: str, params: Mapping[str, object]):
+        self.run_key = run_key
         self.params = {k: str(v) for k, v in params.items()}
         self.tags: dict[str, str] = {}
         self.metrics: list[tuple[str, float, int, int]] = []  # (key, value, step, time in ms)
+        self.files: dict[str, bytes] = {}  # artifact path -> content
+        self.model: keras.Model | None = None
         self.status = "RUNNING"
-
-    @property
-    def artifacts(self) -> Path:
-        return self.stage / "artifacts"
+        self.start_time, self.end_time = _now_ms(), None
 
     def add_initial_diagnostics(self, table, figure) -> None:
         """A `keras_initlab.diagnostics.DiagnosticsTable` at step 0 (``init/layer<depth>/<metric>``), the
         table as ``init/diagnostics.md`` and ``figure`` (the activation histograms) as ``init/activations.png``."""
-        now = int(time.time() * 1000)
+        now = _now_ms()
         self.metrics += [(key, value, 0, now) for key, value in table.metrics().items()]
-        (self.artifacts / "init").mkdir(parents=True, exist_ok=True)
-        (self.artifacts / "init" / "diagnostics.md").write_text(table.to_markdown() + "\n")
-        figure.savefig(self.artifacts / "init" / "activations.png")
+        self.files["init/diagnostics.md"] = (table.to_markdown() + "\n").encode()
+        png = io.BytesIO()
+        figure.savefig(png, format="png")
+        self.files["init/activations.png"] = png.getvalue()
 
     def add_lsuv(self, steps) -> None:
         """What `keras_initlab.lsuv` did, at step 0: ``lsuv/layer<depth>/`` ``iterations``, ``std_before``,
         ``std_after`` (depth = position among the Dense/Conv layers, as in the diagnostics) and the table
         as ``init/lsuv.md``."""
-        now = int(time.time() * 1000)
+        now = _now_ms()
         lines = ["| # | layer | iterations | std before | std after | dead |", "|---|---|---|---|---|---|"]
         for depth, step in enumerate(steps, start=1):
             for key in ("iterations", "std_before", "std_after"):
                 self.metrics.append((f"lsuv/layer{depth}/{key}", float(getattr(step, key)), 0, now))
             lines.append(f"| {depth} | {step.layer} | {step.iterations} | {step.std_before:.4g} | "
                          f"{step.std_after:.4g} | {'yes' if step.dead else ''} |")
-        (self.artifacts / "init").mkdir(parents=True, exist_ok=True)
-        (self.artifacts / "init" / "lsuv.md").write_text("\n".join(lines) + "\n")
+        self.files["init/lsuv.md"] = ("\n".join(lines) + "\n").encode()
 
     def skip_initial_diagnostics(self, reason: str) -> None:
         """Records why the run has no initial diagnostics (the ``initlab.diagnostics`` tag)."""
-        self.tags[DIAGNOSTICS_TAG] = reason[:4900]
+        self.tags[DIAGNOSTICS_TAG] = reason[:MAX_TAG_LENGTH]
 
     def finish(self, model: keras.Model | None, status: str = "FINISHED", reason: str | None = None) -> None:
-        """Ends the run locally: ``status`` (FINISHED, FAILED, KILLED), ``reason`` as the ``initlab.failure``
-        tag, the model as ``model/model.keras``, and ``run.json``: the stage is now a complete record."""
-        self.status = status
+        """Ends the run: ``status`` (FINISHED, FAILED, KILLED), ``reason`` as the ``initlab.failure`` tag,
+        ``model`` to save as ``model/model.keras``. A FINISHED run gets its summary metrics at the step of
+        its last epoch: ``final_val_accuracy`` (the last ``val_accuracy``) and ``best_val_accuracy`` (the highest)."""
+        self.status, self.model, self.end_time = status, model, _now_ms()
         if reason is not None:
-            self.tags[FAILURE_TAG] = reason[:4900]
-        if model is not None:
-            (self.artifacts / "model").mkdir(parents=True, exist_ok=True)
-            model.save(self.artifacts / "model" / "model.keras")
-        record = {"run_key": self.run_key, "status": status, "params": self.params, "tags": self.tags,
-                  "metrics": self.metrics}
-        # Written whole or not at all: a record cut short by a full disk or a crash is never read.
-        partial = self.stage / "run.json.partial"
-        with open(partial, "w") as file:
-            json.dump(record, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, self.stage / "run.json")
+            self.tags[FAILURE_TAG] = reason[:MAX_TAG_LENGTH]
+        curve = sorted((step, value) for key, value, step, _ in self.metrics if key == "val_accuracy")
+        if status == "FINISHED" and curve:
+            last = curve[-1][0]
+            self.metrics.append(("final_val_accuracy", curve[-1][1], last, self.end_time))
+            self.metrics.append(("best_val_accuracy", max(value for _, value in curve), last, self.end_time))
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
@@ -277,7 +362,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
         self.child = child
 
     def on_epoch_end(self, epoch, logs=None):
-        now = int(time.time() * 1000)
+        now = _now_ms()
         self.child.metrics += [(key, float(value), epoch + 1, now) for key, value in (logs or {}).items()]
 
 
@@ -310,13 +395,7 @@ class ComparisonTracker:
         except OSError as e:
             raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}") from None
         self.parent_id: str | None = None
-        try:  # the stages of child runs must be writable before any run exists
-            pending_root(uri).mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise TrackingUnavailableError(
-                f"cannot write the stages of child runs to {pending_root(uri)} ({e.strerror}); "
-                "set XDG_CACHE_HOME to a writable folder."
-            ) from None
+        check_writable(uri)  # the records of child runs must be writable before any run exists
 
     def _experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -330,13 +409,17 @@ class ComparisonTracker:
                     raise
                 found = self.client.get_experiment_by_name(name)
         if found.lifecycle_stage == "deleted":
-            raise ValueError(f"MLflow experiment {name!r} is deleted; restore it or choose another name.")
+            raise TrackingUnavailableError(
+                f"the MLflow experiment {name!r} in {self.uri} is deleted; restore it (mlflow experiments restore) "
+                "or pass --experiment with another name."
+            )
         return found.experiment_id
 
     # -- parent run --------------------------------------------------------------------
 
-    def start_parent(self, params: Mapping[str, object], resume: bool) -> dict[str, str]:
-        """Starts the parent run, or with ``resume`` re-opens the latest one of the same spec hash.
+    def start_parent(self, params: Mapping[str, object], resume: bool, run_name: str | None = None) -> dict[str, str]:
+        """Starts the parent run (named ``run_name``), or with ``resume`` re-opens the latest one of the
+        same spec hash (its name kept).
 
         Returns ``{run_key: run_id}`` of the children already FINISHED under it
         (always empty for a new parent). Unfinished children of a resumed parent
@@ -363,6 +446,7 @@ class ComparisonTracker:
                 return finished
         run = self.client.create_run(
             self.experiment_id,
+            run_name=run_name,
             tags={ROLE_TAG: "comparison", SPEC_HASH_TAG: self.spec_hash, VERSION_TAG: __version__},
         )
         self.parent_id = run.info.run_id
@@ -378,6 +462,10 @@ class ComparisonTracker:
     def finish_parent(self, status: str) -> None:
         self.client.set_terminated(self.parent_id, status)
 
+    def describe_parent(self, text: str) -> None:
+        """``text`` (Markdown) as the parent run's description, shown on its page (``mlflow.note.content``)."""
+        self.client.set_tag(self.parent_id, NOTE_TAG, text[:MAX_TAG_LENGTH])
+
     def log_parent_artifacts(self, files: Mapping[str, str | bytes], figures: Mapping[str, object] = {}) -> None:
         """Text/bytes files and matplotlib figures, by file name, as parent-run artifacts."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -390,30 +478,67 @@ class ComparisonTracker:
                 figure.savefig(path)
                 self.client.log_artifact(self.parent_id, str(path))
 
-    def log_parent_metrics(self, metrics: Mapping[str, float]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+    def save_view(self, runs: int) -> None:
+        """The parent's chart view (`view_state`) as the experiment's shared view named by the parent's id
+        (the tag ``mlflow.sharedViewState.<parent id>``), which `ui_url` opens."""
+        state = view_state(self.parent_id, runs)
+        self.client.set_experiment_tag(self.experiment_id, f"{VIEW_TAG_PREFIX}{self.parent_id}", json.dumps(state))
 
     # -- child runs --------------------------------------------------------------------
 
     @property
     def pending_dir(self) -> Path:
-        """The stages of this parent's child runs (pending records after a failure)."""
+        """The records of this parent's child runs that are not (yet) in MLflow."""
         return pending_root(self.uri) / self.parent_id
 
-    def start_child(self, run_key: str, params: Mapping[str, object]) -> ChildRun:
-        """Creates a nested child run tagged with ``run_key`` and a fresh stage folder for it."""
-        stage = self.pending_dir / run_key.replace("/", "__")
+    def stage(self, child: ChildRun) -> Path:
+        """``child`` (ended) as a record on disk: its files, its model as ``model/model.keras`` and, last,
+        ``run.json``; returns the record's folder. A record without ``run.json`` is never read."""
+        stage = self.pending_dir / child.run_key.replace("/", "__")
         shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir(parents=True)
-        return ChildRun(self._create_child(run_key), run_key, params, stage)
+        for name, content in child.files.items():
+            (stage / "artifacts" / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage / "artifacts" / name).write_bytes(content)
+        if child.model is not None:
+            (stage / "artifacts" / "model").mkdir(parents=True, exist_ok=True)
+            child.model.save(stage / "artifacts" / "model" / "model.keras")
+        stage.mkdir(parents=True, exist_ok=True)
+        record = {"run_key": child.run_key, "status": child.status, "params": child.params, "tags": child.tags,
+                  "metrics": child.metrics, "start_time": child.start_time, "end_time": child.end_time}
+        # Written whole or not at all: a record cut short by a full disk or a crash is never read.
+        partial = stage / "run.json.partial"
+        with open(partial, "w") as file:
+            json.dump(record, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, stage / "run.json")
+        return stage
 
-    def _create_child(self, run_key: str) -> str:
-        """A new RUNNING child run of the parent, tagged with ``run_key``; returns its id."""
-        tags = {PARENT_TAG: self.parent_id, RUN_KEY_TAG: run_key, SPEC_HASH_TAG: self.spec_hash, VERSION_TAG: __version__}
-        return self.client.create_run(self.experiment_id, run_name=run_key, tags=tags).info.run_id
+    def write_record(self, stage: Path) -> str:
+        """Writes the record in ``stage`` (`stage`) to MLflow as a child run of the parent: created with its
+        start time, its params, tags and metrics in one batch, its artifacts, then marked with its status.
+        Removes the record once MLflow has everything; returns the run id."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        saved = json.loads((stage / "run.json").read_text())
+        tags = {PARENT_TAG: self.parent_id, RUN_KEY_TAG: saved["run_key"], SPEC_HASH_TAG: self.spec_hash,
+                VERSION_TAG: __version__}
+        run_id = self.client.create_run(
+            self.experiment_id, start_time=saved.get("start_time"), run_name=saved["run_key"], tags=tags
+        ).info.run_id
+        self.client.log_batch(  # MLflow's client splits a batch into requests of its size limits
+            run_id,
+            metrics=[Metric(key, value, timestamp, step) for key, value, step, timestamp in saved["metrics"]],
+            params=[Param(k, v) for k, v in saved["params"].items()],
+            tags=[RunTag(k, v) for k, v in saved["tags"].items()],
+        )
+        if (stage / "artifacts").is_dir():
+            self.client.log_artifacts(run_id, str(stage / "artifacts"))
+        self.client.set_terminated(run_id, saved["status"], end_time=saved.get("end_time"))
+        shutil.rmtree(stage)
+        with contextlib.suppress(OSError):  # no empty folder left behind (the shared pending/ root stays)
+            self.pending_dir.rmdir()
+        return run_id
 
     def lost(self, error: BaseException) -> TrackingUnavailableError:
         """The error to raise when MLflow fails mid-comparison: what happened, where the runs are, what to do.
@@ -430,29 +555,11 @@ class ComparisonTracker:
             "when the store works again, rerun with --resume."
         )
 
-    def write_child(self, child: ChildRun) -> None:
-        """Writes a finished `ChildRun` (params, tags, metrics, staged artifacts) to MLflow, marks it
-        with its status and removes its stage, once MLflow has everything."""
-        from mlflow.entities import Metric, Param, RunTag
-
-        self.client.log_batch(  # MLflow's client splits a batch into requests of its size limits
-            child.run_id,
-            metrics=[Metric(key, value, timestamp, step) for key, value, step, timestamp in child.metrics],
-            params=[Param(k, v) for k, v in child.params.items()],
-            tags=[RunTag(k, v) for k, v in child.tags.items()],
-        )
-        if child.artifacts.is_dir():
-            self.client.log_artifacts(child.run_id, str(child.artifacts))
-        self.client.set_terminated(child.run_id, child.status)
-        shutil.rmtree(child.stage)
-        with contextlib.suppress(OSError):  # no empty folder left behind (the shared pending/ root stays)
-            self.pending_dir.rmdir()
-
     def log_pending(self, finished: Mapping[str, str]) -> dict[str, str]:
         """Writes the pending records of the parent (runs that finished while MLflow did not answer)
-        as FINISHED child runs, skipping run keys in ``finished``; returns ``{run_key: run_id}`` written.
+        as child runs, skipping run keys in ``finished``; returns ``{run_key: run_id}`` written.
 
-        Stages of runs that did not finish (no ``run.json``, or a failed run) are removed: those runs train again.
+        Records of runs that did not finish (no ``run.json``, or a failed run) are removed: those runs train again.
         """
         written = {}
         for stage in sorted(self.pending_dir.iterdir()) if self.pending_dir.is_dir() else []:
@@ -461,10 +568,7 @@ class ComparisonTracker:
             except (OSError, ValueError):  # no record: the run did not finish, and trains again
                 saved = {"status": None}
             if saved["status"] == "FINISHED" and saved["run_key"] not in finished:
-                child = ChildRun(self._create_child(saved["run_key"]), saved["run_key"], saved["params"], stage)
-                child.tags, child.metrics, child.status = saved["tags"], [tuple(m) for m in saved["metrics"]], "FINISHED"
-                self.write_child(child)  # removes the stage
-                written[child.run_key] = child.run_id
+                written[saved["run_key"]] = self.write_record(stage)  # removes the stage
             elif stage.is_dir():
                 shutil.rmtree(stage)
             else:  # a stray file
@@ -477,10 +581,103 @@ class ComparisonTracker:
         """Marks every child still RUNNING ``status`` (KILLED after an interrupt) with ``reason``."""
         for child in self.children():
             if child.info.status == "RUNNING":
-                self.client.set_tag(child.info.run_id, FAILURE_TAG, reason[:4900])
+                self.client.set_tag(child.info.run_id, FAILURE_TAG, reason[:MAX_TAG_LENGTH])
                 self.client.set_terminated(child.info.run_id, status)
 
     def metric_history(self, run_id: str, key: str) -> list[float]:
         """A run's values of ``key`` ordered by step."""
         return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
+
+
+class TrackingWriter:
+    """A comparison's MLflow requests, made in order on a thread of their own: training never waits for MLflow.
+
+    The first job opens the store (`ComparisonTracker`: importing MLflow and, for a new
+    SQLite store, MLflow's schema migrations, seconds) while the first models are built
+    and train. `submit` queues ``job(tracker)``; `write` queues ended child runs, each
+    made a record on disk (`ComparisonTracker.stage`), then a child run in MLflow
+    (`ComparisonTracker.write_record`). After the store fails, no request goes to MLflow
+    any more (records still go to disk): `raise_if_lost` raises that error in the
+    caller's thread without waiting (a comparison asks after every epoch), `wait` waits
+    for every job and raises it. An error that is not the store's (a model that cannot
+    be saved) is raised by `check` (between groups of runs) and `wait`; the writer goes on.
+
+    >>> writer = TrackingWriter("sqlite:///tracking/mlflow.db", "nielsen", spec_hash="ab12")  # doctest: +SKIP
+    >>> writer.submit(lambda tracker: tracker.start_parent({}, resume=False)).result()         # doctest: +SKIP
+    >>> writer.write(children); writer.wait()                                                  # doctest: +SKIP
+    """
+
+    def __init__(self, uri: str, experiment: str, spec_hash: str):
+        self.uri = uri
+        self.tracker: ComparisonTracker | None = None
+        self.lost: TrackingUnavailableError | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="initlab-mlflow")
+        self._jobs: list[Future] = [self._pool.submit(self._open, experiment, spec_hash)]
+
+    def _open(self, experiment: str, spec_hash: str) -> None:
+        try:
+            self.tracker = ComparisonTracker(self.uri, experiment, spec_hash)
+        except TrackingUnavailableError as e:
+            self.lost = e
+
+    def _guarded(self, request: Callable[[], object]) -> object:
+        """``request()``; a store error is kept as `lost` (and ``None`` returned), any other raised."""
+        try:
+            return request()
+        except Exception as e:
+            if not (isinstance(e, TrackingUnavailableError) or is_tracking_error(e)):
+                raise
+            if self.lost is None:
+                self.lost = e if isinstance(e, TrackingUnavailableError) else self.tracker.lost(e)
+            return None
+
+    def submit(self, job: Callable[[ComparisonTracker], object]) -> Future:
+        """Queues ``job(tracker)``; skipped (the future's result ``None``) once the store failed."""
+
+        def run():
+            if self.lost is None:
+                return self._guarded(lambda: job(self.tracker))
+            return None
+
+        return self._queue(run)
+
+    def write(self, children: Sequence[ChildRun]) -> None:
+        """Queues ended child runs: each becomes a record on disk, then (while the store works) a child run."""
+
+        def run():
+            if self.tracker is None:  # the store never opened: there is no parent to keep records for
+                return
+            for stage in [self._guarded(lambda c=child: self.tracker.stage(c)) for child in children]:
+                if stage is not None and self.lost is None:
+                    self._guarded(lambda s=stage: self.tracker.write_record(s))
+
+        self._queue(run)
+
+    def _queue(self, job: Callable[[], object]) -> Future:
+        future = self._pool.submit(job)
+        self._jobs.append(future)
+        return future
+
+    def raise_if_lost(self) -> None:
+        """Raises the store's error if it failed by now."""
+        if self.lost is not None:
+            raise self.lost
+
+    def check(self) -> None:
+        """Raises the store's error, or a job's, if one happened by now; never waits."""
+        self.raise_if_lost()
+        for future in [f for f in self._jobs if f.done()]:
+            self._jobs.remove(future)
+            future.result()
+
+    def wait(self) -> ComparisonTracker:
+        """Waits for every job queued so far; raises as `check`. Returns the open tracker."""
+        while self._jobs:
+            self._jobs.pop(0).result()
+        self.check()
+        return self.tracker
+
+    def close(self) -> None:
+        """Lets the jobs queued so far finish (in the background) and accepts no more."""
+        self._pool.shutdown(wait=False)

@@ -25,6 +25,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    """Returns once the MLflow server or UI at ``uri`` answers /health; raises with its log if it exits or times out."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"MLflow at {uri} did not start:\n" + log.read_text()[-3000:]) from None
+            time.sleep(0.5)
+
+
 class Server:
     """`tracking/serve.sh` on 127.0.0.1:``port`` with its store in ``folder``; `start` waits for /health."""
 
@@ -40,16 +53,12 @@ class Server:
         log = open(self.folder / "server.log", "a")
         self.process = subprocess.Popen(["bash", str(REPO / "tracking" / "serve.sh")], env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(self.uri + "/health", timeout=2)
-                return self
-            except OSError:
-                if self.process.poll() is not None or time.time() > deadline:
-                    self.stop(signal.SIGKILL)
-                    raise RuntimeError("mlflow server did not start:\n" + (self.folder / "server.log").read_text()[-3000:])
-                time.sleep(0.5)
+        try:
+            wait_until_healthy(self.uri, self.process, self.folder / "server.log")
+        except RuntimeError:
+            self.stop(signal.SIGKILL)
+            raise
+        return self
 
     def stop(self, sig=signal.SIGTERM) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,6 +76,10 @@ def check_comparison(client, experiment_name, epochs=2):
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
         accuracy = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "val_accuracy"), key=lambda m: m.step)]
         results.setdefault(child.data.params["scheme"], []).append({"val_accuracy": accuracy})
+        # Its own summary, at the step of its last epoch: what the UI's bar charts and runs table compare.
+        for key, value in (("final_val_accuracy", accuracy[-1]), ("best_val_accuracy", max(accuracy))):
+            (metric,) = client.get_metric_history(child.info.run_id, key)
+            assert (metric.value, metric.step) == (pytest.approx(value), epochs), key
         assert "model/model.keras" in [a.path for a in client.list_artifacts(child.info.run_id, "model")]
         for key in INIT_METRICS:  # diagnostics of the untrained model, at step 0
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [0], key
@@ -92,7 +97,12 @@ def check_comparison(client, experiment_name, epochs=2):
         assert int(seeds) == 2
         assert float(epoch_1) == pytest.approx(expected[scheme].epoch_1)
         assert float(final) == pytest.approx(expected[scheme].final)
-        assert parent.data.metrics[f"final_val_accuracy.{scheme}"] == pytest.approx(expected[scheme].final)
+    # The parent reads well: named after the spec and the time it started, the summary table as its description.
+    assert re.fullmatch(r"tiny \d{4}-\d\d-\d\d \d\d:\d\d", parent.info.run_name), parent.info.run_name
+    description = parent.data.tags["mlflow.note.content"]
+    summary_md = Path(client.download_artifacts(parent.info.run_id, "summary.md")).read_text()
+    assert summary_md.strip() in description and "validation accuracy" in description
+    assert not parent.data.metrics  # per-scheme numbers are the children's (and the tables')
     return parent, children
 
 
@@ -164,7 +174,9 @@ def test_failed_child_is_marked_and_the_others_finish(tmp_path, capsys):
     assert status["huge/seed=0"].info.status == "FAILED"
     assert "epoch 1" in status["huge/seed=0"].data.tags["initlab.failure"]
     assert parents[0].info.status == "FAILED"
-    assert "final_val_accuracy.he" in parents[0].data.metrics
+    assert "he" in parents[0].data.tags["mlflow.note.content"]  # the summary of the runs that finished
+    assert "final_val_accuracy" in status["he/seed=0"].data.metrics
+    assert "final_val_accuracy" not in status["huge/seed=0"].data.metrics
 
 
 def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path):

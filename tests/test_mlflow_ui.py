@@ -1,0 +1,81 @@
+"""The link `initlab compare` prints, opened in a real headless Chromium on a real `mlflow ui`.
+
+Needs Debian's ``chromium`` (``apt-get install chromium``; `.ci/run` installs it), driven by
+Playwright from PyPI through its ``executable_path``: no browser download.
+"""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, wait_until_healthy
+from keras_initlab.cli import main
+from keras_initlab.tracking import LEARNING_CURVES, UI_PORT
+from test_compare import write_spec
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# As root (CI), without a GPU, and with no connection attempts beyond the page under test.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def comparison(tmp_path, capsys):
+    """A finished comparison in a SQLite store: ``(store uri, printed link)``."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["compare", str(write_spec(tmp_path, epochs=3)), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    command = re.search(r"^look: (mlflow ui .*)$", out, re.M).group(1)
+    assert command == f"mlflow ui --backend-store-uri {uri} --port {UI_PORT}"
+    return uri, re.search(r"then open (http://\S+)$", out, re.M).group(1)
+
+
+@pytest.fixture
+def mlflow_ui(tmp_path, comparison):
+    """`mlflow ui` on the comparison's store, on 127.0.0.1 and a free port; yields its address."""
+    uri, _ = comparison
+    port = free_port()
+    log = tmp_path / "ui.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
+                                    "--host", "127.0.0.1", "--port", str(port)],
+                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_the_printed_link_opens_the_grouped_learning_curves(tmp_path, comparison, mlflow_ui):
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).is_file(), "the UI test needs Debian's chromium: apt-get install chromium"
+    _, link = comparison
+    link = link.replace(f"http://127.0.0.1:{UI_PORT}", mlflow_ui)  # the same link, on this test's port
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1800, "height": 1000})
+            page.goto(link)
+            cards = page.get_by_test_id("experiment-view-compare-runs-card")
+            expect(cards.first).to_contain_text("val_accuracy", timeout=90_000)  # no click: the view is restored
+            titles = [cards.nth(i).inner_text().split("\n")[0] for i in range(len(LEARNING_CURVES))]
+            assert titles == list(LEARNING_CURVES)
+            expect(page.get_by_text("Group by: scheme")).to_be_visible()
+            for scheme in ("nielsen-default", "nielsen-large"):  # one group per scheme, its child runs listed
+                expect(page.get_by_text(f"Group: {scheme}", exact=True)).to_be_visible()
+                for seed in (0, 1):
+                    expect(page.get_by_role("link", name=f"{scheme}/seed={seed}")).to_be_visible()
+            for i in range(len(LEARNING_CURVES)):  # drawn: the screenshot shows curves, not spinners
+                expect(cards.nth(i).locator(".js-plotly-plot")).to_be_visible(timeout=60_000)
+            page.screenshot(path=tmp_path / "mlflow-ui.png")
+        finally:
+            browser.close()
