@@ -32,17 +32,18 @@ import numpy as np
 from keras_initlab.backend import require_tensorflow
 from keras_initlab.checks import one_line
 from keras_initlab.data import Dataset, load_dataset
+from keras_initlab.diagnostics import diagnose
 from keras_initlab.models import (
     FactoryError, as_model_input, build_convnet, build_from_factory, build_mlp, default_loss, factory_name, load_factory,
 )
 from keras_initlab.lsuv import LSUVStep, lsuv
 from keras_initlab.schemes import LSUV, Scheme
-from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_preactivation_std_by_depth
+from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_preactivation_std_by_depth, to_png
 from keras_initlab.report import summarize, to_csv, to_markdown
 from keras_initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, Run, SchemeSpec, SpecError
 from keras_initlab.tracking import (
-    RUN_KEY_TAG, ChildRun, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, TrackingWriter,
-    check_reachable, check_writable, http_limits, initializer_param, resolve_tracking_uri,
+    ChildRun, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, TrackingWriter,
+    check_reachable, check_writable, http_limits, initializer_param, lower_thread_priority, resolve_tracking_uri,
 )
 from keras_initlab.training import resolve_device, train, train_stacked
 from keras_initlab.training.planning import memory_budget, mlp_bytes
@@ -125,12 +126,14 @@ class ModelBuilder:
             return model, None
         return model, lsuv(model, self.data.x_train[: self.lsuv_examples])
 
-    def diagnose(self, model: keras.Model, lsuv_steps: list[LSUVStep] | None, title: str) -> tuple:
-        """``(table, figure)`` of `diagnose_with_histograms` on `diagnostic_batch`, with the loss that
-        trains the model; no predicted std for weights LSUV set from data."""
-        return diagnose_with_histograms(
-            model, *diagnostic_batch(self.data), loss=self.loss(model), predict=lsuv_steps is None, title=title
-        )
+    def diagnose(self, model: keras.Model, lsuv_steps: list[LSUVStep] | None, title: str | None = None) -> tuple:
+        """``(table, figure)``: `keras_initlab.diagnostics.diagnose` on `diagnostic_batch`, with the loss that
+        trains the model (no predicted std for weights LSUV set from data), and with a ``title`` the activation
+        histograms from the same forward pass (`diagnose_with_histograms`); without one, the figure is ``None``."""
+        x, y = diagnostic_batch(self.data)
+        if title is None:
+            return diagnose(model, x, y, loss=self.loss(model), predict=lsuv_steps is None), None
+        return diagnose_with_histograms(model, x, y, loss=self.loss(model), predict=lsuv_steps is None, title=title)
 
     @property
     def lsuv_examples(self) -> int:
@@ -442,6 +445,7 @@ def run_comparison(
     stack: bool = True,
     progress=None,
     spec_file: str | os.PathLike | None = None,
+    histograms: bool = False,
 ) -> ComparisonOutcome:
     """Trains every (scheme, seed) run of ``spec`` and tracks it in MLflow (see `keras_initlab.tracking`).
 
@@ -454,6 +458,13 @@ def run_comparison(
     paired comparison); every other run (conv nets, factory models, any ``optimizer``)
     trains alone with `keras_initlab.training.train`. Either way each (scheme, seed)
     gets its own child run with the same params and metrics.
+
+    Before training, each run logs the step-0 diagnostics of its model
+    (`keras_initlab.diagnostics.diagnose`) and, with ``histograms``, the activation
+    histograms as ``init/activations.png`` (about 0.2 s of drawing per run: off unless asked).
+    The work around training runs beside it: the next group's models and diagnostics
+    on one thread, every MLflow request on another (`keras_initlab.tracking.TrackingWriter`),
+    both at a lower priority than training.
 
     A run that fails (an exception, a non-finite loss) is marked FAILED with the
     reason and the others go on; ``resume`` re-opens the latest parent run of the
@@ -487,7 +498,9 @@ def run_comparison(
     data = load_spec_data(spec)
     builder = check_spec_fits(spec, data, device)
     # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
-    with http_limits(), _Interrupts() as interrupts, ThreadPoolExecutor(1, thread_name_prefix="initlab-prepare") as preparer:
+    with http_limits(), _Interrupts() as interrupts, ThreadPoolExecutor(
+        1, thread_name_prefix="initlab-prepare", initializer=lower_thread_priority
+    ) as preparer:
         writer = TrackingWriter(uri, experiment or spec.name, spec.hash)
         failures: dict[str, str] = {}
         try:
@@ -495,22 +508,28 @@ def run_comparison(
             if resume or not uri.startswith("sqlite:///"):  # what to train depends on the store; a server's errors first
                 writer.wait()
             finished = started.result() if resume else {}
+            curves = {}  # run key -> val_accuracy by epoch, of every FINISHED run
+            if finished:
+                curves = writer.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
             groups = _groups([run for run in spec.runs() if run.key not in finished], stack and spec.stacks)
             bar = _Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, writer.raise_if_lost])
             shared = shared_params(spec, device)
-            prepared = preparer.submit(_prepare, builder, shared, groups[0]) if groups else None
+            prepared = preparer.submit(_prepare, builder, shared, groups[0], histograms) if groups else None
             for i, group in enumerate(groups):
                 interrupts.check()
                 writer.check()
                 models, children = prepared.result()
                 if i + 1 < len(groups):
-                    prepared = preparer.submit(_prepare, builder, shared, groups[i + 1])
+                    prepared = preparer.submit(_prepare, builder, shared, groups[i + 1], histograms)
                 failures.update(_train_group(builder, group, models, children, bar, writer))
+                curves.update({child.run_key: child.curve("val_accuracy") for child in children
+                               if child.status == "FINISHED"})
                 bar.finish(len(group))
             bar.close()
+            summary, files, description = _summarize(spec, data.name, curves)  # while the last runs are written
+            status = "FAILED" if failures else "FINISHED"
+            writer.submit(lambda tracker: _finish_parent(tracker, files, description, status))
             tracker = writer.wait()
-            summary = _log_summary(tracker, spec, data.name)
-            tracker.finish_parent("FAILED" if failures else "FINISHED")
         except BaseException as error:  # Ctrl-C, MLflow failing, a bug
             preparer.shutdown(wait=False, cancel_futures=True)
             if isinstance(error, TrackingUnavailableError) or writer.lost is not None:
@@ -548,9 +567,12 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_
     return finished
 
 
-def _prepare(builder: ModelBuilder, shared: dict, group: list[Run]) -> tuple[list[keras.Model], list[ChildRun]]:
+def _prepare(
+    builder: ModelBuilder, shared: dict, group: list[Run], histograms: bool
+) -> tuple[list[keras.Model], list[ChildRun]]:
     """The untrained models of a group of runs and their child runs, with what they hold before training:
-    params, the LSUV steps, the step-0 diagnostics (a failure to diagnose is recorded, and the run trains)."""
+    params, the LSUV steps, the step-0 diagnostics (a failure to diagnose is recorded, and the run trains),
+    with ``histograms`` the activation histograms."""
     models, children = [], []
     for run in group:
         model, steps = builder.initial(run.scheme, run.seed)
@@ -561,7 +583,8 @@ def _prepare(builder: ModelBuilder, shared: dict, group: list[Run]) -> tuple[lis
         if steps is not None:
             child.add_lsuv(steps)
         try:
-            child.add_initial_diagnostics(*builder.diagnose(model, steps, f"{run.key}: activations at init"))
+            table, figure = builder.diagnose(model, steps, f"{run.key}: activations at init" if histograms else None)
+            child.add_initial_diagnostics(table, None if figure is None else to_png(figure))
         except Exception as e:  # e.g. an initializer whose variance the theory lacks: the run trains without them
             child.skip_initial_diagnostics(f"{type(e).__name__}: {one_line(e)}")
         models.append(model)
@@ -615,21 +638,27 @@ def _train_group(
     return failures
 
 
-def _log_summary(tracker: ComparisonTracker, spec: ComparisonSpec, data_name: str) -> list:
-    """Summarizes the FINISHED children's histories into the parent: the plot and the tables as
-    artifacts, the table as the parent's description."""
-    results: dict[str, list[dict]] = {}
-    for child in sorted(tracker.children(), key=lambda c: c.data.tags.get(RUN_KEY_TAG, "")):
-        if child.info.status == "FINISHED":
-            history = {"val_accuracy": tracker.metric_history(child.info.run_id, "val_accuracy")}
-            results.setdefault(child.data.params["scheme"], []).append(history)
-    results = {s.name: results[s.name] for s in spec.schemes if s.name in results}
-    summary = summarize(results) if results else []
-    if summary:
-        title = f"{spec.name}: {spec.model.describe()} on {data_name}"
-        tracker.log_parent_artifacts(
-            {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary)},
-            figures={"comparison.png": plot_comparison(results, title=title)},
-        )
-        tracker.describe_parent(f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{to_markdown(summary)}")
-    return summary
+def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, list[float]]) -> tuple:
+    """The summary of the FINISHED runs' ``val_accuracy`` curves (``{run key: curve}``), and what the parent
+    run gets of it: ``(summary rows, files, description)``: the plot and the tables; the table in Markdown."""
+    keys = {run.key: run.scheme.name for run in spec.runs()}
+    results: dict[str, list[dict]] = {s.name: [] for s in spec.schemes}
+    for key in sorted(curves):
+        results[keys[key]].append({"val_accuracy": curves[key]})
+    results = {scheme: runs for scheme, runs in results.items() if runs}
+    if not results:
+        return [], {}, None
+    summary = summarize(results)
+    title = f"{spec.name}: {spec.model.describe()} on {data_name}"
+    files = {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary),
+             "comparison.png": to_png(plot_comparison(results, title=title))}
+    return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{to_markdown(summary)}"
+
+
+def _finish_parent(tracker: ComparisonTracker, files: dict, description: str | None, status: str) -> None:
+    """The summary's files and description on the parent run, then its ``status``."""
+    if files:
+        tracker.log_parent_artifacts(files)
+    if description is not None:
+        tracker.describe_parent(description)
+    tracker.finish_parent(status)

@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import os
 import shutil
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -62,7 +63,7 @@ PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 MAX_TAG_LENGTH = 4900
-"""Tag values are cut to this length (MLflow servers before 2.x accept 5000 characters, newer ones 8000)."""
+"""Tag values are cut to this length (older MLflow servers accept 5000 characters, MLflow 3 8000)."""
 
 
 HTTP_LIMITS = {
@@ -165,6 +166,22 @@ def _lock_file(uri: str):
             f"cannot use the MLflow store {uri}: {lock_path.parent} is not a writable folder ({e.strerror}). "
             + _STORE_FIX
         ) from None
+
+
+PREPARED_STORE_VARIABLE = "KERAS_INITLAB_PREPARED_STORE"
+"""A new, empty SQLite store made for this process by the ``initlab`` command while TensorFlow loaded
+(`keras_initlab_cli`), beside the store it tracks to."""
+
+
+def _adopt_prepared_store(uri: str) -> None:
+    """Renames the store named by `PREPARED_STORE_VARIABLE` to the database of ``uri`` if that does not
+    exist yet (called under `_store_lock`, which waits until the store is made)."""
+    prepared = os.environ.pop(PREPARED_STORE_VARIABLE, None)
+    if prepared is None or not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri[len("sqlite:///"):])
+    if Path(prepared).parent == database.parent and Path(prepared).is_file() and not database.exists():
+        os.replace(prepared, database)
 
 
 def check_writable(uri: str) -> None:
@@ -310,15 +327,19 @@ class ChildRun:
         self.status = "RUNNING"
         self.start_time, self.end_time = _now_ms(), None
 
-    def add_initial_diagnostics(self, table, figure) -> None:
+    def curve(self, key: str) -> list[float]:
+        """The values of metric ``key`` so far, ordered by step."""
+        return [value for _, value in sorted((step, value) for k, value, step, _ in self.metrics if k == key)]
+
+    def add_initial_diagnostics(self, table, histograms: bytes | None = None) -> None:
         """A `keras_initlab.diagnostics.DiagnosticsTable` at step 0 (``init/layer<depth>/<metric>``), the
-        table as ``init/diagnostics.md`` and ``figure`` (the activation histograms) as ``init/activations.png``."""
+        table as ``init/diagnostics.md`` and ``histograms`` (a PNG of the activation histograms), if any,
+        as ``init/activations.png``."""
         now = _now_ms()
         self.metrics += [(key, value, 0, now) for key, value in table.metrics().items()]
         self.files["init/diagnostics.md"] = (table.to_markdown() + "\n").encode()
-        png = io.BytesIO()
-        figure.savefig(png, format="png")
-        self.files["init/activations.png"] = png.getvalue()
+        if histograms is not None:
+            self.files["init/activations.png"] = histograms
 
     def add_lsuv(self, steps) -> None:
         """What `keras_initlab.lsuv` did, at step 0: ``lsuv/layer<depth>/`` ``iterations``, ``std_before``,
@@ -344,11 +365,11 @@ class ChildRun:
         self.status, self.model, self.end_time = status, model, _now_ms()
         if reason is not None:
             self.tags[FAILURE_TAG] = reason[:MAX_TAG_LENGTH]
-        curve = sorted((step, value) for key, value, step, _ in self.metrics if key == "val_accuracy")
+        curve = self.curve("val_accuracy")
         if status == "FINISHED" and curve:
-            last = curve[-1][0]
-            self.metrics.append(("final_val_accuracy", curve[-1][1], last, self.end_time))
-            self.metrics.append(("best_val_accuracy", max(value for _, value in curve), last, self.end_time))
+            last = max(step for key, _, step, _ in self.metrics if key == "val_accuracy")
+            self.metrics.append(("final_val_accuracy", curve[-1], last, self.end_time))
+            self.metrics.append(("best_val_accuracy", max(curve), last, self.end_time))
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
@@ -386,6 +407,7 @@ class ComparisonTracker:
         self.uri, self.spec_hash = uri, spec_hash
         try:
             with _store_lock(uri):
+                _adopt_prepared_store(uri)
                 self.client = MlflowClient(tracking_uri=uri)
                 self.experiment_id = self._experiment(experiment)
         except MlflowException as e:
@@ -466,17 +488,12 @@ class ComparisonTracker:
         """``text`` (Markdown) as the parent run's description, shown on its page (``mlflow.note.content``)."""
         self.client.set_tag(self.parent_id, NOTE_TAG, text[:MAX_TAG_LENGTH])
 
-    def log_parent_artifacts(self, files: Mapping[str, str | bytes], figures: Mapping[str, object] = {}) -> None:
-        """Text/bytes files and matplotlib figures, by file name, as parent-run artifacts."""
+    def log_parent_artifacts(self, files: Mapping[str, str | bytes]) -> None:
+        """Files (text or bytes), by file name, as parent-run artifacts."""
         with tempfile.TemporaryDirectory() as tmp:
             for name, content in files.items():
-                path = Path(tmp) / name
-                path.write_bytes(content.encode() if isinstance(content, str) else content)
-                self.client.log_artifact(self.parent_id, str(path))
-            for name, figure in figures.items():
-                path = Path(tmp) / name
-                figure.savefig(path)
-                self.client.log_artifact(self.parent_id, str(path))
+                (Path(tmp) / name).write_bytes(content.encode() if isinstance(content, str) else content)
+            self.client.log_artifacts(self.parent_id, tmp)
 
     def save_view(self, runs: int) -> None:
         """The parent's chart view (`view_state`) as the experiment's shared view named by the parent's id
@@ -584,10 +601,26 @@ class ComparisonTracker:
                 self.client.set_tag(child.info.run_id, FAILURE_TAG, reason[:MAX_TAG_LENGTH])
                 self.client.set_terminated(child.info.run_id, status)
 
-    def metric_history(self, run_id: str, key: str) -> list[float]:
-        """A run's values of ``key`` ordered by step."""
-        return [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
+    def metric_histories(self, runs: Mapping[str, str], key: str) -> dict[str, list[float]]:
+        """``{name: values of key ordered by step}`` of the runs ``{name: run id}``."""
+        return {
+            name: [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
+            for name, run_id in runs.items()
+        }
 
+
+
+BACKGROUND_NICENESS = 10
+"""How much lower than training the threads that prepare and write runs are scheduled (Linux ``nice`` steps)."""
+
+
+def lower_thread_priority() -> None:
+    """Lowers the calling thread's scheduling priority by `BACKGROUND_NICENESS` (on Linux, where a thread
+    has its own; elsewhere nothing): the work of a background thread then takes the cores that training
+    leaves idle, not the cores it uses."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
 
 
 class TrackingWriter:
@@ -612,7 +645,7 @@ class TrackingWriter:
         self.uri = uri
         self.tracker: ComparisonTracker | None = None
         self.lost: TrackingUnavailableError | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="initlab-mlflow")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="initlab-mlflow", initializer=lower_thread_priority)
         self._jobs: list[Future] = [self._pool.submit(self._open, experiment, spec_hash)]
 
     def _open(self, experiment: str, spec_hash: str) -> None:

@@ -1,15 +1,16 @@
 """Tracking overhead: the same comparison with and without MLflow tracking, in one run.
 
-Run: python scripts/bench_tracking.py [--config scripts/configs/nielsen.yaml] [--repeats 2]
+Run: python scripts/bench_tracking.py [--config scripts/configs/nielsen.yaml] [--repeats 3]
 
 "Without" trains exactly the models `initlab compare` trains, grouped the same
 way (stacked per seed), with no MLflow at all; "with" is `run_comparison` into a
 SQLite store in a temporary directory (created by the warm-up, as a user's store
 exists after the first comparison: creating a store, MLflow's schema migrations,
 is a one-time cost and is timed separately): params, per-epoch metrics, the
-step-0 diagnostics with their histogram figure, the saved models, the parent's
-plot and tables. Both are timed end to end after a
-warm-up that compiles the training loops, alternating, best of `repeats`.
+step-0 diagnostics, the saved models, the parent's plot, tables and chart view;
+"with --histograms" adds every run's activation-histogram figure. All are timed
+end to end after a warm-up that compiles the training loops, alternating, best
+of `repeats`.
 """
 
 import argparse
@@ -31,8 +32,8 @@ def untracked(spec: ComparisonSpec) -> None:
         train_stacked(models, data, **common)  # one model alone goes to `train`, as in run_comparison
 
 
-def tracked(spec: ComparisonSpec, uri: str) -> None:
-    run_comparison(spec, tracking_uri=uri)
+def tracked(spec: ComparisonSpec, uri: str, histograms: bool = False) -> None:
+    run_comparison(spec, tracking_uri=uri, histograms=histograms)
 
 
 def main() -> None:
@@ -48,19 +49,26 @@ def main() -> None:
     start = time.perf_counter()
     tracked(warm, uri)
     print(f"warm-up comparison into a new store (schema creation included): {time.perf_counter() - start:.2f} s")
-    times = {"without tracking": [], "with tracking": []}
+    jobs = {
+        "without tracking": untracked,
+        "with tracking": lambda s: tracked(s, uri),
+        "with --histograms": lambda s: tracked(s, uri, histograms=True),
+    }
+    times = {name: [] for name in jobs}
     for _ in range(args.repeats):
-        for name, job in (("without tracking", untracked), ("with tracking", lambda s: tracked(s, uri))):
+        for name, job in jobs.items():
             start = time.perf_counter()
             job(spec)
             times[name].append(time.perf_counter() - start)
-    base, with_tracking = min(times["without tracking"]), min(times["with tracking"])
+    base = min(times["without tracking"])
     runs = len(spec.runs())
     print(f"spec {args.config}: {runs} runs x {spec.epochs} epochs")
-    print(f"without tracking: {base:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in times['without tracking'])})")
-    print(f"with tracking:    {with_tracking:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in times['with tracking'])})")
-    print(f"overhead: {with_tracking - base:+.2f} s = {(with_tracking / base - 1):+.1%} "
-          f"({(with_tracking - base) / runs * 1e3:.0f} ms per run)")
+    for name, measured in times.items():
+        best = min(measured)
+        line = f"{name + ':':<19} {best:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in measured)})"
+        if best is not base:
+            line += f"   overhead {best - base:+.2f} s = {best / base - 1:+.1%} ({(best - base) / runs * 1e3:.0f} ms per run)"
+        print(line)
 
 
 if __name__ == "__main__":
