@@ -184,11 +184,21 @@ def _adopt_prepared_store(uri: str) -> None:
         os.replace(prepared, database)
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def check_writable(uri: str) -> None:
     """Fails fast, before any work, when the folder of a SQLite store or of the pending records
-    (`pending_root`) cannot be written."""
+    (`pending_root`) cannot be written, or the store's file is not a SQLite database."""
     if uri.startswith("sqlite:///"):
         _lock_file(uri).close()
+        database = Path(uri[len("sqlite:///"):])
+        with contextlib.suppress(OSError), open(database, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+            if header and header != _SQLITE_HEADER:
+                raise TrackingUnavailableError(
+                    f"cannot use the MLflow store {uri}: {database} is not a SQLite database. {_STORE_FIX}"
+                )
     try:
         pending_root(uri).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -401,7 +411,6 @@ class ComparisonTracker:
     """
 
     def __init__(self, uri: str, experiment: str, spec_hash: str):
-        from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
         self.uri, self.spec_hash = uri, spec_hash
@@ -410,12 +419,12 @@ class ComparisonTracker:
                 _adopt_prepared_store(uri)
                 self.client = MlflowClient(tracking_uri=uri)
                 self.experiment_id = self._experiment(experiment)
-        except MlflowException as e:
+        except TrackingUnavailableError:
+            raise
+        except Exception as e:  # MLflow's errors, the OS's, SQLAlchemy's (a file that is not an MLflow store)
             raise _refusal(uri, e) or TrackingUnavailableError(
                 f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}"
             ) from None
-        except OSError as e:
-            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}") from None
         self.parent_id: str | None = None
         check_writable(uri)  # the records of child runs must be writable before any run exists
 

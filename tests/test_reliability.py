@@ -143,6 +143,9 @@ def test_store_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
     assert main(["compare", spec, "--tracking-uri", "sqlite:////proc/no-such-folder/mlflow.db"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "cannot use the MLflow store sqlite:////proc/no-such-folder/mlflow.db" in line and "writable folder" in line
+    (tmp_path / "notes.db").write_text("a text file, not a store")
+    assert main(["compare", spec, "--tracking-uri", f"sqlite:///{tmp_path / 'notes.db'}"]) == 2
+    assert f"{tmp_path / 'notes.db'} is not a SQLite database" in one_error_line(capsys.readouterr().err)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tracking").write_text("not a folder")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
