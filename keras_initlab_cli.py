@@ -72,8 +72,12 @@ def _sqlite_store(argv: list[str]) -> str | None:
             uri = arg.split("=", 1)[1]
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:
-        return os.path.join(os.getcwd(), "tracking", "mlflow.db")
+        return _default_store()
     return uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+
+
+def _default_store() -> str:
+    return os.path.join(os.getcwd(), "tracking", "mlflow.db")
 
 
 def _create_store_beside(argv: list[str]):
@@ -87,7 +91,7 @@ def _create_store_beside(argv: list[str]):
     if database is None or os.path.exists(database) or os.path.basename(database) in ("", ".", ".."):
         return None
     try:
-        if database == os.path.join(os.getcwd(), "tracking", "mlflow.db"):
+        if database == _default_store():
             os.makedirs(os.path.dirname(database), exist_ok=True)
         lock = open(os.path.splitext(database)[0] + ".lock", "a")
     except OSError:  # the comparison reports what is wrong with the folder

@@ -50,6 +50,7 @@ import keras
 
 from keras_initlab._version import __version__
 from keras_initlab.checks import one_line
+from keras_initlab_cli import PREPARED_STORE_VARIABLE
 from keras_initlab.spec import MAX_RUNS
 
 STORE_DIR = "tracking"
@@ -168,14 +169,10 @@ def _lock_file(uri: str):
         ) from None
 
 
-PREPARED_STORE_VARIABLE = "KERAS_INITLAB_PREPARED_STORE"
-"""A new, empty SQLite store made for this process by the ``initlab`` command while TensorFlow loaded
-(`keras_initlab_cli`), beside the store it tracks to."""
-
-
 def _adopt_prepared_store(uri: str) -> None:
-    """Renames the store named by `PREPARED_STORE_VARIABLE` to the database of ``uri`` if that does not
-    exist yet (called under `_store_lock`, which waits until the store is made)."""
+    """Renames the new, empty store that the ``initlab`` command made for this process while TensorFlow
+    loaded (named by ``keras_initlab_cli.PREPARED_STORE_VARIABLE``) to the database of ``uri`` if that does
+    not exist yet (called under `_store_lock`, which waits until the store is made)."""
     prepared = os.environ.pop(PREPARED_STORE_VARIABLE, None)
     if prepared is None or not uri.startswith("sqlite:///"):
         return
@@ -375,11 +372,11 @@ class ChildRun:
         self.status, self.model, self.end_time = status, model, _now_ms()
         if reason is not None:
             self.tags[FAILURE_TAG] = reason[:MAX_TAG_LENGTH]
-        curve = self.curve("val_accuracy")
+        curve = sorted((step, value) for key, value, step, _ in self.metrics if key == "val_accuracy")
         if status == "FINISHED" and curve:
-            last = max(step for key, _, step, _ in self.metrics if key == "val_accuracy")
-            self.metrics.append(("final_val_accuracy", curve[-1], last, self.end_time))
-            self.metrics.append(("best_val_accuracy", max(curve), last, self.end_time))
+            last_step, last_value = curve[-1]
+            self.metrics.append(("final_val_accuracy", last_value, last_step, self.end_time))
+            self.metrics.append(("best_val_accuracy", max(value for _, value in curve), last_step, self.end_time))
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):
@@ -407,7 +404,8 @@ class ComparisonTracker:
 
     Raises:
         TrackingUnavailableError: when the store cannot be opened (unknown URI scheme, a folder that
-            cannot be written, a server that does not answer); the message names the URI.
+            cannot be written, a server that does not answer); the message names the URI. That the
+            records' folder can be written is `check_writable`'s to say, before any work.
     """
 
     def __init__(self, uri: str, experiment: str, spec_hash: str):
@@ -426,7 +424,6 @@ class ComparisonTracker:
                 f"cannot use the MLflow store {uri}: {one_line(e)}. {_STORE_FIX}"
             ) from None
         self.parent_id: str | None = None
-        check_writable(uri)  # the records of child runs must be writable before any run exists
 
     def _experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
