@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -43,7 +43,8 @@ from keras_initlab.report import summarize, to_csv, to_markdown
 from keras_initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, Run, SchemeSpec, SpecError
 from keras_initlab.tracking import (
     ChildRun, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, TrackingWriter,
-    check_reachable, check_writable, http_limits, initializer_param, lower_thread_priority, resolve_tracking_uri,
+    check_reachable, check_writable, http_limits, initializer_param, lower_thread_priority, quick_gil_handoff,
+    resolve_tracking_uri,
 )
 from keras_initlab.training import resolve_device, train, train_stacked
 from keras_initlab.training.planning import memory_budget, mlp_bytes
@@ -463,8 +464,10 @@ def run_comparison(
     (`keras_initlab.diagnostics.diagnose`) and, with ``histograms``, the activation
     histograms as ``init/activations.png`` (about 0.2 s of drawing per run: off unless asked).
     The work around training runs beside it: the next group's models and diagnostics
+    (the first group's diagnostics on copies of its untrained models, while it trains)
     on one thread, every MLflow request on another (`keras_initlab.tracking.TrackingWriter`),
-    both at a lower priority than training.
+    both at a lower priority than training, which gets the GIL back quickly
+    (`keras_initlab.tracking.quick_gil_handoff`).
 
     A run that fails (an exception, a non-finite loss) is marked FAILED with the
     reason and the others go on; ``resume`` re-opens the latest parent run of the
@@ -498,7 +501,7 @@ def run_comparison(
     data = load_spec_data(spec)
     builder = check_spec_fits(spec, data, device)
     # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
-    with http_limits(), _Interrupts() as interrupts, ThreadPoolExecutor(
+    with http_limits(), quick_gil_handoff(), _Interrupts() as interrupts, ThreadPoolExecutor(
         1, thread_name_prefix="initlab-prepare", initializer=lower_thread_priority
     ) as preparer:
         writer = TrackingWriter(uri, experiment or spec.name, spec.hash)
@@ -514,14 +517,18 @@ def run_comparison(
             groups = _groups([run for run in spec.runs() if run.key not in finished], stack and spec.stacks)
             bar = _Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, writer.raise_if_lost])
             shared = shared_params(spec, device)
-            prepared = preparer.submit(_prepare, builder, shared, groups[0], histograms) if groups else None
             for i, group in enumerate(groups):
                 interrupts.check()
                 writer.check()
-                models, children = prepared.result()
-                if i + 1 < len(groups):
-                    prepared = preparer.submit(_prepare, builder, shared, groups[i + 1], histograms)
-                failures.update(_train_group(builder, group, models, children, bar, writer))
+                if i == 0:  # the first group trains at once; its step-0 diagnostics are made on copies meanwhile
+                    models, children, steps = _prepare(builder, shared, group)
+                    weights = [model.get_weights() for model in models]
+                    initial = preparer.submit(_diagnose_copies, builder, group, weights, steps, histograms)
+                else:
+                    (models, children, _), initial = prepared.result(), None
+                if i + 1 < len(groups):  # the next group's models and diagnostics while this one trains
+                    prepared = preparer.submit(_prepare_diagnosed, builder, shared, groups[i + 1], histograms)
+                failures.update(_train_group(builder, group, models, children, bar, writer, initial))
                 curves.update({child.run_key: child.curve("val_accuracy") for child in children
                                if child.status == "FINISHED"})
                 bar.finish(len(group))
@@ -567,41 +574,78 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_
     return finished
 
 
-def _prepare(
-    builder: ModelBuilder, shared: dict, group: list[Run], histograms: bool
-) -> tuple[list[keras.Model], list[ChildRun]]:
-    """The untrained models of a group of runs and their child runs, with what they hold before training:
-    params, the LSUV steps, the step-0 diagnostics (a failure to diagnose is recorded, and the run trains),
-    with ``histograms`` the activation histograms."""
-    models, children = [], []
+def _prepare(builder: ModelBuilder, shared: dict, group: list[Run]) -> tuple[list[keras.Model], list[ChildRun], list]:
+    """The untrained models of a group of runs, their child runs with the params and the LSUV steps, and those
+    steps (`ModelBuilder.initial`)."""
+    models, children, steps = [], [], []
     for run in group:
-        model, steps = builder.initial(run.scheme, run.seed)
+        model, lsuv_steps = builder.initial(run.scheme, run.seed)
         params = _child_params(shared, run, model)
-        if steps is not None:
+        if lsuv_steps is not None:
             params["lsuv_examples"] = builder.lsuv_examples
         child = ChildRun(run.key, params)
-        if steps is not None:
-            child.add_lsuv(steps)
-        try:
-            table, figure = builder.diagnose(model, steps, f"{run.key}: activations at init" if histograms else None)
-            child.add_initial_diagnostics(table, None if figure is None else to_png(figure))
-        except Exception as e:  # e.g. an initializer whose variance the theory lacks: the run trains without them
-            child.skip_initial_diagnostics(f"{type(e).__name__}: {one_line(e)}")
+        if lsuv_steps is not None:
+            child.add_lsuv(lsuv_steps)
         models.append(model)
         children.append(child)
-    return models, children
+        steps.append(lsuv_steps)
+    return models, children, steps
+
+
+def _prepare_diagnosed(builder: ModelBuilder, shared: dict, group: list[Run], histograms: bool) -> tuple:
+    """`_prepare`, and the step-0 diagnostics of the models (before they train) in their child runs."""
+    models, children, steps = _prepare(builder, shared, group)
+    _record_initial(children, _initial_diagnostics(builder, group, models, steps, histograms))
+    return models, children, steps
+
+
+def _initial_diagnostics(
+    builder: ModelBuilder, group: list[Run], models: list[keras.Model], steps: list, histograms: bool
+) -> list[tuple | str]:
+    """Per model, ``(table, PNG or None)`` of `ModelBuilder.diagnose`, or why it has none (e.g. an initializer
+    whose variance the theory lacks: the run trains without them)."""
+    results = []
+    for run, model, lsuv_steps in zip(group, models, steps):
+        try:
+            table, figure = builder.diagnose(model, lsuv_steps, f"{run.key}: activations at init" if histograms else None)
+            results.append((table, None if figure is None else to_png(figure)))
+        except Exception as e:
+            results.append(f"{type(e).__name__}: {one_line(e)}")
+    return results
+
+
+def _diagnose_copies(builder: ModelBuilder, group: list[Run], weights: list[list], steps: list, histograms: bool) -> list:
+    """`_initial_diagnostics` of copies of a group's models, built anew and given the ``weights`` those had before
+    training (the models themselves train meanwhile)."""
+    copies = []
+    for run, model_weights in zip(group, weights):
+        copy = builder.build(run.scheme, run.seed)
+        copy.set_weights(model_weights)
+        copies.append(copy)
+    return _initial_diagnostics(builder, group, copies, steps, histograms)
+
+
+def _record_initial(children: list[ChildRun], results: list[tuple | str]) -> None:
+    """Adds `_initial_diagnostics`' results to the child runs."""
+    for child, result in zip(children, results):
+        if isinstance(result, str):
+            child.skip_initial_diagnostics(result)
+        else:
+            child.add_initial_diagnostics(*result)
 
 
 def _train_group(
     builder: ModelBuilder, group: list[Run], models: list[keras.Model], children: list[ChildRun], bar: _Progress,
-    writer: TrackingWriter,
+    writer: TrackingWriter, initial: Future | None = None,
 ) -> dict[str, str]:
     """Trains one group of runs and hands each, ended, to ``writer``; returns ``{run_key: failure}``.
 
     A group is the stacked schemes of one seed (`train_stacked`, the MLP with plain SGD) or one run
     (`train`, with the spec's optimizer and loss; its model is saved compiled with them, so the
     ``.keras`` file holds the optimizer's state). A run that fails is ended FAILED with the reason;
-    an interrupt ends the group's runs KILLED, with the epochs that did complete.
+    an interrupt ends the group's runs KILLED, with the epochs that did complete. ``initial``: the
+    step-0 diagnostics being made while the group trains (`_diagnose_copies`), recorded before the
+    runs are handed over (after an interrupt, only if they are done).
     """
     spec, data = builder.spec, builder.data
     loggers = [EpochMetricsLogger(child) for child in children]
@@ -623,10 +667,14 @@ def _train_group(
         except Exception as e:  # the group's runs are recorded as failed; the comparison goes on
             outcomes = [e] * len(children)
     except KeyboardInterrupt:  # keep the epochs that did complete
+        if initial is not None and initial.done():
+            _record_initial(children, initial.result())
         for child in children:
             child.finish(None, "KILLED", "interrupted")
         writer.write(children)
         raise
+    if initial is not None:
+        _record_initial(children, initial.result())
     failures = {}
     for child, model, outcome in zip(children, models, outcomes):
         if isinstance(outcome, Exception):

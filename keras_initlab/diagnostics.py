@@ -70,7 +70,7 @@ class LayerSignals:
             `keras.layers.ReLU`) layer that is the only consumer of a linear
             layer's output; ``"linear"`` otherwise.
         inputs: what the layer receives, ``x``.
-        preactivations: ``z = W x + b``, computed by a copy of the layer with a linear activation.
+        preactivations: ``z = W x + b`` (`preactivations`).
         activations: ``a``, the output of the activation (the layer's output for ``"linear"``).
         unit_axis: the axis of ``z``/``a`` that indexes units (channels for conv layers).
     """
@@ -312,6 +312,34 @@ def _patch_sum_layer(layer, input_shape):
     return _twin(layer, input_shape, use_bias=False, kernel_initializer="ones", **units)
 
 
+def _is_plain_dense(layer) -> bool:
+    """A float32 `keras.layers.Dense` itself (not a subclass, not quantized): ``z = x @ kernel + bias`` on the last
+    axis, which NumPy computes without building the copies of the layer that other layers need."""
+    return type(layer) is keras.layers.Dense and layer.quantization_mode is None and layer.compute_dtype == "float32"
+
+
+def preactivations(layer, x: np.ndarray) -> np.ndarray:
+    """``z = W x + b`` of ``layer`` on its inputs ``x``: for a plain Dense layer ``x @ kernel + bias`` in NumPy,
+    otherwise a `linear_twin` of the layer (its own padding, strides, dilation)."""
+    if _is_plain_dense(layer):  # summed in float64: z to float32 rounding; an overflow is inf, as in the layer
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = x.astype(np.float64) @ keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+            if layer.use_bias:
+                z += keras.ops.convert_to_numpy(layer.bias)
+            return z.astype(x.dtype)
+    return np.asarray(linear_twin(layer, (None, *x.shape[1:]))(x))
+
+
+def _patch_sums(layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(sum of x, sum of x**2)`` over each unit's input patch (float64): for Dense the whole last axis, for a
+    convolution what an all-ones copy of the layer sums (`_patch_sum_layer`: same padding, strides, groups)."""
+    if _is_plain_dense(layer):
+        x64 = x.astype(np.float64)
+        return x64.sum(axis=-1), (x64 * x64).sum(axis=-1)
+    patch_sum = _patch_sum_layer(layer, (None, *x.shape[1:]))
+    return tuple(np.asarray(patch_sum(v), dtype=np.float64) for v in (x, x * x))
+
+
 def _unit_axis(layer, ndim: int) -> int:
     if getattr(layer, "data_format", "channels_last") == "channels_first":
         return 1
@@ -348,8 +376,8 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
 
     One forward pass of a probe model (the model's graph with every diagnosed
     layer's input and activation output as outputs, ``training=False``); ``z``
-    comes from a linear copy of each layer applied to its input, so padding,
-    strides and dilation are those of the layer itself.
+    is `preactivations` of each layer's input: for convolutions a linear copy of the
+    layer, so padding, strides and dilation are those of the layer itself.
 
     Works for functional and Sequential models with one input (images are
     reshaped to the input shape, as in training); an unbuilt Sequential model is
@@ -375,7 +403,7 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
     signals = []
     for depth, (layer, (name, _)) in enumerate(zip(layers, activations), start=1):
         received, acts = values[depth - 1], values[len(layers) + depth - 1]
-        z = np.asarray(linear_twin(layer, (None, *received.shape[1:]))(received))
+        z = preactivations(layer, received)
         signals.append(LayerSignals(layer, depth, name, received, z, acts, _unit_axis(layer, z.ndim)))
     return signals
 
@@ -411,12 +439,11 @@ def _layer_row(signal: LayerSignals, grad_norm: float | None, predict: bool) -> 
     layer, x, z, a = signal.layer, signal.inputs, signal.preactivations, signal.activations
     kernel_shape = tuple(int(d) for d in layer.kernel.shape)
     fan_in, _ = compute_fans(kernel_shape)
-    # Patch statistics through an all-ones copy of the layer: same padding, strides, groups.
-    patch_sum = _patch_sum_layer(layer, (None, *x.shape[1:]))
     # A model whose signal overflows (huge weights) gets inf/NaN statistics, not warnings or errors.
     with np.errstate(over="ignore", invalid="ignore"):
-        second_moment = float(np.mean(np.asarray(patch_sum(x * x), dtype=np.float64))) / fan_in
-        sum_variance = float(np.var(np.asarray(patch_sum(x), dtype=np.float64)))
+        sums, square_sums = _patch_sums(layer, x)
+        second_moment = float(np.mean(square_sums)) / fan_in
+        sum_variance = float(np.var(sums))
     if not predict:
         predicted = None
     elif math.isfinite(second_moment) and math.isfinite(sum_variance):

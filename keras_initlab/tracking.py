@@ -539,24 +539,26 @@ class ComparisonTracker:
 
     def write_record(self, stage: Path) -> str:
         """Writes the record in ``stage`` (`stage`) to MLflow as a child run of the parent: created with its
-        start time, its params, tags and metrics in one batch, its artifacts, then marked with its status.
+        start time, its artifacts, its params, tags and metrics in one batch, then marked with its status.
         Removes the record once MLflow has everything; returns the run id."""
         from mlflow.entities import Metric, Param, RunTag
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         saved = json.loads((stage / "run.json").read_text())
         tags = {PARENT_TAG: self.parent_id, RUN_KEY_TAG: saved["run_key"], SPEC_HASH_TAG: self.spec_hash,
                 VERSION_TAG: __version__}
-        run_id = self.client.create_run(
+        info = self.client.create_run(
             self.experiment_id, start_time=saved.get("start_time"), run_name=saved["run_key"], tags=tags
-        ).info.run_id
+        ).info
+        run_id = info.run_id
+        if (stage / "artifacts").is_dir():  # the store of the run just created (the client would read the run again)
+            get_artifact_repository(info.artifact_uri, tracking_uri=self.uri).log_artifacts(str(stage / "artifacts"))
         self.client.log_batch(  # MLflow's client splits a batch into requests of its size limits
             run_id,
             metrics=[Metric(key, value, timestamp, step) for key, value, step, timestamp in saved["metrics"]],
             params=[Param(k, v) for k, v in saved["params"].items()],
             tags=[RunTag(k, v) for k, v in saved["tags"].items()],
         )
-        if (stage / "artifacts").is_dir():
-            self.client.log_artifacts(run_id, str(stage / "artifacts"))
         self.client.set_terminated(run_id, saved["status"], end_time=saved.get("end_time"))
         shutil.rmtree(stage)
         with contextlib.suppress(OSError):  # no empty folder left behind (the shared pending/ root stays)
@@ -627,6 +629,29 @@ def lower_thread_priority() -> None:
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
+
+
+BACKGROUND_SWITCH_INTERVAL = 5e-4
+"""Seconds a thread may hold Python's GIL while another waits for it, during a comparison (Python's default: 0.005)."""
+
+
+@contextlib.contextmanager
+def quick_gil_handoff() -> Iterator[None]:
+    """Sets Python's thread switch interval to `BACKGROUND_SWITCH_INTERVAL` for the duration of the block.
+
+    Training runs in compiled TensorFlow loops that release the GIL, but between them
+    (every epoch: write-back, losses, callbacks) it needs the GIL back; with the default
+    interval each handoff waits up to 5 ms for a background thread running Python
+    (MLflow's SQLAlchemy, Keras' model building). Measured on 2 cores: a background thread
+    busy half the time made stacked training 1.8 s slower over 5.2 s at 5 ms, 0.4 s at 0.1 ms
+    (BENCHMARKS.md, "Tracking beside training").
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, BACKGROUND_SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 class TrackingWriter:

@@ -10,10 +10,12 @@ is a one-time cost and is timed separately): params, per-epoch metrics, the
 step-0 diagnostics, the saved models, the parent's plot, tables and chart view;
 "with --histograms" adds every run's activation-histogram figure. All are timed
 end to end after a warm-up that compiles the training loops, alternating, best
-of `repeats`.
+of `repeats`; and, since the machine's speed drifts over minutes, the median of
+each repeat's ratio to the untracked run just before it.
 """
 
 import argparse
+import statistics
 import tempfile
 import time
 
@@ -67,7 +69,9 @@ def main() -> None:
         best = min(measured)
         line = f"{name + ':':<19} {best:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in measured)})"
         if best is not base:
-            line += f"   overhead {best - base:+.2f} s = {best / base - 1:+.1%} ({(best - base) / runs * 1e3:.0f} ms per run)"
+            paired = statistics.median(t / u for t, u in zip(measured, times["without tracking"]))
+            line += (f"   overhead {best - base:+.2f} s = {best / base - 1:+.1%} ({(best - base) / runs * 1e3:.0f} ms "
+                     f"per run); median of the repeats' ratios {paired - 1:+.1%}")
         print(line)
 
 

@@ -19,6 +19,7 @@ from keras_initlab.diagnostics import diagnose
 from keras_initlab.comparison import ModelBuilder, diagnostic_batch, load_spec_data
 from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.report import summarize
+from keras_initlab.tracking import BACKGROUND_SWITCH_INTERVAL, quick_gil_handoff
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -261,3 +262,19 @@ def test_list_command(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "nielsen-default" in out and "SparseGaussian" in out
+
+
+def test_quick_gil_handoff_is_scoped_to_the_block():
+    previous = sys.getswitchinterval()
+    with quick_gil_handoff():
+        assert sys.getswitchinterval() == pytest.approx(BACKGROUND_SWITCH_INTERVAL)
+    assert sys.getswitchinterval() == previous
+    with pytest.raises(RuntimeError), quick_gil_handoff():
+        raise RuntimeError("a failing comparison")
+    assert sys.getswitchinterval() == previous
+    try:  # a user's smaller interval is kept
+        sys.setswitchinterval(BACKGROUND_SWITCH_INTERVAL / 10)
+        with quick_gil_handoff():
+            assert sys.getswitchinterval() == pytest.approx(BACKGROUND_SWITCH_INTERVAL / 10)
+    finally:
+        sys.setswitchinterval(previous)

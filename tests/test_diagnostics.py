@@ -11,8 +11,13 @@ from keras_initlab import build_convnet, build_mlp, load_dataset
 from keras_initlab.diagnostics import (
     DiagnosticsTable,
     LayerDiagnostics,
+    _is_plain_dense,
+    _patch_sum_layer,
+    _patch_sums,
     collect_signals,
     diagnose,
+    linear_twin,
+    preactivations,
 )
 from keras_initlab.plots import diagnose_with_histograms, plot_activation_histograms, plot_preactivation_std_by_depth
 
@@ -173,7 +178,9 @@ def test_dense_then_activation_layers(mnist_val):
     assert [r.activation for r in table] == ["sigmoid", "relu", "tanh", "softmax"]
     signals = collect_signals(seq, x)
     a0 = signals[0].activations
-    np.testing.assert_allclose(a0, 1 / (1 + np.exp(-signals[0].preactivations.astype(np.float64))), atol=1e-6)
+    # z is the exact sum rounded once to float32, a comes from TensorFlow's float32 sum over 784 inputs:
+    # they differ by that sum's rounding (a few 1e-6 after the sigmoid).
+    np.testing.assert_allclose(a0, 1 / (1 + np.exp(-signals[0].preactivations.astype(np.float64))), atol=1e-5)
     assert table[0].saturated_fraction == pytest.approx(np.mean((a0 < 0.01) | (a0 > 0.99)))
     assert table[1].dead_fraction == np.mean(np.all(signals[1].activations == 0, axis=0))
     assert table[2].saturated_fraction is not None and table[3].saturated_fraction is None
@@ -186,6 +193,33 @@ def test_dense_then_activation_layers(mnist_val):
     out = keras.layers.Dense(10, activation="sigmoid", name="out")(keras.layers.Concatenate()([a, h]))
     functional = diagnose(keras.Model(inputs, out), x[:100])
     assert [r.activation for r in functional] == ["linear", "sigmoid"]
+
+
+def test_dense_fast_path_matches_the_layer_copies():
+    # For plain Dense layers z and the patch sums come from NumPy, not from copies of the layer:
+    # the same numbers as the copies compute (float32 rounding), with and without bias, on 2-D and 3-D inputs.
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((5, 8))
+    hidden = keras.layers.Dense(16, activation="tanh", bias_initializer=init.RandomNormal(seed=1))(inputs)
+    outputs = keras.layers.Dense(4, use_bias=False, activation="sigmoid")(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, outputs)
+    x = rng.standard_normal((300, 5, 8)).astype("float32")
+    signals = collect_signals(model, x)
+    assert [_is_plain_dense(s.layer) for s in signals] == [True, True]
+    for signal in signals:
+        layer, received = signal.layer, signal.inputs
+        twin_z = np.asarray(linear_twin(layer, (None, *received.shape[1:]))(received))
+        np.testing.assert_allclose(preactivations(layer, received), twin_z, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(signal.preactivations, twin_z, rtol=1e-5, atol=1e-5)
+        ones = _patch_sum_layer(layer, (None, *received.shape[1:]))
+        sums, square_sums = _patch_sums(layer, received)
+        np.testing.assert_allclose(sums, np.asarray(ones(received))[..., 0], rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(square_sums, np.asarray(ones(received * received))[..., 0], rtol=1e-5)
+
+    class Scaled(keras.layers.Dense):  # a subclass may compute something else: it goes through a copy of itself
+        pass
+
+    assert not _is_plain_dense(Scaled(3)) and not _is_plain_dense(keras.layers.Dense(3, dtype="mixed_float16"))
 
 
 def test_unknown_initializer_raises_type_error(mnist_val):

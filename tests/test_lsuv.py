@@ -11,6 +11,8 @@ from mlflow.tracking import MlflowClient
 
 import keras_initlab as kil
 from keras_initlab.cli import main
+from keras_initlab.comparison import ModelBuilder, load_spec_data
+from keras_initlab.spec import ComparisonSpec
 
 TOL = 0.1
 
@@ -180,6 +182,13 @@ def test_lsuv_in_a_comparison_logs_its_report(tmp_path, model, layers):
         assert f"init/layer{depth}/predicted_std" in he_run.data.metrics
     report = client.download_artifacts(lsuv_run.info.run_id, "init/lsuv.md")
     assert "| 1 |" in open(report).read()
+    # ... exactly: the model the run started from, rescaled by LSUV (the first group is diagnosed on a copy).
+    spec = ComparisonSpec.from_file(path)
+    builder = ModelBuilder(spec, load_spec_data(spec))
+    model, steps = builder.initial(spec.schemes[0], 0)
+    table, _ = builder.diagnose(model, steps)
+    for key, value in table.metrics().items():
+        assert lsuv_run.data.metrics[key] == pytest.approx(value, rel=1e-5), key
 
 
 def test_diagnose_marks_lsuv_predictions_not_applicable(tmp_path, capsys):
