@@ -642,9 +642,9 @@ def quick_gil_handoff() -> Iterator[None]:
     Training runs in compiled TensorFlow loops that release the GIL, but between them
     (every epoch: write-back, losses, callbacks) it needs the GIL back; with the default
     interval each handoff waits up to 5 ms for a background thread running Python
-    (MLflow's SQLAlchemy, Keras' model building). Measured on 2 cores: a background thread
-    busy half the time made stacked training 1.8 s slower over 5.2 s at 5 ms, 0.4 s at 0.1 ms
-    (BENCHMARKS.md, "Tracking beside training").
+    (MLflow's SQLAlchemy, Keras' model building). Measured on 2 cores (`scripts/bench_background.py`):
+    a background thread running Python half the time slows stacked training by 13% at 5 ms, by 4-6%
+    at 0.5 ms. A smaller interval the caller set is kept.
     """
     previous = sys.getswitchinterval()
     sys.setswitchinterval(min(previous, BACKGROUND_SWITCH_INTERVAL))
