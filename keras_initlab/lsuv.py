@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from keras_initlab.checks import check_int, check_number
-from keras_initlab.diagnostics import diagnosed_layers, linear_twin, model_input
+from keras_initlab.diagnostics import diagnosed_layers, model_input, preactivations
 
 __all__ = ["LSUVStep", "lsuv"]
 
@@ -101,15 +101,13 @@ def lsuv(model: keras.Model, x, *, tol: float = 0.1, max_iter: int = 10) -> list
     inputs = model_input(model, x)
     steps = []
     for layer in layers:
-        received = keras.Model(model.inputs[0], layer.input)(inputs, training=False)
-        twin = linear_twin(layer, (None, *received.shape[1:]))
-        std = before = _std(twin(received))
+        received = np.asarray(keras.Model(model.inputs[0], layer.input)(inputs, training=False))
+        std = before = _std(preactivations(layer, received))
         iterations = 0
         while std > 0 and math.isfinite(std) and abs(std - 1) >= tol and iterations < max_iter:
             kernel = np.asarray(layer.kernel, dtype=np.float64) / std
             layer.kernel.assign(kernel.astype(layer.kernel.dtype))
-            twin.set_weights(layer.get_weights())
-            std = _std(twin(received))
+            std = _std(preactivations(layer, received))
             iterations += 1
         dead = std == 0
         if dead:
