@@ -47,7 +47,7 @@ from keras_initlab.tracking import (
     resolve_tracking_uri,
 )
 from keras_initlab.training import resolve_device, train, train_stacked
-from keras_initlab.training.planning import memory_budget, mlp_bytes
+from keras_initlab.training.planning import default_max_group_size, memory_budget, mlp_bytes, parallel_lanes
 
 
 # -- models, data and diagnostics of a spec ------------------------------------------------
@@ -335,7 +335,7 @@ class _Progress(keras.callbacks.Callback):
 
     def start(self, runs: Sequence[Run]) -> None:
         """A new group of ``runs``, trained together; this callback sees the logs of the last one."""
-        self.size, self.label, self.reporting = len(runs), ", ".join(r.key for r in runs), runs[-1].key
+        self.size, self.label, self.reporting = len(runs), _label(runs), runs[-1].key
 
     def on_epoch_end(self, epoch, logs=None):
         for check in self.checks:
@@ -372,6 +372,15 @@ class _Progress(keras.callbacks.Callback):
             elapsed = _clock(time.perf_counter() - self.started)
             self.stream.write(f"\r{self.done}/{self.runs} runs trained in {elapsed}\x1b[K\n")
             self.stream.flush()
+
+
+def _label(runs: Sequence[Run]) -> str:
+    """The run keys of a group, or for more than two ``<schemes> x seed(s) <seeds>`` when they form that grid."""
+    schemes = list(dict.fromkeys(run.scheme.name for run in runs))
+    seeds = list(dict.fromkeys(str(run.seed) for run in runs))
+    if len(runs) <= 2 or len(runs) != len(schemes) * len(seeds):
+        return ", ".join(run.key for run in runs)
+    return f"{', '.join(schemes)} x seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}"
 
 
 def _clock(seconds: float) -> str:
@@ -428,14 +437,12 @@ def _child_params(shared: dict, run: Run, model: keras.Model) -> dict:
     }
 
 
-def _groups(runs: list[Run], stack: bool) -> list[list[Run]]:
-    """Runs trained together: all schemes of one seed (they share the data order), or one by one."""
+def _groups(runs: list[Run], stack: bool, size: int) -> list[list[Run]]:
+    """Runs trained together: up to ``size`` runs, any schemes and seeds, in one `train_stacked` call
+    (the runs of one seed share their mini-batches), or one by one."""
     if not stack:
         return [[run] for run in runs]
-    by_seed: dict[int, list[Run]] = {}
-    for run in runs:
-        by_seed.setdefault(run.seed, []).append(run)
-    return list(by_seed.values())
+    return [runs[i:i + size] for i in range(0, len(runs), size)]
 
 
 def run_comparison(
@@ -453,10 +460,10 @@ def run_comparison(
     ``spec`` is a `ComparisonSpec`, a spec file's path, or a spec as a mapping (in Python,
     ``model: {factory: build}`` may hold the factory function itself).
 
-    For the MLP with plain SGD (`ComparisonSpec.stacks`) and ``stack``, the schemes of
-    one seed train side by side in one compiled model
-    (`keras_initlab.training.train_stacked`: the same mini-batches for every scheme, a
-    paired comparison); every other run (conv nets, factory models, any ``optimizer``)
+    For the MLP with plain SGD (`ComparisonSpec.stacks`) and ``stack``, all runs (up to one
+    wave of `keras_initlab.training.train_stacked`'s groups at a time) train side by side
+    in compiled groups, each run on its seed's mini-batches (the same for every scheme of
+    a seed: a paired comparison); every other run (conv nets, factory models, any ``optimizer``)
     trains alone with `keras_initlab.training.train`. Either way each (scheme, seed)
     gets its own child run with the same params and metrics.
 
@@ -514,7 +521,8 @@ def run_comparison(
             curves = {}  # run key -> val_accuracy by epoch, of every FINISHED run
             if finished:
                 curves = writer.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
-            groups = _groups([run for run in spec.runs() if run.key not in finished], stack and spec.stacks)
+            groups = _groups([run for run in spec.runs() if run.key not in finished], stack and spec.stacks,
+                             default_max_group_size(device) * parallel_lanes(device))
             bar = _Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, writer.raise_if_lost])
             shared = shared_params(spec, device)
             for i, group in enumerate(groups):
@@ -640,7 +648,7 @@ def _train_group(
 ) -> dict[str, str]:
     """Trains one group of runs and hands each, ended, to ``writer``; returns ``{run_key: failure}``.
 
-    A group is the stacked schemes of one seed (`train_stacked`, the MLP with plain SGD) or one run
+    A group is stacked runs, any schemes and seeds (`train_stacked`, the MLP with plain SGD) or one run
     (`train`, with the spec's optimizer and loss; its model is saved compiled with them, so the
     ``.keras`` file holds the optimizer's state). A run that fails is ended FAILED with the reason;
     an interrupt ends the group's runs KILLED, with the epochs that did complete. ``initial``: the
@@ -650,16 +658,17 @@ def _train_group(
     spec, data = builder.spec, builder.data
     loggers = [EpochMetricsLogger(child) for child in children]
     callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
-    common = dict(epochs=spec.epochs, batch_size=spec.batch_size, seed=group[0].seed, device=spec.device)
+    common = dict(epochs=spec.epochs, batch_size=spec.batch_size, device=spec.device)
     bar.start(group)
     try:
         try:
             if spec.stacks:  # one model alone is trained by `train` inside train_stacked
-                outcomes = train_stacked(models, data, callbacks=callbacks, learning_rate=spec.learning_rate, **common)
+                outcomes = train_stacked(models, data, callbacks=callbacks, learning_rate=spec.learning_rate,
+                                         seed=[run.seed for run in group], **common)
             else:
                 (model,) = models
                 optimizer, loss = spec.build_optimizer(), builder.loss(model)
-                train(model, data, optimizer=optimizer, loss=loss, callbacks=callbacks[0], **common)
+                train(model, data, optimizer=optimizer, loss=loss, callbacks=callbacks[0], seed=group[0].seed, **common)
                 model.compile(optimizer=optimizer, loss=loss)
                 outcomes = [None]
         except TrackingUnavailableError:  # the store failed: the comparison stops, this group is not kept

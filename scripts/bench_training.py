@@ -4,20 +4,23 @@ Run: python scripts/bench_training.py [--repeats 3] [--stacked 1 4 16 64]
 
 Measures samples/second of one epoch, after a warm-up epoch, for (a) the
 keras_initlab trainer and (b) a plain `model.fit(batch_size=10)` on the same
-model, in the same run, and prints the ratio. It also relates the trainer's rate
-to the arithmetic limit: FLOPs per sample x samples/s against this machine's
-measured float32 matmul rate.
+model, in the same run, and prints the ratio. It also relates the rates to the
+arithmetic limit: FLOPs per sample x samples/s against this machine's measured
+float32 matmul rate (a 1000^3 product, all cores), in the same run.
 
 Then K models stacked (`keras_initlab.train_stacked`, schemes cycling
-over `STACK_SCHEMES`, one seed each): total samples/s = K x 8,000 / (seconds of
-the second epoch, summed over the groups train_stacked splits K into), against
-K separate runs of the single-model trainer, whose total rate is the trainer's
-rate (a) (measured once; K runs take K times as long), and against plain fit.
-By default train_stacked splits the K models into one group per CPU core whose
-epochs run concurrently (waves of groups of at most `MAX_GROUP_SIZE`); "one
-group" passes ``max_group_size=K, lanes=1``, to show what the plan gains. Every
-measurement is repeated `--repeats` times, interleaved, and the best is kept:
-the machine is shared, so compare ratios within one run.
+over `STACK_SCHEMES`) with three mixes of seeds: one seed for all ("1"), a
+grid of the 4 schemes x K/4 seeds ("K/4"), and a seed per model ("K"; every
+model its own data order): total samples/s = K x 8,000 / (seconds of the second
+epoch, summed over the waves train_stacked splits K into), against K separate
+runs of the single-model trainer, whose total rate is the trainer's rate (a)
+(measured once; K runs take K times as long), and against plain fit; ms per
+model-epoch = 8,000 / total rate. By default train_stacked splits the K models
+into one group per CPU core whose epochs run concurrently (waves of groups of
+at most `MAX_GROUP_SIZE`); "one group" passes ``max_group_size=K, lanes=1``, to
+show what the plan gains. Every measurement is repeated `--repeats` times,
+interleaved, and the best is kept: the machine is shared, so compare ratios
+within one run.
 """
 
 import argparse
@@ -79,13 +82,18 @@ class GroupEpochTimer(keras.callbacks.Callback):
         self.start = self.end = None
 
 
-def stacked_rate(data, k: int, one_group: bool) -> float:
+SEED_MIXES = {"1": lambda i: 0, "K/4": lambda i: i // len(STACK_SCHEMES), "K": lambda i: i}
+"""Seed of model i of K in each mix: one seed, the schemes x K/4 seeds grid, a seed per model."""
+
+
+def stacked_rate(data, k: int, mix: str, one_group: bool) -> float:
     """Total samples/s of K stacked models in the second epoch; ``one_group``: all K in one group, one lane."""
     models = [build_mlp(SIZES, scheme=STACK_SCHEMES[i % len(STACK_SCHEMES)], l2_lambda=5.0,
                         n_train=data.n_train, seed=i) for i in range(k)]
     timer = GroupEpochTimer()
     plan = dict(max_group_size=k, lanes=1) if one_group else {}
-    outcomes = train_stacked(models, data, epochs=2, batch_size=BATCH, seed=0, callbacks=[[timer]] * k, **plan)
+    seeds = [SEED_MIXES[mix](i) for i in range(k)]
+    outcomes = train_stacked(models, data, epochs=2, batch_size=BATCH, seed=seeds, callbacks=[[timer]] * k, **plan)
     assert all(isinstance(o, keras.callbacks.History) for o in outcomes), outcomes
     timer.close()
     return k * data.n_train / sum(timer.seconds[1::2])  # epochs of each wave: warm-up, measured
@@ -101,9 +109,11 @@ def plain_fit_rate(data) -> float:
 
 
 def flops_per_sample() -> float:
-    """Forward multiply-adds x 2, and the backward pass at twice the forward cost."""
-    forward = sum(2 * a * b + b for a, b in zip(SIZES, SIZES[1:]))
-    return 3.0 * forward
+    """Training FLOPs of one sample: the forward pass (2ab + b per Dense layer a -> b), the weight gradients
+    (2ab per layer) and the input gradients of every layer but the first (nothing asks for the image's)."""
+    layers = list(zip(SIZES, SIZES[1:]))
+    forward = sum(2 * a * b + b for a, b in layers)
+    return forward + sum(2 * a * b for a, b in layers) + sum(2 * a * b for a, b in layers[1:])
 
 
 def matmul_rate(m: int, k: int, n: int, repeats: int = 200) -> float:
@@ -132,13 +142,14 @@ def main() -> None:
     data = load_dataset("mnist-10k")
     device_name = resolve_device("auto")
     cap, lanes = default_max_group_size(device_name), parallel_lanes(device_name)
-    configs = [(k, one_group) for k in args.stacked for one_group in (False, True) if k > 1 or not one_group]
+    configs = [(k, mix, one_group) for k in args.stacked for mix in (SEED_MIXES if k > 1 else ["1"])
+               for one_group in (False, True) if not one_group or (k > 1 and mix == "1")]
     rates: dict = {"fast": [], "plain": [], **{c: [] for c in configs}}
     for _ in range(args.repeats):  # interleaved, so that a busy spell of the shared machine hits all alike
         rates["fast"].append(trainer_rate(data))
         rates["plain"].append(plain_fit_rate(data))
-        for k, one_group in configs:
-            rates[(k, one_group)].append(stacked_rate(data, k, one_group))
+        for config in configs:
+            rates[config].append(stacked_rate(data, *config))
     best = {name: max(values) for name, values in rates.items()}
     fast, plain = best["fast"], best["plain"]
     flops = flops_per_sample()
@@ -146,20 +157,22 @@ def main() -> None:
     small = matmul_rate(BATCH, 784, 30, repeats=2000)
     print(f"plain model.fit(batch_size={BATCH}):   {plain:10.0f} samples/s")
     print(f"keras_initlab.train:               {fast:10.0f} samples/s   ratio {fast / plain:5.1f}x")
-    print(f"arithmetic: {flops / 1e3:.0f} kFLOP/sample -> {fast * flops / 1e9:.2f} GFLOP/s achieved")
+    print(f"arithmetic: {flops / 1e3:.1f} kFLOP/sample -> {fast * flops / 1e9:.2f} GFLOP/s achieved")
     print(f"  vs 1000^3 matmul {big / 1e9:.1f} GFLOP/s ({fast * flops / big:.1%}),"
           f" vs {BATCH}x784x30 matmul {small / 1e9:.1f} GFLOP/s ({fast * flops / small:.1%})")
     print()
     print(f"stacked: total samples/s; K separate runs of keras_initlab.train = {fast:.0f} samples/s in total"
           f" (measured once, x K time); MAX_GROUP_SIZE = {cap}, lanes = {lanes}")
-    print("|  K | groups (waves of concurrent groups) | stacked samples/s | vs K separate train | vs plain fit |")
-    print("|---:|---|---:|---:|---:|")
+    print("|  K | seeds | groups (waves of concurrent groups) | stacked samples/s | ms per model-epoch"
+          " | GFLOP/s (of 1000^3 matmul) | vs K separate train | vs plain fit |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
     model = build_mlp(SIZES, l2_lambda=5.0, n_train=data.n_train, seed=0)
-    for k, one_group in configs:
-        rate = best[(k, one_group)]
+    for k, mix, one_group in configs:
+        rate = best[(k, mix, one_group)]
         groups = "one group, one lane" if one_group else " then ".join(
             " + ".join(map(str, wave)) for wave in plan_groups(model, data, k, BATCH, device_name, lanes=lanes))
-        print(f"| {k:2d} | {groups} | {rate:10.0f} | {rate / fast:5.2f}x | {rate / plain:5.1f}x |")
+        print(f"| {k:2d} | {mix} | {groups} | {rate:10.0f} | {1e3 * data.n_train / rate:5.1f} |"
+              f" {rate * flops / 1e9:5.1f} ({rate * flops / big:.0%}) | {rate / fast:5.2f}x | {rate / plain:5.1f}x |")
 
 
 if __name__ == "__main__":

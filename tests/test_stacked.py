@@ -44,6 +44,41 @@ def test_three_schemes_stacked_end_where_train_takes_each_alone(small):
     assert len({r.history["val_loss"][0] for r in results}) == 3  # the slices did not share weights
 
 
+def test_models_of_several_seeds_in_one_group_end_where_train_takes_each_with_its_seed(small):
+    # K = 6: 3 seeds x 2 schemes, given in mixed order, in one group (segments of 2 models per seed) and
+    # in two lanes of 3 (segments of 2 and 1); each model ends where `train` with its own seed takes it.
+    runs = [(s, seed) for seed in (5, 0, 9) for s in ("nielsen-default", "nielsen-large")][::-1]
+    seeds = [seed for _, seed in runs]
+    alone = [nielsen(s, small, seed=i) for i, (s, _) in enumerate(runs)]
+    histories = [train(m, small, epochs=2, batch_size=10, learning_rate=0.1, seed=seed)
+                 for m, seed in zip(alone, seeds)]
+    for plan in (dict(lanes=1), dict(lanes=2)):
+        models = [nielsen(s, small, seed=i) for i, (s, _) in enumerate(runs)]
+        results = train_stacked(models, small, epochs=2, batch_size=10, learning_rate=0.1, seed=seeds, **plan)
+        assert_same_training(models, results, alone, histories)
+    assert len({h.history["val_loss"][-1] for h in histories}) == 6  # seeds and schemes all differ
+
+
+def test_seeds_are_one_int_or_one_per_model(small):
+    models = [nielsen("he", small, seed=i) for i in range(2)]
+    with pytest.raises(ValueError, match=r"`seed`.* a list of 2 int\(s\) >= 0"):
+        train_stacked(models, small, epochs=1, seed=[0, 1, 2])
+    with pytest.raises(ValueError, match=r"`seed\[1\]`.* >= 0.*-1"):
+        train_stacked(models, small, epochs=1, seed=[0, -1])
+    with pytest.raises(TypeError, match=r"`seed\[0\]`.*an int"):
+        train_stacked(models, small, epochs=1, seed=[0.5, 1])
+
+
+def test_the_compiled_epoch_is_made_once_per_architecture(small):
+    models = [nielsen("he", small, seed=i) for i in range(3)]
+    arch = stacked._architecture(models)
+    first = stacked._compiled_epoch(arch, 10, 0.1)
+    assert stacked._compiled_epoch(stacked._architecture(models[1:]), 10, 0.1) is first
+    assert stacked._compiled_epoch(arch, 20, 0.1) is not first
+    relu = build_mlp([784, 30, 10], activation="relu", output="softmax", scheme="he", seed=0)
+    assert stacked._compiled_epoch(stacked._architecture([relu]), 10, 0.1) is not first
+
+
 def test_a_small_memory_budget_splits_the_models_into_groups_with_the_same_results(small, monkeypatch):
     shared, per_model = estimate_bytes(nielsen("he", small), small, 10)
     tiny = shared + 2 * per_model  # two models fit at a time
@@ -54,8 +89,8 @@ def test_a_small_memory_budget_splits_the_models_into_groups_with_the_same_resul
 
     waves = []
     original = stacked._train_wave
-    monkeypatch.setattr(stacked, "_train_wave", lambda steps, sizes, *a: waves.append(list(sizes)) or original(
-        steps, sizes, *a))
+    monkeypatch.setattr(stacked, "_train_wave", lambda steps, groups, *a: waves.append(list(map(len, groups))) or original(
+        steps, groups, *a))
     split = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
     split_results = train_stacked(split, small, epochs=2, seed=1, max_bytes=tiny, lanes=1)
     assert waves == [[2], [2]]

@@ -82,15 +82,18 @@ class DeviceData:
 def run_minibatches(order: tf.Tensor, batch_size: int, step: Callable, carry):
     """``carry = step(indices, carry)`` for every full mini-batch of ``order``, as one ``tf.while_loop``.
 
-    Mini-batch ``i`` is ``order[i * batch_size:(i + 1) * batch_size]``, taken as a
-    static-size slice (XLA then gathers ``batch_size`` rows, not a dynamic-size
-    window); a remainder smaller than one batch is left out. For use inside a
-    compiled function. Returns ``(carry, number of mini-batches)``.
+    ``order`` is one example order ``(n,)`` or several ``(S, n)`` walked side by
+    side; mini-batch ``i`` is ``order[..., i * batch_size:(i + 1) * batch_size]``,
+    taken as a static-size slice (XLA then gathers ``batch_size`` rows, not a
+    dynamic-size window); a remainder smaller than one batch is left out. For use
+    inside a compiled function. Returns ``(carry, number of mini-batches)``.
     """
-    steps = tf.shape(order)[0] // batch_size
+    steps = tf.shape(order)[-1] // batch_size
+    rows = list(order.shape[:-1])
 
     def body(i, carry):
-        return i + 1, step(tf.slice(order, [i * batch_size], [batch_size]), carry)
+        batch = tf.slice(order, [0] * len(rows) + [i * batch_size], rows + [batch_size])
+        return i + 1, step(batch, carry)
 
     _, carry = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), carry))
     return carry, steps

@@ -7,31 +7,36 @@ model axis, ``(K, fan_in, units)``, and runs one epoch of all K as one
 XLA-compiled loop: the first layer of all K models is one matrix product
 ``(batch, fan_in) x (fan_in, K * units)``.
 
-Every model sees the same mini-batches in the same order as
-`keras_initlab.training.train` with the same ``seed`` (common random numbers
-across the models: differences between them come from the initialization
-alone, a paired comparison), with its own loss, its own L2 term and plain SGD,
-so each model follows the trajectory it would follow alone under ``train``
-(to float32 rounding).
+Every model sees the mini-batches `keras_initlab.training.train` with its
+seed would show it: the models of one seed the same ones in the same order
+(common random numbers: differences between them come from the initialization
+alone, a paired comparison), each with its own loss, its own L2 term and plain
+SGD, so each model follows the trajectory it would follow alone under ``train``
+(to float32 rounding). Models of several seeds train in one group: each seed's
+models share the first layer's product on that seed's mini-batch.
 
 >>> from keras_initlab import build_mlp, load_dataset
 >>> data = load_dataset("mnist-10k")
->>> models = [build_mlp([784, 30, 10], scheme=s, l2_lambda=5.0, n_train=data.n_train, seed=0)
-...           for s in ("nielsen-default", "nielsen-large", "he")]
->>> histories = train_stacked(models, data, epochs=30, batch_size=10, learning_rate=0.1, seed=0)  # doctest: +SKIP
+>>> runs = [(s, seed) for seed in (0, 1, 2) for s in ("nielsen-default", "nielsen-large")]
+>>> models = [build_mlp([784, 30, 10], scheme=s, l2_lambda=5.0, n_train=data.n_train, seed=seed)
+...           for s, seed in runs]
+>>> histories = train_stacked(models, data, epochs=30, batch_size=10, learning_rate=0.1,
+...                           seed=[seed for _, seed in runs])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
-from keras_initlab.checks import check_list, check_number, check_optional_int, fail
+from keras_initlab.checks import check_ints, check_list, check_number, check_optional_int, fail
 from keras_initlab.models import activation_name, default_loss
 from keras_initlab.training.driver import (
     DeviceData, EpochReporter, NonFiniteLossError, accuracy, check_schedule, epoch_orders, resolve_device,
@@ -138,11 +143,15 @@ class _StackedEpoch:
 
     The weights are plain tensors, ``[kernel_1, bias_1, kernel_2, ...]`` with a
     leading model axis: kernels ``(K, fan_in, units)``, biases ``(K, units)``.
-    Inside a call the first kernel is laid out ``(fan_in, K, units)``, so the first
-    layer of all K models is one matrix product ``(batch, fan_in) x (fan_in, K * units)``
-    (and its gradient one ``(fan_in, batch) x (batch, K * units)``), not K small ones.
-    Gradients come from autodiff of the sum of the K losses, which is model k's
-    own gradient for model k's slice: the models never mix.
+    The models of a group come in *segments*: consecutive models that share a
+    seed, hence a data order (``counts``: the segment sizes). Inside a call the
+    first kernel of a segment of m models is laid out ``(fan_in, m * units)``, so
+    the first layer of the segment is one matrix product
+    ``(batch, fan_in) x (fan_in, m * units)`` on the segment's own mini-batch
+    (and its gradient one ``(fan_in, batch) x (batch, m * units)``), not m small
+    ones; a group of one seed is one product. Gradients come from autodiff of the
+    sum of the K losses, which is model k's own gradient for model k's slice: the
+    models never mix.
     """
 
     def __init__(self, arch: _Architecture, batch_size: int, learning_rate: float):
@@ -152,62 +161,68 @@ class _StackedEpoch:
         self.train = tf.function(self._train, jit_compile=True)
         self.evaluate = tf.function(self._evaluate, jit_compile=True)
 
-    @staticmethod
-    def _first_product(kernel, x):
-        """``x @ kernel`` for all K models: ``(n, fan_in) x (fan_in, K, units) -> (n, K * units)``."""
-        return tf.matmul(x, tf.reshape(kernel, (kernel.shape[0], -1)))
-
-    def _forward(self, product, params, y):
+    def _forward(self, z, params, y):
         """Per-model data losses ``(K,)`` and outputs ``(K, n, classes)``.
 
-        ``product`` is `_first_product` of the first layer; ``params`` the weights
-        after the first kernel (first bias, then kernel, bias, ...); ``y`` the labels.
+        ``z`` is the first layer's product ``(n, K, units)`` (without the bias);
+        ``params`` the weights after the first kernel (first bias, then kernel,
+        bias, ...); ``y`` each model's labels ``(K, n)``.
         """
         bias = params[0]
-        k, units = bias.shape
-        n = tf.shape(product)[0]
-        z = tf.transpose(tf.reshape(product, (n, k, units)), (1, 0, 2)) + bias[:, None, :]
+        k = bias.shape[0]
+        z = tf.transpose(z, (1, 0, 2)) + bias[:, None, :]
         for i, activation in enumerate(self.activations[1:]):
             kernel, bias = params[2 * i + 1], params[2 * i + 2]
             z = tf.matmul(self.activations[i](z), kernel) + bias[:, None, :]
         # The output activation and the loss see a 2-D (K * n, classes) tensor, exactly like one model's
         # Dense output: Keras' cross-entropies then take the same (logits or probabilities) path.
-        classes = z.shape[2]
+        n, classes = tf.shape(z)[1], z.shape[2]
         pred = self.activations[-1](tf.reshape(z, (-1, classes)))
-        per_example = self.loss(tf.tile(y, [k]), pred)
+        per_example = self.loss(tf.reshape(y, (-1,)), pred)
         return tf.reduce_mean(tf.reshape(per_example, (k, n)), axis=1), tf.reshape(pred, (k, n, classes))
 
-    def _sgd_step(self, params, x, y):
-        """One SGD step of all K models on one mini-batch; returns (new weights, data losses ``(K,)``)."""
+    def _sgd_step(self, params, x, y, batches, counts):
+        """One SGD step of all K models, segment s on mini-batch ``batches[s]``; returns (new weights,
+        data losses ``(K,)``). ``params``: the segments' first kernels ``(fan_in, m * units)``, then the rest."""
+        segments = len(counts)
         with tf.GradientTape() as tape:
             tape.watch(params)
-            data_losses, _ = self._forward(self._first_product(params[0], x), params[1:], y)
+            products, labels = [], []
+            for s, m in enumerate(counts):
+                products.append(tf.reshape(tf.matmul(tf.gather(x, batches[s]), params[s]), (self.batch_size, m, -1)))
+                labels.append(tf.tile(tf.gather(y, batches[s])[None], [m, 1]))
+            data_losses, _ = self._forward(tf.concat(products, 1), params[segments:], tf.concat(labels, 0))
             loss = tf.reduce_sum(data_losses)  # d(sum)/d(model k's weights) = d(loss k)/d(model k's weights)
             if self.l2:
-                for kernel in params[0::2]:
+                for kernel in params[:segments] + params[segments + 1::2]:
                     loss += self.l2 * tf.reduce_sum(tf.square(kernel))
         grads = tape.gradient(loss, params)
         return [p - g * self.learning_rate for p, g in zip(params, grads)], data_losses
 
-    def _train(self, params, x, y, order):
-        """One epoch of SGD steps over ``order``; returns (new weights, mean mini-batch data losses ``(K,)``)."""
-        params = list(params)
-        params[0] = tf.transpose(params[0], (1, 0, 2))  # (K, fan_in, units) -> (fan_in, K, units)
+    def _train(self, params, x, y, orders, counts):
+        """One epoch of SGD steps, segment s (``counts[s]`` models) over ``orders[s]``; returns (new weights,
+        mean mini-batch data losses ``(K,)``)."""
+        fan_in = params[0].shape[1]
+        kernels = [tf.reshape(tf.transpose(part, (1, 0, 2)), (fan_in, -1))  # (m, fan_in, units) -> (fan_in, m * units)
+                   for part in tf.split(params[0], counts)]
 
-        def step(idx, carry):
+        def step(batches, carry):
             params, total = carry
-            params, data_losses = self._sgd_step(params, tf.gather(x, idx), tf.gather(y, idx))
+            params, data_losses = self._sgd_step(params, x, y, batches, counts)
             return params, total + data_losses
 
         (params, total), steps_per_epoch = run_minibatches(
-            order, self.batch_size, step, (params, tf.zeros(params[1].shape[:1]))
+            orders, self.batch_size, step, ([*kernels, *params[1:]], tf.zeros(params[1].shape[:1]))
         )
-        params[0] = tf.transpose(params[0], (1, 0, 2))
-        return params, total / tf.cast(steps_per_epoch, tf.float32)
+        units = params[len(counts)].shape[1]
+        first = tf.concat([tf.transpose(tf.reshape(kernel, (fan_in, m, units)), (1, 0, 2))
+                           for kernel, m in zip(params, counts)], 0)
+        return [first, *params[len(counts):]], total / tf.cast(steps_per_epoch, tf.float32)
 
     def _evaluate(self, params, x, y):
-        product = self._first_product(tf.transpose(params[0], (1, 0, 2)), x)
-        data_losses, pred = self._forward(product, list(params[1:]), y)
+        k, fan_in, units = params[0].shape
+        product = tf.matmul(x, tf.reshape(tf.transpose(params[0], (1, 0, 2)), (fan_in, k * units)))
+        data_losses, pred = self._forward(tf.reshape(product, (-1, k, units)), list(params[1:]), tf.tile(y[None], [k, 1]))
         return data_losses, accuracy(pred, y)
 
 
@@ -217,7 +232,7 @@ def train_stacked(
     epochs: int = 30,
     batch_size: int = 10,
     learning_rate: float = 0.1,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     callbacks: Sequence[Sequence[keras.callbacks.Callback]] | None = None,
     device: str = "auto",
     max_bytes: int | None = None,
@@ -230,11 +245,12 @@ def train_stacked(
     output and L2 coefficient; any initialization) are trained as `train` would
     train each alone with the default optimizer, ``keras.optimizers.SGD(learning_rate)``
     (plain SGD is the only optimizer here), the default loss (`default_loss`)
-    plus each Dense kernel's L2 term, and the same ``seed``:
+    plus each Dense kernel's L2 term, and its seed:
 
-    - every model sees the same mini-batches in the same order (``epoch_orders(seed, ...)``),
-      common random numbers across the models, so their differences are the
-      initialization's alone (a paired comparison);
+    - model k sees the mini-batches ``train`` with ``seed[k]`` (or the one ``seed``)
+      would show it (``epoch_orders(seed, ...)``): models of one seed see the same
+      mini-batches in the same order, common random numbers, so their differences
+      are the initialization's alone (a paired comparison);
     - each model's weights, loss, L2 term and SGD update are its own; its
       weights end where ``train`` would take them, to float32 rounding.
 
@@ -245,12 +261,13 @@ def train_stacked(
     with ``restore_best_weights`` work as with `train`) and the trained models
     can be evaluated and saved as usual. Weights a callback changes during
     training are not read back. A single model is simply trained by `train`. The models are split into
-    groups (`plan_groups`): on CPU one group per core (`parallel_lanes`), whose
+    groups (`plan_groups`), the models of one seed side by side: on CPU one group per core (`parallel_lanes`), whose
     compiled epochs run at the same time in threads, since one compiled loop
     keeps about one core busy; groups of at most ``max_group_size``; and no more
     models in memory at once than fit the budget (`estimate_bytes`,
     `memory_budget`, or ``max_bytes``). Which group a model lands in does not
-    change its trajectory.
+    change its trajectory. The compiled loop is made once per architecture,
+    batch size and learning rate (and traced once per shape of group), whatever the seeds.
 
     Per epoch each model's history gets ``train_loss`` (mean mini-batch data
     loss, without the L2 penalty), ``val_loss`` and ``val_accuracy``, as in `train`.
@@ -260,7 +277,7 @@ def train_stacked(
         data: a `keras_initlab.data.Dataset`.
         epochs, batch_size: positive ints.
         learning_rate: the SGD step size.
-        seed: the shuffling seed, shared by all models.
+        seed: the shuffling seed: one int >= 0 shared by all models, or a list of K, one per model.
         callbacks: ``None`` or K lists of Keras callbacks, one list per model; each
             list's epoch-level hooks get that model's logs, and its ``set_model`` that
             model. ``model.stop_training = True`` stops that model after the epoch.
@@ -279,9 +296,10 @@ def train_stacked(
         unaffected.
     """
     require_tensorflow("keras_initlab.train_stacked")
-    check_schedule(epochs, batch_size, len(data.x_train), seed)
-    learning_rate = check_number(learning_rate, "learning_rate", positive=True)
     arch = _architecture(models)
+    seeds = _seeds(seed, len(models))
+    check_schedule(epochs, batch_size, len(data.x_train), seeds[0])
+    learning_rate = check_number(learning_rate, "learning_rate", positive=True)
     if callbacks is not None:
         check_list(callbacks, "callbacks", min_len=len(models), max_len=len(models), what="lists of callbacks")
         for k, model_callbacks in enumerate(callbacks):
@@ -291,69 +309,100 @@ def train_stacked(
     lanes = check_optional_int(lanes, "lanes", minimum=1)
     if len(models) == 1:  # nothing to stack: the single-model trainer is the faster path
         try:
-            return [train(models[0], data, epochs, batch_size, learning_rate, seed,
+            return [train(models[0], data, epochs, batch_size, learning_rate, seeds[0],
                           callbacks=None if callbacks is None else callbacks[0], device=device)]
         except NonFiniteLossError as e:
             return [e]
     device_name = resolve_device(device)
     lanes = parallel_lanes(device_name) if lanes is None else lanes
     waves = plan_groups(models[0], data, len(models), batch_size, device_name, max_bytes, lanes, max_group_size)
-    compiled = _StackedEpoch(arch, batch_size, learning_rate)
+    compiled = _compiled_epoch(arch, batch_size, learning_rate)
     steps_per_epoch = len(data.x_train) // batch_size
     reporters = [
         EpochReporter(model, None if callbacks is None else callbacks[k], epochs, steps_per_epoch)
         for k, model in enumerate(models)
     ]
-    results: list[keras.callbacks.History | NonFiniteLossError] = []
+    by_seed = iter(sorted(range(len(models)), key=lambda k: seeds[k]))  # the models of one seed side by side
+    results: dict[int, keras.callbacks.History | NonFiniteLossError] = {}
     with tf.device(device_name), ThreadPoolExecutor(max(len(wave) for wave in waves)) as pool:
         tensors = DeviceData.place(data, models[0])
-        start = 0
         for wave in waves:
-            size = sum(wave)
-            orders = epoch_orders(seed, epochs, len(data.x_train))  # every wave sees the same stream
-            results += _train_wave(compiled, wave, reporters[start:start + size], tensors, orders, pool, device_name)
-            start += size
-    return results
+            groups = [_larger_segments_first([next(by_seed) for _ in range(size)], seeds) for size in wave]
+            results.update(_train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, device_name))
+    return [results[k] for k in range(len(models))]
 
 
-def _train_wave(compiled, sizes, reporters, tensors, orders, pool, device_name):
-    """Trains one wave: groups of ``sizes`` models, each group one stacked graph, the groups'
-    epochs running concurrently on ``pool``; callbacks run in this thread, model by model in order.
-    Returns the models' results in order."""
-    layers = [_dense_layers(reporter.model) for reporter in reporters]
-    starts = [sum(sizes[:g]) for g in range(len(sizes))]
+def _seeds(seed, k: int) -> list[int]:
+    """One seed per model: ``seed`` repeated (checked by `check_schedule`), or a list of ``k`` ints >= 0."""
+    if isinstance(seed, Sequence) and not isinstance(seed, str):
+        return check_ints(seed, "seed", minimum=0, min_len=k, max_len=k)
+    return [seed] * k
+
+
+_COMPILED: dict[tuple, _StackedEpoch] = {}
+
+
+def _compiled_epoch(arch: _Architecture, batch_size: int, learning_rate: float) -> _StackedEpoch:
+    """The compiled epoch of ``arch`` (sizes, activations, L2), made once per process and reused: a comparison's
+    groups, waves and later calls trace it once per shape of group (segment sizes), not once per seed or call."""
+    key = (tuple(arch.sizes), tuple(arch.activations), arch.l2, batch_size, learning_rate)
+    if key not in _COMPILED:
+        _COMPILED[key] = _StackedEpoch(arch, batch_size, learning_rate)
+    return _COMPILED[key]
+
+
+def _larger_segments_first(group: list[int], seeds: list[int]) -> list[int]:
+    """The model indices of ``group``, the models of one seed side by side, larger such segments first: groups
+    of one shape (e.g. 2 + 1 models) then share one trace of the compiled epoch."""
+    segments = [list(run) for _, run in itertools.groupby(group, key=lambda k: seeds[k])]
+    return [k for segment in sorted(segments, key=len, reverse=True) for k in segment]
+
+
+def _segments(seeds: list[int]) -> list[tuple[int, int]]:
+    """``(seed, count)`` of each run of consecutive equal seeds."""
+    return [(seed, len(list(run))) for seed, run in itertools.groupby(seeds)]
+
+
+def _train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, device_name):
+    """Trains one wave: ``groups`` of model indices (the models of one seed side by side), each group one
+    stacked graph, the groups' epochs running concurrently on ``pool``; callbacks run in this thread, model
+    by model in order. Returns ``{model index: result}``."""
+    members = [k for group in groups for k in group]
+    layers = {k: _dense_layers(reporters[k].model) for k in members}
     params = [
-        [tf.stack([getattr(model_layers[i], name).value for model_layers in layers[start:start + size]])
-         for i in range(len(layers[0])) for name in ("kernel", "bias")]
-        for start, size in zip(starts, sizes)
+        [tf.stack([getattr(layers[k][i], name).value for k in group])
+         for i in range(len(layers[group[0]])) for name in ("kernel", "bias")]
+        for group in groups
     ]
-    results: list = [reporter.history for reporter in reporters]
-    active = list(range(len(reporters)))
-    group_of = [g for g, size in enumerate(sizes) for _ in range(size)]
+    segments = [_segments([seeds[k] for k in group]) for group in groups]
+    streams = {s: epoch_orders(s, epochs, len(tensors.x_train)) for s in sorted({seeds[k] for k in members})}
+    results: dict = {k: reporters[k].history for k in members}
+    active = list(members)
 
-    def epoch_of(group: int, order, members: list[int]):
-        """One epoch of one group; writes the new weights of its ``members`` (still training) back."""
+    def epoch_of(g: int, orders: dict, training: list[int]):
+        """One epoch of group ``g``; writes the new weights of its ``training`` models back."""
         with tf.device(device_name):  # the device scope is per thread
-            new, train_losses = compiled.train(params[group], tensors.x_train, tensors.y_train, order)
+            order = tf.constant(np.stack([orders[s] for s, _ in segments[g]]))
+            counts = tuple(count for _, count in segments[g])
+            new, train_losses = compiled.train(params[g], tensors.x_train, tensors.y_train, order, counts)
             val_losses, val_accuracies = compiled.evaluate(new, tensors.x_val, tensors.y_val)
-            _write_back(new, {k - starts[group]: layers[k] for k in members})
+            _write_back(new, {i: layers[k] for i, k in enumerate(groups[g]) if k in training})
             return new, [t.numpy() for t in (train_losses, val_losses, val_accuracies)]
 
     for k in active:
         reporters[k].begin()
-    for epoch, order in enumerate(orders):
+    for epoch in range(epochs):
+        orders = {s: next(stream) for s, stream in streams.items()}  # every seed's stream advances every epoch
         for k in active:
             reporters[k].epoch_begin(epoch)
-        order = tf.constant(order)
-        members = {g: [k for k in active if group_of[k] == g] for g in sorted({group_of[k] for k in active})}
         # A group whose models all stopped rests; callbacks then see each model as trained so far.
-        outcomes = dict(zip(members, pool.map(lambda g: epoch_of(g, order, members[g]), members)))
+        busy = [g for g, group in enumerate(groups) if any(k in active for k in group)]
         stats = {}
-        for g, (new, values) in outcomes.items():
+        for g, (new, values) in zip(busy, pool.map(lambda g: epoch_of(g, orders, active), busy)):
             params[g] = new
-            for i in range(sizes[g]):
-                stats[starts[g] + i] = [float(v[i]) for v in values]
-        for k in list(active):
+            for i, k in enumerate(groups[g]):
+                stats[k] = [float(v[i]) for v in values]
+        for k in sorted(active):
             try:
                 stop = reporters[k].epoch_end(epoch, *stats[k])
             except NonFiniteLossError as error:  # this model drops out; the others go on
@@ -365,7 +414,7 @@ def _train_wave(compiled, sizes, reporters, tensors, orders, pool, device_name):
                 active.remove(k)
         if not active:
             break
-    for k in active:
+    for k in sorted(active):
         reporters[k].end()
     return results
 
