@@ -118,7 +118,8 @@ def test_group_sizes_are_balanced():
     assert group_sizes(64, 4) == [16] * 4
 
 
-def test_one_model_blowing_up_leaves_the_others_untouched(small):
+@pytest.mark.parametrize("seeds", [[0, 0, 0], [3, 1, 3]], ids=["one seed", "two seeds"])
+def test_one_model_blowing_up_leaves_the_others_untouched(small, seeds):
     # Huge first-layer weights make one ReLU/softmax model's logits infinite: NaN loss in epoch 1.
     def relu_net(seed):
         return build_mlp([784, 30, 10], activation="relu", output="softmax", scheme="he", seed=seed)
@@ -126,11 +127,11 @@ def test_one_model_blowing_up_leaves_the_others_untouched(small):
     models = [relu_net(0), relu_net(1), relu_net(2)]
     models[1].layers[1].kernel.assign(np.full((784, 30), 1e38, np.float32))
     alone = [relu_net(0), relu_net(2)]
-    results = train_stacked(models, small, epochs=3, learning_rate=0.05, seed=0)
+    results = train_stacked(models, small, epochs=3, learning_rate=0.05, seed=seeds, lanes=1)
 
     assert isinstance(results[1], NonFiniteLossError)
     assert "Non-finite loss in epoch 1 of model 'mlp_he'" in str(results[1])
-    histories = [train(m, small, epochs=3, learning_rate=0.05, seed=0) for m in alone]
+    histories = [train(m, small, epochs=3, learning_rate=0.05, seed=seed) for m, seed in zip(alone, seeds[::2])]
     assert all(len(values) == 3 for r in (results[0], results[2]) for values in r.history.values())
     assert_same_training([models[0], models[2]], [results[0], results[2]], alone, histories)
 
