@@ -47,7 +47,7 @@ from keras_initlab.tracking import (
     resolve_tracking_uri,
 )
 from keras_initlab.training import resolve_device, train, train_stacked
-from keras_initlab.training.planning import default_max_group_size, memory_budget, mlp_bytes, parallel_lanes
+from keras_initlab.training.planning import memory_budget, mlp_bytes, wave_size
 
 
 # -- models, data and diagnostics of a spec ------------------------------------------------
@@ -522,7 +522,7 @@ def run_comparison(
             if finished:
                 curves = writer.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
             groups = _groups([run for run in spec.runs() if run.key not in finished], stack and spec.stacks,
-                             default_max_group_size(device) * parallel_lanes(device))
+                             wave_size(device))
             bar = _Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, writer.raise_if_lost])
             shared = shared_params(spec, device)
             for i, group in enumerate(groups):

@@ -16,10 +16,11 @@ from mlflow.tracking import MlflowClient
 from conftest import free_port
 from keras_initlab.cli import main
 from keras_initlab.diagnostics import diagnose
-from keras_initlab.comparison import ModelBuilder, diagnostic_batch, load_spec_data
+from keras_initlab.comparison import ModelBuilder, diagnostic_batch, load_spec_data, run_comparison
 from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.report import summarize
 from keras_initlab.tracking import BACKGROUND_SWITCH_INTERVAL, quick_gil_handoff
+from keras_initlab.training import stacked
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -131,9 +132,6 @@ def test_compare_into_a_sqlite_store(tmp_path, capsys):
 def test_every_seed_in_one_stacked_call_gives_the_curves_of_runs_trained_one_by_one(tmp_path):
     # 3 schemes x 2 seeds stacked in one train_stacked call (compiled once for the architecture, the two
     # groups of 3 share one trace) against the same runs trained one at a time by `train`.
-    from keras_initlab.comparison import run_comparison
-    from keras_initlab.training import stacked
-
     spec = {**TINY, "schemes": ["nielsen-default", "nielsen-large", "he"], "learning_rate": 0.0917}
     curves = {}
     for stack in (True, False):

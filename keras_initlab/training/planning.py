@@ -37,6 +37,12 @@ def default_max_group_size(device_name: str) -> int:
     return MAX_GROUP_SIZE.get(device_name, MAX_GROUP_SIZE["/CPU:0"])
 
 
+def wave_size(device_name: str) -> int:
+    """Most models one wave of groups trains at once on ``device_name``, before the memory plan:
+    `default_max_group_size` per group, one group per `parallel_lanes`."""
+    return default_max_group_size(device_name) * parallel_lanes(device_name)
+
+
 def estimate_bytes(model: keras.Model, data, batch_size: int) -> tuple[int, int]:
     """Planned memory of stacked training: ``(shared bytes, bytes per model)``.
 

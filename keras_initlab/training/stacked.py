@@ -329,7 +329,7 @@ def train_stacked(
     with tf.device(device_name), ThreadPoolExecutor(max(len(wave) for wave in waves)) as pool:
         tensors = DeviceData.place(data, models[0])
         for wave in waves:
-            groups = [_larger_segments_first([next(by_seed) for _ in range(size)], seeds) for size in wave]
+            groups = [_segments([next(by_seed) for _ in range(size)], seeds) for size in wave]
             results.update(_train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, device_name))
     return [results[k] for k in range(len(models))]
 
@@ -353,22 +353,20 @@ def _compiled_epoch(arch: _Architecture, batch_size: int, learning_rate: float) 
     return _COMPILED[key]
 
 
-def _larger_segments_first(group: list[int], seeds: list[int]) -> list[int]:
-    """The model indices of ``group``, the models of one seed side by side, larger such segments first: groups
-    of one shape (e.g. 2 + 1 models) then share one trace of the compiled epoch."""
+def _segments(group: list[int], seeds: list[int]) -> list[list[int]]:
+    """The model indices of ``group`` (the models of one seed side by side) in segments of one seed, larger
+    segments first: groups of one shape (e.g. 2 + 1 models) then share one trace of the compiled epoch."""
     segments = [list(run) for _, run in itertools.groupby(group, key=lambda k: seeds[k])]
-    return [k for segment in sorted(segments, key=len, reverse=True) for k in segment]
+    return sorted(segments, key=len, reverse=True)
 
 
-def _segments(seeds: list[int]) -> list[tuple[int, int]]:
-    """``(seed, count)`` of each run of consecutive equal seeds."""
-    return [(seed, len(list(run))) for seed, run in itertools.groupby(seeds)]
-
-
-def _train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, device_name):
-    """Trains one wave: ``groups`` of model indices (the models of one seed side by side), each group one
+def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, device_name):
+    """Trains one wave: groups of models, each given as its `_segments` of model indices, each group one
     stacked graph, the groups' epochs running concurrently on ``pool``; callbacks run in this thread, model
     by model in order. Returns ``{model index: result}``."""
+    groups = [[k for segment in segments for k in segment] for segments in segmented]
+    counts = [tuple(map(len, segments)) for segments in segmented]
+    segment_seeds = [[seeds[segment[0]] for segment in segments] for segments in segmented]
     members = [k for group in groups for k in group]
     layers = {k: _dense_layers(reporters[k].model) for k in members}
     params = [
@@ -376,7 +374,6 @@ def _train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, devic
          for i in range(len(layers[group[0]])) for name in ("kernel", "bias")]
         for group in groups
     ]
-    segments = [_segments([seeds[k] for k in group]) for group in groups]
     streams = {s: epoch_orders(s, epochs, len(tensors.x_train)) for s in sorted({seeds[k] for k in members})}
     results: dict = {k: reporters[k].history for k in members}
     active = list(members)
@@ -384,9 +381,8 @@ def _train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, devic
     def epoch_of(g: int, orders: dict, training: list[int]):
         """One epoch of group ``g``; writes the new weights of its ``training`` models back."""
         with tf.device(device_name):  # the device scope is per thread
-            order = tf.constant(np.stack([orders[s] for s, _ in segments[g]]))
-            counts = tuple(count for _, count in segments[g])
-            new, train_losses = compiled.train(params[g], tensors.x_train, tensors.y_train, order, counts)
+            order = tf.constant(np.stack([orders[s] for s in segment_seeds[g]]))
+            new, train_losses = compiled.train(params[g], tensors.x_train, tensors.y_train, order, counts[g])
             val_losses, val_accuracies = compiled.evaluate(new, tensors.x_val, tensors.y_val)
             _write_back(new, {i: layers[k] for i, k in enumerate(groups[g]) if k in training})
             return new, [t.numpy() for t in (train_losses, val_losses, val_accuracies)]
