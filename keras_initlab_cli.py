@@ -8,20 +8,31 @@ Two things happen here, before ``import keras_initlab`` (which imports TensorFlo
   asked for those lines, and see them), the command sets it to 3 and, while the package is
   imported, drops from stderr the C++ log lines that come before TensorFlow's own logging is set
   up (the CUDA stubs'); anything else printed then (a Python warning, a traceback) is passed on.
-- **A new SQLite store is created on the idle core.** For ``initlab compare`` into a SQLite file that
-  does not exist yet (``--tracking-uri sqlite:///...``, ``$MLFLOW_TRACKING_URI``, or the default
-  ``tracking/mlflow.db``), a second process creates an empty MLflow store (MLflow's import and schema
-  migrations, seconds of one core) beside it, under the store's lock file, while this process
-  imports TensorFlow. `keras_initlab.tracking` adopts it (`PREPARED_STORE_VARIABLE`) when the
-  comparison opens its store; a comparison refused before that (a bad spec) leaves no store behind.
+- **MLflow loads on the idle core.** For ``initlab compare`` a second process, the *writer*
+  (`keras_initlab.tracking.serve`), starts at once: it imports MLflow (seconds of one core) while
+  this process imports TensorFlow, then makes every MLflow request of the comparison
+  (`take_writer_process`; `keras_initlab.tracking.RemoteTracker`), so that MLflow never competes with
+  training for this process's GIL. It loads `keras_initlab.tracking` without the package's
+  ``__init__`` (no TensorFlow there). Into a SQLite file that does not exist yet (``--tracking-uri
+  sqlite:///...``, ``$MLFLOW_TRACKING_URI``, or the default ``tracking/mlflow.db``) it first creates an
+  empty MLflow store beside it (MLflow's schema migrations), under the store's lock file, and adopts
+  it (`PREPARED_STORE_VARIABLE`) when the comparison opens its store; a comparison refused before that
+  (a bad spec) leaves no store behind.
 
-``python -m keras_initlab`` imports the package first and does neither.
+When the command is done it ends the process at once (`os._exit`, output flushed): Python's own
+teardown after TensorFlow has loaded (freeing every module, TensorFlow's C++ destructors) takes ~2 s and
+keeps nothing. By then every file and run is written: `keras_initlab.comparison.run_comparison` returns
+only after its threads are done. A command that raises (Ctrl-C, a bug) exits the usual way.
+
+``python -m keras_initlab`` imports the package first and does none of this.
 """
 
+import logging
 import os
 import re
 import sys
 import tempfile
+from typing import NoReturn
 
 _CPP_LOG_LINE = re.compile(
     r"[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] |WARNING: All log messages before absl::InitializeLog\(\) is called"
@@ -31,16 +42,32 @@ _CPP_LOG_LINE = re.compile(
 PREPARED_STORE_VARIABLE = "KERAS_INITLAB_PREPARED_STORE"
 """Names the store file created for this command (`keras_initlab.tracking` renames it into place)."""
 
-_CREATE_STORE = (
-    "import os, sys; from mlflow.tracking import MlflowClient; "
-    "MlflowClient('sqlite:///' + sys.argv[1] + '.partial').search_experiments(); "
-    "os.replace(sys.argv[1] + '.partial', sys.argv[1])"
+_WRITER = (
+    "import json, sys, types; package = types.ModuleType('keras_initlab'); package.__path__ = [sys.argv[1]]; "
+    "sys.modules['keras_initlab'] = package; from keras_initlab.tracking import serve; serve(**json.loads(sys.argv[2]))"
 )
+"""The writer process: `keras_initlab.tracking` loaded under an empty ``keras_initlab`` package (its ``__init__``
+would import TensorFlow), then `keras_initlab.tracking.serve` with the file descriptors and store in ``argv[2]``."""
+
+_writer: tuple | None = None
 
 
-def main() -> int:
-    """Runs `keras_initlab.cli.main` on ``sys.argv``; returns its exit status."""
-    creating = _create_store_beside(sys.argv[1:])
+def take_writer_process() -> tuple | None:
+    """The connections ``(requests, replies)`` to the writer process this command started, to the first caller;
+    ``None`` when there is none (another command, the package used as a library)."""
+    global _writer
+    taken, _writer = _writer, None
+    return taken
+
+
+def main() -> NoReturn:
+    """Runs `keras_initlab.cli.main` on ``sys.argv`` and ends the process with its exit status."""
+    _exit_at_once(_command())
+
+
+def _command() -> int:
+    """`keras_initlab.cli.main` on ``sys.argv``, imported quietly, with the writer process beside; its exit status."""
+    writer = _start_writer(sys.argv[1:])
     try:
         if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
             from keras_initlab.cli import main as command
@@ -49,14 +76,26 @@ def main() -> int:
             command = _import_quietly()
         return command()
     finally:
-        if creating is not None:  # not adopted (a refused spec, an error): nothing is left behind
-            process, store = creating
+        if writer is not None:  # its requests are answered by now; a new store not adopted is not left behind
+            process, store = writer
             if process.poll() is None:
                 process.kill()
                 process.wait()
-            for leftover in (store, store + ".partial"):
+            for leftover in (store, store + ".partial") if store is not None else ():
                 if os.path.exists(leftover):
                     os.remove(leftover)
+
+
+def _exit_at_once(status: int) -> NoReturn:
+    """Ends the process with ``status`` after flushing logging and the standard streams, skipping Python's teardown
+    (an output that cannot be flushed, e.g. a full disk, is exit status 120, as Python gives it)."""
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        status = status or 120
+    os._exit(status)
 
 
 def _sqlite_store(argv: list[str]) -> str | None:
@@ -80,33 +119,57 @@ def _default_store() -> str:
     return os.path.join(os.getcwd(), "tracking", "mlflow.db")
 
 
-def _create_store_beside(argv: list[str]):
-    """Starts creating the SQLite store of ``argv``'s comparison if it does not exist yet: ``(process,
-    file)``, the file named in `PREPARED_STORE_VARIABLE`; ``None`` when there is nothing to create or
-    another comparison holds the store's lock (it creates the store itself)."""
-    import fcntl
+def _start_writer(argv: list[str]):
+    """Starts the writer process for ``initlab compare``: ``(process, new store file or None)``; ``None`` for any
+    other command. It also makes the comparison's SQLite store if that does not exist yet, unless another
+    comparison holds the store's lock (that one makes it) or the folder cannot be used (the comparison says why)."""
+    import importlib.util
+    import json
     import subprocess
+    from multiprocessing.connection import Connection
+
+    global _writer
+    if not argv or argv[0] != "compare":
+        return None
+    lock, store = _lock_new_store(argv)
+    requests = os.pipe()
+    replies = os.pipe()
+    package = importlib.util.find_spec("keras_initlab").submodule_search_locations[0]
+    descriptors = {"requests": requests[0], "replies": replies[1], "new_store": store,
+                   "lock": lock.fileno() if lock is not None else None}
+    env = dict(os.environ, **({PREPARED_STORE_VARIABLE: store} if store is not None else {}))
+    # The process holds the lock (its copy of the descriptor) until the store is made: opening it waits for that.
+    process = subprocess.Popen([sys.executable, "-c", _WRITER, package, json.dumps(descriptors)], env=env,
+                               pass_fds=[fd for fd in descriptors.values() if isinstance(fd, int)],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    for fd in (requests[0], replies[1]):
+        os.close(fd)
+    if lock is not None:
+        lock.close()
+    _writer = (Connection(requests[1], readable=False), Connection(replies[0], writable=False))
+    return process, store
+
+
+def _lock_new_store(argv: list[str]):
+    """``(lock file, name to make the store under)`` when ``argv``'s comparison goes to a SQLite file that does not
+    exist yet and its lock (``<database>.lock``) is free; ``(None, None)`` otherwise."""
+    import fcntl
 
     database = _sqlite_store(argv)
     if database is None or os.path.exists(database) or os.path.basename(database) in ("", ".", ".."):
-        return None
+        return None, None
     try:
         if database == _default_store():
             os.makedirs(os.path.dirname(database), exist_ok=True)
         lock = open(os.path.splitext(database)[0] + ".lock", "a")
     except OSError:  # the comparison reports what is wrong with the folder
-        return None
-    with lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return None
-        store = os.path.join(os.path.dirname(database), f".{os.path.basename(database)}.{os.getpid()}.new")
-        # The process holds the lock (its copy of the descriptor) until it exits: opening the store waits for it.
-        process = subprocess.Popen([sys.executable, "-c", _CREATE_STORE, store], pass_fds=(lock.fileno(),),
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ[PREPARED_STORE_VARIABLE] = store
-    return process, store
+        return None, None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        return None, None
+    return lock, os.path.join(os.path.dirname(database), f".{os.path.basename(database)}.{os.getpid()}.new")
 
 
 def _import_quietly():

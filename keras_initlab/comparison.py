@@ -42,7 +42,7 @@ from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_
 from keras_initlab.report import summarize, to_csv, to_markdown
 from keras_initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, Run, SchemeSpec, SpecError
 from keras_initlab.tracking import (
-    ChildRun, ComparisonTracker, EpochMetricsLogger, TrackingUnavailableError, TrackingWriter,
+    ChildRun, ComparisonTracker, TrackingUnavailableError, TrackingWriter,
     check_reachable, check_writable, http_limits, initializer_param, lower_thread_priority, quick_gil_handoff,
     resolve_tracking_uri,
 )
@@ -472,7 +472,8 @@ def run_comparison(
     histograms as ``init/activations.png`` (about 0.2 s of drawing per run: off unless asked).
     The work around training runs beside it: the next group's models and diagnostics
     (the first group's diagnostics on copies of its untrained models, while it trains)
-    on one thread, every MLflow request on another (`keras_initlab.tracking.TrackingWriter`),
+    on one thread, every MLflow request on another (`keras_initlab.tracking.TrackingWriter`; under the
+    ``initlab`` command, answered by its writer process),
     both at a lower priority than training, which gets the GIL back quickly
     (`keras_initlab.tracking.quick_gil_handoff`).
 
@@ -640,6 +641,20 @@ def _record_initial(children: list[ChildRun], results: list[tuple | str]) -> Non
             child.skip_initial_diagnostics(result)
         else:
             child.add_initial_diagnostics(*result)
+
+
+class EpochMetricsLogger(keras.callbacks.Callback):
+    """Keras callback adding a run's per-epoch logs to its `keras_initlab.tracking.ChildRun` (written when it ends).
+
+    Epoch ``e`` (0-based in Keras) is logged with ``step = e + 1``.
+    """
+
+    def __init__(self, child: ChildRun):
+        super().__init__()
+        self.child = child
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.child.add_epoch(epoch + 1, logs or {})
 
 
 def _train_group(

@@ -19,6 +19,11 @@ store ``tracking/mlflow.db`` under the current directory (artifacts beside it in
 Training never waits for MLflow: `TrackingWriter` does every MLflow request of a
 comparison on a thread of its own, in order, opening the store (seconds for a
 new SQLite store: MLflow's schema migrations) while the first models train.
+Under the ``initlab`` command the requests go one step further, to a *writer
+process* that the command starts before TensorFlow loads (`serve`, `RemoteTracker`):
+it imports MLflow on the core that TensorFlow's import leaves idle, and its
+work never competes with training for the GIL. This module imports neither Keras
+nor TensorFlow, so that process can load it alone.
 
 Nothing is lost when the store stops answering. A finished child run is first a
 *record* on local disk (a folder under `pending_root`: ``run.json`` with its
@@ -33,9 +38,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -44,14 +51,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from pathlib import Path
-
-import keras
+from typing import TYPE_CHECKING
 
 from keras_initlab._version import __version__
 from keras_initlab.checks import one_line
-from keras_initlab_cli import PREPARED_STORE_VARIABLE
-from keras_initlab.spec import MAX_RUNS
+from keras_initlab_cli import PREPARED_STORE_VARIABLE, take_writer_process
+
+if TYPE_CHECKING:
+    import keras
 
 STORE_DIR = "tracking"
 ROLE_TAG = "initlab.role"
@@ -319,7 +328,7 @@ class ChildRun:
 
     `add_initial_diagnostics` and `add_lsuv` add the step-0 metrics and the files
     ``init/diagnostics.md``, ``init/activations.png``, ``init/lsuv.md``; the epochs'
-    metrics arrive through `EpochMetricsLogger`; `finish` ends it (status, reason,
+    metrics arrive through `add_epoch` (from `keras_initlab.comparison.EpochMetricsLogger`); `finish` ends it (status, reason,
     the trained model, the summary metrics). `ComparisonTracker.stage` then makes it
     a record on disk and `ComparisonTracker.write_record` writes that to MLflow.
     """
@@ -337,6 +346,11 @@ class ChildRun:
     def curve(self, key: str) -> list[float]:
         """The values of metric ``key`` so far, ordered by step."""
         return [value for _, value in sorted((step, value) for k, value, step, _ in self.metrics if k == key)]
+
+    def add_epoch(self, step: int, logs: Mapping[str, float]) -> None:
+        """One epoch's metrics (``{name: value}``) at ``step``."""
+        now = _now_ms()
+        self.metrics += [(key, float(value), step, now) for key, value in logs.items()]
 
     def add_initial_diagnostics(self, table, histograms: bytes | None = None) -> None:
         """A `keras_initlab.diagnostics.DiagnosticsTable` at step 0 (``init/layer<depth>/<metric>``), the
@@ -379,22 +393,58 @@ class ChildRun:
             self.metrics.append(("best_val_accuracy", max(value for _, value in curve), last_step, self.end_time))
 
 
-class EpochMetricsLogger(keras.callbacks.Callback):
-    """Keras callback adding a run's per-epoch logs to its `ChildRun` (written when the run ends).
+class _TrackerBase:
+    """What a comparison's tracker does on this machine, without MLflow: where its records go (`pending_dir`),
+    a child run made a record (`stage`), the error that a failed store becomes (`lost`)."""
 
-    Epoch ``e`` (0-based in Keras) is logged with ``step = e + 1``.
-    """
+    uri: str
+    parent_id: str | None
 
-    def __init__(self, child: ChildRun):
-        super().__init__()
-        self.child = child
+    @property
+    def pending_dir(self) -> Path:
+        """The records of this parent's child runs that are not (yet) in MLflow."""
+        return pending_root(self.uri) / self.parent_id
 
-    def on_epoch_end(self, epoch, logs=None):
-        now = _now_ms()
-        self.child.metrics += [(key, float(value), epoch + 1, now) for key, value in (logs or {}).items()]
+    def stage(self, child: ChildRun) -> Path:
+        """``child`` (ended) as a record on disk: its files, its model as ``model/model.keras`` and, last,
+        ``run.json``; returns the record's folder. A record without ``run.json`` is never read."""
+        stage = self.pending_dir / child.run_key.replace("/", "__")
+        shutil.rmtree(stage, ignore_errors=True)
+        for name, content in child.files.items():
+            (stage / "artifacts" / name).parent.mkdir(parents=True, exist_ok=True)
+            (stage / "artifacts" / name).write_bytes(content)
+        if child.model is not None:
+            (stage / "artifacts" / "model").mkdir(parents=True, exist_ok=True)
+            child.model.save(stage / "artifacts" / "model" / "model.keras")
+        stage.mkdir(parents=True, exist_ok=True)
+        record = {"run_key": child.run_key, "status": child.status, "params": child.params, "tags": child.tags,
+                  "metrics": child.metrics, "start_time": child.start_time, "end_time": child.end_time}
+        # Written whole or not at all: a record cut short by a full disk or a crash is never read.
+        partial = stage / "run.json.partial"
+        with open(partial, "w") as file:
+            json.dump(record, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, stage / "run.json")
+        return stage
+
+    def lost(self, error: BaseException) -> TrackingUnavailableError:
+        """The error to raise when MLflow fails mid-comparison: what happened, where the runs are, what to do.
+
+        A refused login or permission is not a store that stopped: a `TrackingUnavailableError` says so.
+        """
+        refusal = _refusal(self.uri, error)
+        if refusal is not None:
+            return refusal
+        where = self.pending_dir if self.parent_id else pending_root(self.uri)
+        return TrackingLostError(
+            f"the MLflow store {self.uri} stopped working ({type(error).__name__}: {one_line(error)}). "
+            f"Runs that finished are kept, in MLflow or as pending records in {where}; "
+            "when the store works again, rerun with --resume."
+        )
 
 
-class ComparisonTracker:
+class ComparisonTracker(_TrackerBase):
     """The MLflow side of one comparison: its experiment, parent run and child runs.
 
     Example:
@@ -482,10 +532,16 @@ class ComparisonTracker:
         return {}
 
     def children(self) -> list:
-        """The parent's live (not deleted) child runs."""
-        return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'", max_results=MAX_RUNS
-        )
+        """The parent's live (not deleted) child runs, every page of them."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{self.parent_id}'", page_token=token
+            )
+            runs += page
+            token = page.token
+            if not token:
+                return runs
 
     def finish_parent(self, status: str) -> None:
         self.client.set_terminated(self.parent_id, status)
@@ -508,34 +564,6 @@ class ComparisonTracker:
         self.client.set_experiment_tag(self.experiment_id, f"{VIEW_TAG_PREFIX}{self.parent_id}", json.dumps(state))
 
     # -- child runs --------------------------------------------------------------------
-
-    @property
-    def pending_dir(self) -> Path:
-        """The records of this parent's child runs that are not (yet) in MLflow."""
-        return pending_root(self.uri) / self.parent_id
-
-    def stage(self, child: ChildRun) -> Path:
-        """``child`` (ended) as a record on disk: its files, its model as ``model/model.keras`` and, last,
-        ``run.json``; returns the record's folder. A record without ``run.json`` is never read."""
-        stage = self.pending_dir / child.run_key.replace("/", "__")
-        shutil.rmtree(stage, ignore_errors=True)
-        for name, content in child.files.items():
-            (stage / "artifacts" / name).parent.mkdir(parents=True, exist_ok=True)
-            (stage / "artifacts" / name).write_bytes(content)
-        if child.model is not None:
-            (stage / "artifacts" / "model").mkdir(parents=True, exist_ok=True)
-            child.model.save(stage / "artifacts" / "model" / "model.keras")
-        stage.mkdir(parents=True, exist_ok=True)
-        record = {"run_key": child.run_key, "status": child.status, "params": child.params, "tags": child.tags,
-                  "metrics": child.metrics, "start_time": child.start_time, "end_time": child.end_time}
-        # Written whole or not at all: a record cut short by a full disk or a crash is never read.
-        partial = stage / "run.json.partial"
-        with open(partial, "w") as file:
-            json.dump(record, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, stage / "run.json")
-        return stage
 
     def write_record(self, stage: Path) -> str:
         """Writes the record in ``stage`` (`stage`) to MLflow as a child run of the parent: created with its
@@ -564,21 +592,6 @@ class ComparisonTracker:
         with contextlib.suppress(OSError):  # no empty folder left behind (the shared pending/ root stays)
             self.pending_dir.rmdir()
         return run_id
-
-    def lost(self, error: BaseException) -> TrackingUnavailableError:
-        """The error to raise when MLflow fails mid-comparison: what happened, where the runs are, what to do.
-
-        A refused login or permission is not a store that stopped: a `TrackingUnavailableError` says so.
-        """
-        refusal = _refusal(self.uri, error)
-        if refusal is not None:
-            return refusal
-        where = self.pending_dir if self.parent_id else pending_root(self.uri)
-        return TrackingLostError(
-            f"the MLflow store {self.uri} stopped working ({type(error).__name__}: {one_line(error)}). "
-            f"Runs that finished are kept, in MLflow or as pending records in {where}; "
-            "when the store works again, rerun with --resume."
-        )
 
     def log_pending(self, finished: Mapping[str, str]) -> dict[str, str]:
         """Writes the pending records of the parent (runs that finished while MLflow did not answer)
@@ -659,7 +672,8 @@ class TrackingWriter:
 
     The first job opens the store (`ComparisonTracker`: importing MLflow and, for a new
     SQLite store, MLflow's schema migrations, seconds) while the first models are built
-    and train. `submit` queues ``job(tracker)``; `write` queues ended child runs, each
+    and train; in a writer process that the ``initlab`` command started, if there is one
+    (`RemoteTracker`: the same requests, answered there). `submit` queues ``job(tracker)``; `write` queues ended child runs, each
     made a record on disk (`ComparisonTracker.stage`), then a child run in MLflow
     (`ComparisonTracker.write_record`). After the store fails, no request goes to MLflow
     any more (records still go to disk): `raise_if_lost` raises that error in the
@@ -680,8 +694,12 @@ class TrackingWriter:
         self._jobs: list[Future] = [self._pool.submit(self._open, experiment, spec_hash)]
 
     def _open(self, experiment: str, spec_hash: str) -> None:
+        process = take_writer_process()
         try:
-            self.tracker = ComparisonTracker(self.uri, experiment, spec_hash)
+            if process is None:
+                self.tracker = ComparisonTracker(self.uri, experiment, spec_hash)
+            else:
+                self.tracker = RemoteTracker(*process, self.uri, experiment, spec_hash)
         except TrackingUnavailableError as e:
             self.lost = e
 
@@ -743,5 +761,99 @@ class TrackingWriter:
         return self.tracker
 
     def close(self) -> None:
-        """Lets the jobs queued so far finish (in the background) and accepts no more."""
-        self._pool.shutdown(wait=False)
+        """Waits for the jobs queued so far and accepts no more (after the store failed, what remains is
+        records going to disk); a writer process is then told to end."""
+        self._pool.shutdown(wait=True)
+        if isinstance(self.tracker, RemoteTracker):
+            self.tracker.close()
+
+
+class RemoteTracker(_TrackerBase):
+    """A `ComparisonTracker` in the writer process (`serve`): every MLflow request goes there and is answered
+    in order; records are staged here (`stage`). An error there comes back as the same
+    `TrackingUnavailableError`; a writer process that ended is a `ConnectionError`, which `lost` makes a
+    `TrackingLostError` like any store failure.
+
+    >>> requests, replies = take_writer_process()                                            # doctest: +SKIP
+    >>> tracker = RemoteTracker(requests, replies, "sqlite:///tracking/mlflow.db", "nielsen", "ab12")  # doctest: +SKIP
+    >>> tracker.start_parent({"epochs": 30}, resume=False)                                   # doctest: +SKIP
+    """
+
+    def __init__(self, requests: Connection, replies: Connection, uri: str, experiment: str, spec_hash: str):
+        self.uri, self.spec_hash, self.parent_id = uri, spec_hash, None
+        self._requests, self._replies = requests, replies
+        self.experiment_id = self._call("open", uri, experiment, spec_hash)
+
+    def _call(self, name: str, *args, **kwargs):
+        try:
+            self._requests.send((name, args, kwargs))
+            ok, value, self.parent_id = self._replies.recv()
+        except (EOFError, OSError) as e:
+            raise ConnectionError(f"the MLflow writer process ended ({type(e).__name__}: {one_line(e)})") from None
+        if not ok:
+            raise value
+        return value
+
+    def __getattr__(self, name: str) -> Callable:
+        """The `ComparisonTracker` request ``name``, made in the writer process."""
+        if name.startswith("_") or not callable(getattr(ComparisonTracker, name, None)):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return functools.partial(self._call, name)
+
+    def close(self) -> None:
+        """Ends the writer process (it exits when its requests end)."""
+        self._requests.close()
+        self._replies.close()
+
+
+def serve(requests: int, replies: int, new_store: str | None = None, lock: int | None = None) -> None:
+    """The writer process: answers `RemoteTracker`'s requests (read from the pipe ``requests``, answered on the pipe
+    ``replies``, file descriptors) until they end; the ``initlab`` command runs this in a process of its own, started
+    before TensorFlow loads (`keras_initlab_cli`).
+
+    It imports MLflow at once, then, with ``new_store``, makes an empty SQLite store in that file (holding the store's
+    ``lock``, a file descriptor, until it is made; `_adopt_prepared_store` renames it into place). The first request
+    opens the `ComparisonTracker` (``"open"``), every other one calls its method of that name; each reply is
+    ``(ok, result or error, parent run id)``. Store errors come back as `ComparisonTracker.lost` makes them. Ctrl-C is
+    the command's to handle (it asks for the runs to be marked): this process ignores it, and runs niced like the
+    command's other background threads (`BACKGROUND_NICENESS`).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(BACKGROUND_NICENESS)
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
+    import logging
+
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    from mlflow.tracking import MlflowClient
+
+    if new_store is not None:
+        MlflowClient(f"sqlite:///{new_store}.partial").search_experiments()
+        os.replace(new_store + ".partial", new_store)
+        os.close(lock)
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (what opening a SQLite store needs, loaded now)
+
+    requests, replies = Connection(requests, writable=False), Connection(replies, readable=False)
+    tracker = None
+    while True:
+        try:
+            name, args, kwargs = requests.recv()
+        except EOFError:
+            return
+        try:
+            if name == "open":
+                tracker = ComparisonTracker(*args)
+                result = tracker.experiment_id
+            else:
+                result = getattr(tracker, name)(*args, **kwargs)
+            reply = (True, result)
+        except TrackingUnavailableError as e:
+            reply = (False, e)
+        except Exception as e:  # sent as an error that unpickles anywhere
+            if tracker is not None and is_tracking_error(e):
+                reply = (False, tracker.lost(e))
+            else:
+                reply = (False, RuntimeError(f"in the MLflow writer process, {name} raised {type(e).__name__}: "
+                                             f"{one_line(e)}"))
+        replies.send((*reply, tracker.parent_id if tracker is not None else None))
