@@ -328,9 +328,10 @@ class ChildRun:
 
     `add_initial_diagnostics` and `add_lsuv` add the step-0 metrics and the files
     ``init/diagnostics.md``, ``init/activations.png``, ``init/lsuv.md``; the epochs'
-    metrics arrive through `add_epoch` (from `keras_initlab.comparison.EpochMetricsLogger`); `finish` ends it (status, reason,
-    the trained model, the summary metrics). `ComparisonTracker.stage` then makes it
-    a record on disk and `ComparisonTracker.write_record` writes that to MLflow.
+    metrics arrive through `add_epoch` (from `keras_initlab.comparison.EpochMetricsLogger`);
+    `finish` ends it (status, reason, the trained model, the summary metrics).
+    `ComparisonTracker.stage` then makes it a record on disk and
+    `ComparisonTracker.write_record` writes that to MLflow.
     """
 
     def __init__(self, run_key: str, params: Mapping[str, object]):
@@ -673,7 +674,8 @@ class TrackingWriter:
     The first job opens the store (`ComparisonTracker`: importing MLflow and, for a new
     SQLite store, MLflow's schema migrations, seconds) while the first models are built
     and train; in a writer process that the ``initlab`` command started, if there is one
-    (`RemoteTracker`: the same requests, answered there). `submit` queues ``job(tracker)``; `write` queues ended child runs, each
+    (`RemoteTracker`: the same requests, answered there). `submit` queues ``job(tracker)``;
+    `write` queues ended child runs, each
     made a record on disk (`ComparisonTracker.stage`), then a child run in MLflow
     (`ComparisonTracker.write_record`). After the store fails, no request goes to MLflow
     any more (records still go to disk): `raise_if_lost` raises that error in the
@@ -782,7 +784,10 @@ class RemoteTracker(_TrackerBase):
     def __init__(self, requests: Connection, replies: Connection, uri: str, experiment: str, spec_hash: str):
         self.uri, self.spec_hash, self.parent_id = uri, spec_hash, None
         self._requests, self._replies = requests, replies
-        self.experiment_id = self._call("open", uri, experiment, spec_hash)
+        try:
+            self.experiment_id = self._call("open", uri, experiment, spec_hash)
+        except ConnectionError as e:
+            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {e}") from None
 
     def _call(self, name: str, *args, **kwargs):
         try:

@@ -25,6 +25,7 @@ within one run.
 
 import argparse
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import tensorflow as tf
@@ -116,8 +117,9 @@ def flops_per_sample() -> float:
     return forward + sum(2 * a * b for a, b in layers) + sum(2 * a * b for a, b in layers[1:])
 
 
-def matmul_rate(m: int, k: int, n: int, repeats: int = 200) -> float:
-    """float32 FLOP/s of an (m, k) @ (k, n) product in a compiled TensorFlow loop."""
+def matmul_rate(m: int, k: int, n: int, repeats: int = 200, lanes: int = 1) -> float:
+    """float32 FLOP/s of an (m, k) @ (k, n) product in a compiled TensorFlow loop; with ``lanes``, that many
+    loops at once on threads of their own (as `train_stacked`'s lanes run), their total rate."""
     a = tf.random.normal((m, k))
     b = tf.random.normal((k, n))
 
@@ -130,8 +132,9 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 200) -> float:
 
     loop(a, b).numpy()
     start = time.perf_counter()
-    loop(a, b).numpy()
-    return 2.0 * m * k * n * repeats / (time.perf_counter() - start)
+    with ThreadPoolExecutor(lanes) as pool:
+        list(pool.map(lambda _: loop(a, b).numpy(), range(lanes)))
+    return 2.0 * m * k * n * repeats * lanes / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -160,6 +163,14 @@ def main() -> None:
     print(f"arithmetic: {flops / 1e3:.1f} kFLOP/sample -> {fast * flops / 1e9:.2f} GFLOP/s achieved")
     print(f"  vs 1000^3 matmul {big / 1e9:.1f} GFLOP/s ({fast * flops / big:.1%}),"
           f" vs {BATCH}x784x30 matmul {small / 1e9:.1f} GFLOP/s ({fast * flops / small:.1%})")
+    # 98% of a sample's FLOPs are the first layer's two products; a lane of `cap` models with one seed does them
+    # as one (BATCH, 784) @ (784, 30 cap) forward and one (784, BATCH) @ (BATCH, 30 cap) kernel gradient per step.
+    width = SIZES[1] * cap
+    forward = matmul_rate(BATCH, 784, width, repeats=2000, lanes=lanes)
+    gradient = matmul_rate(784, BATCH, width, repeats=2000, lanes=lanes)
+    print(f"  a step's first-layer products alone, {lanes} lanes at once: forward {BATCH}x784x{width}"
+          f" {forward / 1e9:.1f} GFLOP/s, kernel gradient 784x{BATCH}x{width} {gradient / 1e9:.1f} GFLOP/s;"
+          f" 1.2M samples/s takes {1.2e6 * flops / 1e9:.1f} GFLOP/s")
     print()
     print(f"stacked: total samples/s; K separate runs of keras_initlab.train = {fast:.0f} samples/s in total"
           f" (measured once, x K time); MAX_GROUP_SIZE = {cap}, lanes = {lanes}")

@@ -136,6 +136,14 @@ def test_a_writer_process_that_dies_is_a_lost_store_and_the_finished_runs_stay_o
     writer.close()
     (record,) = writer.tracker.pending_dir.iterdir()
     assert json.loads((record / "run.json").read_text())["run_key"] == "he/seed=0"  # for --resume to write
+    # Dead before the store is opened: the store cannot be used, and says why.
+    process, _ = _start_writer(["compare", "spec.yaml", "--tracking-uri", uri])
+    process.kill()
+    process.wait()
+    writer = TrackingWriter(uri, "lost", spec_hash="x")
+    with pytest.raises(TrackingUnavailableError, match=f"cannot use the MLflow store {uri}: the MLflow writer process"):
+        writer.wait()
+    writer.close()
 
 
 def test_the_command_imports_mlflow_only_in_its_writer_process(tmp_path):
