@@ -163,14 +163,19 @@ def main() -> None:
     print(f"arithmetic: {flops / 1e3:.1f} kFLOP/sample -> {fast * flops / 1e9:.2f} GFLOP/s achieved")
     print(f"  vs 1000^3 matmul {big / 1e9:.1f} GFLOP/s ({fast * flops / big:.1%}),"
           f" vs {BATCH}x784x30 matmul {small / 1e9:.1f} GFLOP/s ({fast * flops / small:.1%})")
-    # 98% of a sample's FLOPs are the first layer's two products; a lane of `cap` models with one seed does them
-    # as one (BATCH, 784) @ (784, 30 cap) forward and one (784, BATCH) @ (BATCH, 30 cap) kernel gradient per step.
-    width = SIZES[1] * cap
+    # 98% of a sample's FLOPs are the first layer's two products: with one seed, a lane of m models does them as one
+    # (BATCH, 784) @ (784, 30 m) forward and one (784, BATCH) @ (BATCH, 30 m) kernel gradient per step. Those two
+    # alone, at their measured rates, bound what 16 models in `lanes` lanes can reach.
+    per_lane = min(cap, -(-16 // lanes))
+    width = SIZES[1] * per_lane
     forward = matmul_rate(BATCH, 784, width, repeats=2000, lanes=lanes)
     gradient = matmul_rate(784, BATCH, width, repeats=2000, lanes=lanes)
-    print(f"  a step's first-layer products alone, {lanes} lanes at once: forward {BATCH}x784x{width}"
-          f" {forward / 1e9:.1f} GFLOP/s, kernel gradient 784x{BATCH}x{width} {gradient / 1e9:.1f} GFLOP/s;"
-          f" 1.2M samples/s takes {1.2e6 * flops / 1e9:.1f} GFLOP/s")
+    product_flops = 2 * 784 * SIZES[1]  # per sample and model, each of the two
+    bound = 1 / (product_flops / forward + product_flops / gradient)
+    print(f"  16 models in {lanes} lanes of {per_lane}: a step's first-layer products alone, {lanes} at once: forward"
+          f" {BATCH}x784x{width} {forward / 1e9:.1f} GFLOP/s, kernel gradient 784x{BATCH}x{width}"
+          f" {gradient / 1e9:.1f} GFLOP/s: at most {bound:.0f} samples/s with nothing else in a step"
+          f" (1.2M samples/s takes {1.2e6 * flops / 1e9:.1f} GFLOP/s)")
     print()
     print(f"stacked: total samples/s; K separate runs of keras_initlab.train = {fast:.0f} samples/s in total"
           f" (measured once, x K time); MAX_GROUP_SIZE = {cap}, lanes = {lanes}")
