@@ -40,6 +40,7 @@ import contextlib
 import fcntl
 import functools
 import json
+import logging
 import os
 import shutil
 import signal
@@ -828,15 +829,17 @@ def serve(requests: int, replies: int, new_store: str | None = None, lock: int |
         os.nice(BACKGROUND_NICENESS)
     for key, value in HTTP_LIMITS.items():
         os.environ.setdefault(key, value)
-    import logging
-
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     from mlflow.tracking import MlflowClient
 
     if new_store is not None:
-        MlflowClient(f"sqlite:///{new_store}.partial").search_experiments()
-        os.replace(new_store + ".partial", new_store)
-        os.close(lock)
+        try:
+            MlflowClient(f"sqlite:///{new_store}.partial").search_experiments()
+            os.replace(new_store + ".partial", new_store)
+        except Exception:  # nothing adopted: opening the store (the first request) makes it or says what is wrong
+            pass
+        finally:
+            os.close(lock)
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (what opening a SQLite store needs, loaded now)
 
     requests, replies = Connection(requests, writable=False), Connection(replies, readable=False)
