@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +16,9 @@ from keras_initlab.comparison import diagnose_spec, run_comparison
 from keras_initlab.report import to_markdown
 from keras_initlab.schemes import list_schemes
 from keras_initlab.spec import ComparisonSpec, SpecError
-from keras_initlab.tracking import TrackingLostError, TrackingUnavailableError, ui_command, ui_url
+from keras_initlab.tracking import (
+    TrackingLostError, TrackingUnavailableError, quiet_store_logging, ui_command, ui_url,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,8 +98,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``initlab`` console script; returns the exit status."""
     args = _parser().parse_args(argv)
-    # The command reports a store error itself, in one line; MLflow's SQL layer would also log its traceback.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    quiet_store_logging()
     try:
         commands = {"list": _list, "compare": _compare, "diagnose": _diagnose}
         return commands[args.command](args)

@@ -133,6 +133,11 @@ def http_limits() -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+def quiet_store_logging() -> None:
+    """Keeps MLflow's SQL layer from logging a store error's traceback: the comparison reports it itself, in one line."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+
 def _refusal(uri: str, error: BaseException) -> TrackingUnavailableError | None:
     """The error for a server that refused the login or the permission; None for any other error."""
     if getattr(error, "error_code", None) not in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
@@ -827,9 +832,7 @@ def serve(requests: int, replies: int, new_store: str | None = None, lock: int |
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(BACKGROUND_NICENESS)
-    for key, value in HTTP_LIMITS.items():
-        os.environ.setdefault(key, value)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    quiet_store_logging()
     from mlflow.tracking import MlflowClient
 
     if new_store is not None:
@@ -842,7 +845,12 @@ def serve(requests: int, replies: int, new_store: str | None = None, lock: int |
             os.close(lock)
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (what opening a SQLite store needs, loaded now)
 
-    requests, replies = Connection(requests, writable=False), Connection(replies, readable=False)
+    with http_limits():
+        _answer(Connection(requests, writable=False), Connection(replies, readable=False))
+
+
+def _answer(requests: Connection, replies: Connection) -> None:
+    """`serve`'s loop: each request answered in turn, until the requests end."""
     tracker = None
     while True:
         try:
