@@ -31,6 +31,7 @@ ORDER = [
     "training",
     "spec",
     "tracking",
+    "cluster",
     "comparison",
     "cli",
     "__main__",

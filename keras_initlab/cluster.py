@@ -1,0 +1,143 @@
+"""Where a comparison's work runs on Ray: connecting to a cluster (or starting a local one) and what it can reach.
+
+``initlab compare CONFIG --ray [ADDRESS]``. The address is one of:
+
+- ``local`` (``--ray`` alone): a Ray instance started here for this comparison, on 127.0.0.1 only;
+- ``auto``: the cluster this machine already belongs to (Ray finds it: ``$RAY_ADDRESS``, or the
+  cluster that ``ray start`` last started here);
+- ``HOST:PORT``: the head node's GCS address (``ray start --head --port PORT``) of a cluster this
+  machine is a node of;
+- ``ray://HOST:PORT``: a cluster reached through Ray Client (``pip install 'ray[client]'``) from a
+  machine outside it.
+
+**Loopback stays loopback.** On Linux, Ray replaces 127.0.0.1 by the machine's outward address
+(``resolve_ip_for_localhost``) unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is false when Ray is
+imported; for ``local`` and loopback addresses `connect` sets it to ``0`` first, so that every Ray
+process listens and connects on 127.0.0.1 alone. **An address where nothing answers** is an error
+within seconds (`ClusterUnavailableError`; Ray itself retries for minutes): the address is tried with
+a plain TCP connection first. Ray is imported here only, and only by `connect`.
+
+>>> cluster = connect("local", num_cpus=2)          # doctest: +SKIP
+>>> cluster.remote                                  # doctest: +SKIP
+False
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+
+ADDRESS_FORMS = "local, auto, HOST:PORT or ray://HOST:PORT"
+
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""False (``0``) when Ray is imported: 127.0.0.1 is not replaced by the machine's outward address."""
+
+PROBE_TIMEOUT = 3.0
+"""Seconds a TCP connection to the cluster's address may take before the cluster counts as not answering."""
+
+_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+class ClusterUnavailableError(RuntimeError):
+    """No Ray cluster answers at the address, or this process cannot use it; the message names the address and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+    """A connected Ray cluster: its ``address`` as given, whether any of its nodes is another machine (``remote``:
+    then a store on this machine's disk is out of the workers' reach), and its ``resources`` (``{"CPU": 2.0, ...}``)."""
+
+    address: str
+    remote: bool
+    resources: dict
+
+
+def parse_address(address: str) -> tuple[str, str | None, int | None]:
+    """``(kind, host, port)`` of a ``--ray`` address: kind ``local``, ``auto``, ``gcs`` (``HOST:PORT``) or ``client``
+    (``ray://HOST:PORT``); host and port ``None`` for ``local`` and ``auto``.
+
+    >>> parse_address("127.0.0.1:6379")
+    ('gcs', '127.0.0.1', 6379)
+
+    Raises:
+        TypeError: ``address`` is not a string.
+        ValueError: it is none of `ADDRESS_FORMS`; the message names it.
+    """
+    if not isinstance(address, str):
+        raise TypeError(f"Argument `address` must be a str ({ADDRESS_FORMS}). Received: address={address!r}")
+    if address in ("local", "auto"):
+        return address, None, None
+    kind, rest = ("client", address[len("ray://"):]) if address.startswith("ray://") else ("gcs", address)
+    host, _, port = rest.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"Argument `address` must be {ADDRESS_FORMS} (a port in 1..65535). Received: address={address!r}")
+    return kind, host, int(port)
+
+
+def connect(address: str = "local", num_cpus: int | None = None) -> Cluster:
+    """Connects this process to the Ray cluster at ``address`` (see the module's docstring), or starts a local
+    instance with ``num_cpus`` CPUs (default: this machine's); returns the `Cluster`.
+
+    Raises:
+        ValueError, TypeError: a malformed address (`parse_address`), or ``num_cpus`` with an existing cluster.
+        ClusterUnavailableError: nothing answers at the address within `PROBE_TIMEOUT` seconds, Ray refuses the
+            connection, or Ray was imported before with 127.0.0.1 rewritten (loopback could not be kept).
+    """
+    kind, host, port = parse_address(address)
+    if num_cpus is not None and kind != "local":
+        raise ValueError(f"Argument `num_cpus` applies to a local instance only. Received: num_cpus={num_cpus!r} "
+                         f"with address={address!r}")
+    loopback = kind == "local" or host in _LOOPBACK_HOSTS
+    if loopback:
+        _keep_loopback(address)
+    if host is not None:
+        _probe(address, host, port)
+        os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")  # one connection attempt, not twenty
+    import ray
+
+    try:
+        if kind == "local":
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except (ConnectionError, RuntimeError) as e:
+        raise ClusterUnavailableError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+    return Cluster(address, _is_remote(kind), dict(ray.cluster_resources()))
+
+
+def _keep_loopback(address: str) -> None:
+    """Makes Ray keep 127.0.0.1 (`LOOPBACK_VARIABLE`); too late once Ray is imported with it true."""
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        if ray_constants.ENABLE_RAY_CLUSTER:
+            raise ClusterUnavailableError(
+                f"Ray was imported in this process before {LOOPBACK_VARIABLE}=0 was set, so it would use this "
+                f"machine's outward address instead of 127.0.0.1 for {address}; set {LOOPBACK_VARIABLE}=0 in the "
+                "environment before Python starts"
+            )
+        return
+    os.environ[LOOPBACK_VARIABLE] = "0"
+
+
+def _probe(address: str, host: str, port: int) -> None:
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
+    except OSError as e:
+        raise ClusterUnavailableError(
+            f"no Ray cluster answers at {address} ({type(e).__name__}: {e.strerror or e}). Start one there "
+            "(ray start --head --port PORT), pass the address of a running one, or use --ray alone for a local instance."
+        ) from None
+
+
+def _is_remote(kind: str) -> bool:
+    """Whether the connected cluster has a node on another machine (Ray Client always counts as remote)."""
+    import ray
+
+    if kind == "client":
+        return True
+    here = socket.gethostname()
+    return any(node["Alive"] and node["NodeManagerHostname"] != here for node in ray.nodes())

@@ -1,0 +1,138 @@
+"""Connecting to Ray (`keras_initlab.cluster`) with a real Ray: a local instance and a head node this test starts,
+both on 127.0.0.1 only; an address where nothing answers; Ray imported only by `connect`.
+
+Every Ray here runs in a process of its own (Ray reads its loopback setting once, when imported) with
+``RAY_AUTH_MODE=disabled`` (Ray 2.60 turns token authentication on for a new cluster and would write
+``~/.ray/auth_token``)."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from keras_initlab.cluster import LOOPBACK_VARIABLE, parse_address
+
+ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
+"""127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp and tcp6 write them."""
+
+LISTENING = (
+    "def listening():\n"
+    "    found = set()\n"
+    "    for table in ('/proc/net/tcp', '/proc/net/tcp6'):\n"
+    "        for line in open(table).readlines()[1:]:\n"
+    "            fields = line.split()\n"
+    "            if fields[3] == '0A':\n"
+    "                found.add(fields[1])\n"
+    "    return found\n"
+)
+"""Source of ``listening()``: the machine's listening sockets, ``ADDRESS:PORT`` in /proc's hexadecimal."""
+
+
+def python(code: str, *args: str, timeout: int = 300) -> list[str]:
+    done = subprocess.run([sys.executable, "-c", code, *args], env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_addresses_are_checked_before_anything_starts():
+    assert parse_address("local") == ("local", None, None)
+    assert parse_address("auto") == ("auto", None, None)
+    assert parse_address("127.0.0.1:6379") == ("gcs", "127.0.0.1", 6379)
+    assert parse_address("ray://head.example:10001") == ("client", "head.example", 10001)
+    assert parse_address("[::1]:6379") == ("gcs", "::1", 6379)
+    for bad in ("", "127.0.0.1", "127.0.0.1:0", "head:65536", ":6379", "ray://head", "head:port"):
+        with pytest.raises(ValueError, match=f"local, auto, HOST:PORT or ray://HOST:PORT .* Received: address={bad!r}"):
+            parse_address(bad)
+    with pytest.raises(TypeError, match="Received: address=6379"):
+        parse_address(6379)
+
+
+def test_ray_is_imported_by_connect_alone_and_a_silent_address_fails_before_it():
+    port = free_port()  # nothing listens there
+    code = (
+        "import sys, keras_initlab, keras_initlab.cluster as cluster; print('ray' in sys.modules)\n"
+        "try:\n"
+        "    cluster.connect(sys.argv[1])\n"
+        "except cluster.ClusterUnavailableError as e:\n"
+        "    print(e)\n"
+        "print('ray' in sys.modules)\n"
+    )
+    imported, error, imported_after = python(code, f"127.0.0.1:{port}")
+    assert imported == "False"
+    assert error.startswith(f"no Ray cluster answers at 127.0.0.1:{port} (ConnectionRefusedError")
+    assert "ray start --head" in error
+    assert imported_after == "False"  # refused by the TCP probe: Ray's own minutes of retries never started
+
+
+def test_a_local_instance_listens_on_loopback_only_and_runs_tasks():
+    code = LISTENING + (
+        "import os, keras_initlab.cluster as cluster\n"
+        "before = listening()\n"
+        "c = cluster.connect('local', num_cpus=2)\n"
+        "import ray\n"
+        "seen = ray.get(ray.remote(lambda: os.environ.get(cluster.LOOPBACK_VARIABLE)).remote())\n"
+        "print(sorted(listening() - before)); print(c.remote, c.resources['CPU'], seen)\n"
+        "ray.shutdown()\n"
+    )
+    opened, facts = python(code)
+    opened = eval(opened)
+    assert opened, "a Ray instance listens somewhere"
+    assert {address.split(":")[0] for address in opened} <= LOOPBACK, opened
+    assert facts == "False 2.0 0"  # this machine only; its workers inherit the loopback setting
+
+
+@pytest.fixture
+def head_node():
+    """A Ray head node on 127.0.0.1:PORT, in a session of its own; stopped by killing that session's processes
+    (``ray stop --force`` would stop every Ray of this user on the machine)."""
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
+    env = {**ENV, LOOPBACK_VARIABLE: "0"}
+    ray = Path(sys.executable).with_name("ray")
+    start = subprocess.Popen(
+        [str(ray), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+         "--disable-usage-stats", "--include-dashboard=false", "--temp-dir", folder],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    output, _ = start.communicate(timeout=180)
+    assert start.returncode == 0, output
+    try:
+        yield port
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(start.pid, sig)
+            except ProcessLookupError:
+                break
+            time.sleep(5 if sig == signal.SIGTERM else 0)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_head_node_on_loopback_is_this_machine(head_node):
+    code = LISTENING + (
+        "import sys, keras_initlab.cluster as cluster\n"
+        "c = cluster.connect(sys.argv[1])\n"
+        "import ray\n"
+        "print(c.remote, c.resources['CPU'], ray.get(ray.remote(lambda: 6 * 7).remote()))\n"
+        "print(all(address.split(':')[0] in sys.argv[2].split(',') for address in listening() if address.endswith(\n"
+        "    ':%04X' % int(sys.argv[1].split(':')[1]))))\n"
+        "ray.shutdown()\n"
+    )
+    facts, gcs_on_loopback = python(code, f"127.0.0.1:{head_node}", ",".join(LOOPBACK))
+    assert facts == "False 2.0 42"
+    assert gcs_on_loopback == "True"
