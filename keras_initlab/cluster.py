@@ -141,3 +141,18 @@ def _is_remote(kind: str) -> bool:
         return True
     here = socket.gethostname()
     return any(node["Alive"] and node["NodeManagerHostname"] != here for node in ray.nodes())
+
+
+def check_store_reachable(uri: str, cluster: Cluster) -> None:
+    """Refuses a tracking store on this machine's disk (SQLite, a file store) when ``cluster`` has nodes on
+    other machines: their workers log the child runs and could not reach it.
+
+    Raises:
+        ClusterUnavailableError: naming the store and the fix (an MLflow server they can reach).
+    """
+    if cluster.remote and (uri.startswith(("sqlite:", "file:")) or "://" not in uri):
+        raise ClusterUnavailableError(
+            f"the Ray cluster at {cluster.address} has nodes on other machines, whose workers log the child runs: "
+            f"they cannot reach the store {uri} on this machine's disk. Start an MLflow server they can reach "
+            "(tracking/serve.sh on a host of the cluster) and pass --tracking-uri http://HOST:PORT."
+        )

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from keras_initlab.cluster import LOOPBACK_VARIABLE, parse_address
+from keras_initlab.cluster import (
+    LOOPBACK_VARIABLE, Cluster, ClusterUnavailableError, check_store_reachable, parse_address,
+)
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -136,3 +138,12 @@ def test_a_head_node_on_loopback_is_this_machine(head_node):
     facts, gcs_on_loopback = python(code, f"127.0.0.1:{head_node}", ",".join(LOOPBACK))
     assert facts == "False 2.0 42"
     assert gcs_on_loopback == "True"
+
+
+def test_a_store_on_this_disk_is_refused_for_a_cluster_of_other_machines(tmp_path):
+    elsewhere, here = Cluster("ray://head:10001", True, {}), Cluster("local", False, {})
+    for uri in (f"sqlite:///{tmp_path / 'mlflow.db'}", f"file://{tmp_path}", str(tmp_path / "mlruns")):
+        with pytest.raises(ClusterUnavailableError, match=f"cannot reach the store {uri} .* --tracking-uri http://"):
+            check_store_reachable(uri, elsewhere)
+        check_store_reachable(uri, here)  # workers on this machine share its disk
+    check_store_reachable("http://127.0.0.1:5000", elsewhere)
