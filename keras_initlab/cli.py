@@ -12,6 +12,7 @@ from pathlib import Path
 
 from keras_initlab import initializers
 from keras_initlab.backend import BackendError
+from keras_initlab.cluster import ClusterUnavailableError
 from keras_initlab.comparison import diagnose_spec, run_comparison
 from keras_initlab.report import to_markdown
 from keras_initlab.schemes import list_schemes
@@ -33,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--epochs", type=int, help="override the spec's epochs")
     compare.add_argument("--resume", action="store_true", help="re-open the last parent run of this spec; train only unfinished runs")
     compare.add_argument("--no-stack", dest="stack", action="store_false", help="train one model at a time")
+    compare.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                         help="run the work on Ray: a local instance (no ADDRESS), or the cluster at ADDRESS "
+                              "(auto, HOST:PORT, ray://HOST:PORT); needs pip install 'keras-initlab[ray]'")
     compare.add_argument("--histograms", action="store_true",
                          help="also log every run's activation histograms at initialization (init/activations.png; "
                               "about 0.2 s of CPU per run)")
@@ -64,7 +68,7 @@ def _compare(args: argparse.Namespace) -> int:
         spec = spec.replace(**overrides)
     outcome = run_comparison(
         spec, args.tracking_uri, args.experiment, resume=args.resume, stack=args.stack,
-        progress=sys.stderr, spec_file=args.config, histograms=args.histograms,
+        progress=sys.stderr, spec_file=args.config, histograms=args.histograms, ray=args.ray,
     )
     if outcome.skipped:
         print(f"resumed: {len(outcome.skipped)} finished run(s) kept: {', '.join(outcome.skipped)}")
@@ -105,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrackingLostError as e:  # runs were under way: they failed, and --resume finishes them
         print(f"initlab {args.command}: {e}", file=sys.stderr)
         return 1
-    except (SpecError, TrackingUnavailableError, BackendError) as e:
+    except (SpecError, TrackingUnavailableError, BackendError, ClusterUnavailableError) as e:
         print(f"initlab {args.command}: {e}", file=sys.stderr)
         return 2
 

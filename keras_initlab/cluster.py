@@ -108,6 +108,13 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Cluster:
     return Cluster(address, _is_remote(kind), dict(ray.cluster_resources()))
 
 
+def disconnect() -> None:
+    """Disconnects this process from its Ray cluster; a local instance that `connect` started stops."""
+    import ray
+
+    ray.shutdown()
+
+
 def _keep_loopback(address: str) -> None:
     """Makes Ray keep 127.0.0.1 (`LOOPBACK_VARIABLE`); too late once Ray is imported with it true."""
     if "ray" in sys.modules:
@@ -156,3 +163,19 @@ def check_store_reachable(uri: str, cluster: Cluster) -> None:
             f"they cannot reach the store {uri} on this machine's disk. Start an MLflow server they can reach "
             "(tracking/serve.sh on a host of the cluster) and pass --tracking-uri http://HOST:PORT."
         )
+
+
+class EpochLog:
+    """What a comparison's units of work report while they train, collected for the driver (a Ray actor, made with
+    ``ray.remote(num_cpus=0)(EpochLog)``: it takes no CPU from training). Workers `add` events without waiting for
+    them; the driver `drain` s them every half second."""
+
+    def __init__(self):
+        self.events: list = []
+
+    def add(self, event) -> None:
+        self.events.append(event)
+
+    def drain(self) -> list:
+        events, self.events = self.events, []
+        return events

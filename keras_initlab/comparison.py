@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from keras_initlab.backend import require_tensorflow
+from keras_initlab.cluster import EpochLog, check_store_reachable, connect, disconnect
 from keras_initlab.checks import one_line
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.diagnostics import diagnose
@@ -361,6 +362,11 @@ class _Progress(keras.callbacks.Callback):
         width = shutil.get_terminal_size().columns - 1
         self.stream.write("\r" + line[:width] + "\x1b[K")
 
+    def report(self, runs: Sequence[Run], epoch: int, logs: dict | None) -> None:
+        """Epoch ``epoch`` (0-based) of a group of ``runs`` trained elsewhere (a unit on a cluster), with the logs of its last run."""
+        self.start(runs)
+        self.on_epoch_end(epoch, logs)
+
     def finish(self, runs: int) -> None:
         """``runs`` more runs done (however many epochs they trained)."""
         self.done += runs
@@ -454,6 +460,7 @@ def run_comparison(
     progress=None,
     spec_file: str | os.PathLike | None = None,
     histograms: bool = False,
+    ray: str | None = None,
 ) -> ComparisonOutcome:
     """Trains every (scheme, seed) run of ``spec`` and tracks it in MLflow (see `keras_initlab.tracking`).
 
@@ -508,6 +515,10 @@ def run_comparison(
     device = resolve_spec_device(spec)
     data = load_spec_data(spec)
     builder = check_spec_fits(spec, data, device)
+    cluster = None
+    if ray is not None:  # before any run exists: an address where nothing answers, a store the workers cannot reach
+        cluster = connect(ray)
+        check_store_reachable(uri, cluster)
     # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
     with http_limits(), quick_gil_handoff(), _Interrupts() as interrupts, ThreadPoolExecutor(
         1, thread_name_prefix="initlab-prepare", initializer=lower_thread_priority
@@ -516,16 +527,21 @@ def run_comparison(
         failures: dict[str, str] = {}
         try:
             started = writer.submit(lambda tracker: _start(tracker, spec, resume, spec_file))
-            if resume or not uri.startswith("sqlite:///"):  # what to train depends on the store; a server's errors first
-                writer.wait()
+            if resume or cluster is not None or not uri.startswith("sqlite:///"):
+                writer.wait()  # what to train depends on the store (units on a cluster need the parent); a server's errors first
             finished = started.result() if resume else {}
             curves = {}  # run key -> val_accuracy by epoch, of every FINISHED run
             if finished:
                 curves = writer.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
-            groups = _groups([run for run in spec.runs() if run.key not in finished], stack and spec.stacks,
-                             wave_size(device))
+            to_train = [run for run in spec.runs() if run.key not in finished]
+            groups = _units(to_train, stack and spec.stacks) if cluster else _groups(to_train, stack and spec.stacks,
+                                                                                      wave_size(device))
             bar = _Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, writer.raise_if_lost])
             shared = shared_params(spec, device)
+            if cluster is not None:
+                trained, failures = _train_on_ray(spec, data, groups, writer, experiment or spec.name, shared, histograms, bar)
+                curves.update(trained)
+                groups = []
             for i, group in enumerate(groups):
                 interrupts.check()
                 writer.check()
@@ -562,6 +578,8 @@ def run_comparison(
             raise
         finally:
             writer.close()
+            if cluster is not None:
+                disconnect()
     return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
 
 
@@ -734,3 +752,91 @@ def _finish_parent(tracker: ComparisonTracker, files: dict, description: str | N
     if description is not None:
         tracker.describe_parent(description)
     tracker.finish_parent(status)
+
+
+# -- on a Ray cluster ----------------------------------------------------------------------
+
+UNIT_RETRIES = 3
+"""How many times Ray runs a unit of work again after its worker died (a unit that raises is not retried)."""
+
+
+def _units(runs: list[Run], stack: bool) -> list[list[Run]]:
+    """A comparison's units of work on a cluster: with stacking, all schemes of one seed (one `train_stacked` group
+    per task); otherwise one run per task."""
+    if not stack:
+        return [[run] for run in runs]
+    seeds = list(dict.fromkeys(run.seed for run in runs))
+    return [[run for run in runs if run.seed == seed] for seed in seeds]
+
+
+def _train_on_ray(spec: ComparisonSpec, data: Dataset, units: list[list[Run]], writer: TrackingWriter, experiment: str,
+                  shared: dict, histograms: bool, bar: _Progress) -> tuple[dict, dict]:
+    """Runs the ``units`` as Ray tasks (`_train_unit`), the dataset sent once to the object store; the progress
+    line follows the epochs they report. Returns ``({run key: val_accuracy curve} of the FINISHED runs,
+    {run key: failure})``. On Ctrl-C or an error the tasks are cancelled."""
+    import ray
+
+    log = ray.remote(num_cpus=0)(EpochLog).remote()
+    data_ref = ray.put(data)
+    tracker = writer.wait()
+    task = ray.remote(_train_unit).options(num_cpus=1, max_retries=UNIT_RETRIES)
+    pending = {task.remote(spec, data_ref, [run.key for run in unit], tracker.uri, experiment, tracker.parent_id, shared,
+                           histograms, log, i): unit for i, unit in enumerate(units)}
+    curves, failures = {}, {}
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
+            for index, epoch, logs in ray.get(log.drain.remote()):
+                bar.report(units[index], epoch, logs)
+            for ref in ready:
+                unit = pending.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except Exception as e:  # the worker died more often than retried, or the unit could not start
+                    results = {run.key: ("FAILED", f"{type(e).__name__}: {one_line(e)}", []) for run in unit}
+                for key, (status, failure, curve) in results.items():
+                    if status == "FINISHED":
+                        curves[key] = curve
+                    elif failure is not None:
+                        failures[key] = failure
+                bar.finish(len(unit))
+            for check in bar.checks:
+                check()
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    return curves, failures
+
+
+def _train_unit(spec: ComparisonSpec, data: Dataset, keys: list[str], uri: str, experiment: str, parent_id: str,
+                shared: dict, histograms: bool, log, index: int) -> dict:
+    """One unit of work on a Ray worker: builds its runs' models, diagnoses them, trains them and writes each as a
+    child run of ``parent_id`` (child runs of these keys left by an earlier attempt are replaced). Epochs are
+    reported to ``log`` (`keras_initlab.cluster.EpochLog`) as ``(index, epoch, logs)``. Returns
+    ``{run key: (status, failure or None, val_accuracy curve)}``."""
+    builder = ModelBuilder(spec, data)
+    runs = {run.key: run for run in spec.runs()}
+    group = [runs[key] for key in keys]
+    writer = TrackingWriter(uri, experiment, spec.hash)
+    try:
+        writer.submit(lambda tracker: tracker.join_parent(parent_id, keys))
+        models, children, steps = _prepare(builder, shared, group)
+        _record_initial(children, _initial_diagnostics(builder, group, models, steps, histograms))
+        bar = _EpochReporter(log, index, len(group), spec.epochs, [writer.raise_if_lost])
+        failures = _train_group(builder, group, models, children, bar, writer)
+        writer.wait()
+    finally:
+        writer.close()
+    return {child.run_key: (child.status, failures.get(child.run_key), child.curve("val_accuracy")) for child in children}
+
+
+class _EpochReporter(_Progress):
+    """A unit's progress on a worker: every epoch, with the logs of its last run, to the driver's `EpochLog`."""
+
+    def __init__(self, log, index: int, runs: int, epochs: int, checks):
+        super().__init__(None, runs, epochs, checks)
+        self.log, self.index = log, index
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.log.add.remote((self.index, epoch, {key: float(value) for key, value in (logs or {}).items()}))

@@ -538,6 +538,15 @@ class ComparisonTracker(_TrackerBase):
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()])
         return {}
 
+    def join_parent(self, parent_id: str, run_keys: Sequence[str]) -> None:
+        """Writes from now on child runs of the existing parent ``parent_id`` (a unit of work on a cluster's worker);
+        child runs of ``run_keys`` already under it (left by an attempt that died while writing) are deleted, so that
+        a retried unit leaves each run once."""
+        self.parent_id = parent_id
+        for child in self.children():
+            if child.data.tags.get(RUN_KEY_TAG) in run_keys:
+                self.client.delete_run(child.info.run_id)
+
     def children(self) -> list:
         """The parent's live (not deleted) child runs, every page of them."""
         runs, token = [], None

@@ -147,3 +147,32 @@ def test_a_store_on_this_disk_is_refused_for_a_cluster_of_other_machines(tmp_pat
             check_store_reachable(uri, elsewhere)
         check_store_reachable(uri, here)  # workers on this machine share its disk
     check_store_reachable("http://127.0.0.1:5000", elsewhere)
+
+
+def test_a_comparison_on_a_local_ray_instance_gives_the_runs_and_curves_it_gives_here(tmp_path, monkeypatch):
+    for key in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, ENV[key])
+    from mlflow.tracking import MlflowClient
+
+    from keras_initlab.comparison import run_comparison
+    from test_compare import runs_of, write_spec
+
+    spec = write_spec(tmp_path, seeds=[0, 1], epochs=2)
+    outcomes = {where: run_comparison(spec, tracking_uri=f"sqlite:///{tmp_path / where}.db",
+                                      ray="local" if where == "ray" else None) for where in ("here", "ray")}
+    children = {}
+    for where, outcome in outcomes.items():
+        assert not outcome.failures
+        client = MlflowClient(outcome.tracking_uri)
+        (parent,), runs = runs_of(client, "tiny")
+        assert parent.info.status == "FINISHED" and {run.info.status for run in runs} == {"FINISHED"}
+        children[where] = {run.data.tags["initlab.run_key"]: (run.data.params, {
+            key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+            for key in ("val_loss", "val_accuracy", "train_loss")}) for run in runs}
+    assert sorted(children["ray"]) == sorted(children["here"]) and len(children["here"]) == 4
+    for key, (params, curves) in children["here"].items():
+        ray_params, ray_curves = children["ray"][key]
+        assert ray_params == params
+        for metric, values in curves.items():
+            assert ray_curves[metric] == pytest.approx(values, rel=1e-5), (key, metric)
+    assert outcomes["ray"].summary == outcomes["here"].summary
