@@ -519,6 +519,9 @@ def run_comparison(
     if ray is not None:  # before any run exists: an address where nothing answers, a store the workers cannot reach
         cluster = connect(ray)
         check_store_reachable(uri, cluster)
+        if spec.device == "gpu" and not cluster.resources.get("GPU"):  # a task asking for one would wait forever
+            disconnect()
+            raise SpecError(f"device: 'gpu', but the Ray cluster at {ray} has no GPU; use auto or cpu, or one with GPUs")
     # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
     with http_limits(), quick_gil_handoff(), _Interrupts() as interrupts, ThreadPoolExecutor(
         1, thread_name_prefix="initlab-prepare", initializer=lower_thread_priority
@@ -759,6 +762,9 @@ def _finish_parent(tracker: ComparisonTracker, files: dict, description: str | N
 UNIT_RETRIES = 3
 """How many times Ray runs a unit of work again after its worker died (a unit that raises is not retried)."""
 
+CANCEL_GRACE = 30.0
+"""Seconds the units in flight get after Ctrl-C to write their runs KILLED (with the epochs they finished)."""
+
 
 def _units(runs: list[Run], stack: bool) -> list[list[Run]]:
     """A comparison's units of work on a cluster: with stacking, all schemes of one seed (one `train_stacked` group
@@ -773,13 +779,16 @@ def _train_on_ray(spec: ComparisonSpec, data: Dataset, units: list[list[Run]], w
                   shared: dict, histograms: bool, bar: _Progress) -> tuple[dict, dict]:
     """Runs the ``units`` as Ray tasks (`_train_unit`), the dataset sent once to the object store; the progress
     line follows the epochs they report. Returns ``({run key: val_accuracy curve} of the FINISHED runs,
-    {run key: failure})``. On Ctrl-C or an error the tasks are cancelled."""
+    {run key: failure})``. On Ctrl-C each unit in flight is interrupted (a `KeyboardInterrupt` in its task: it
+    writes its runs KILLED with the epochs they finished, as `_train_group` does here) and waited for up to
+    `CANCEL_GRACE` seconds; on any other error, and after that, the tasks left are stopped."""
     import ray
 
     log = ray.remote(num_cpus=0)(EpochLog).remote()
     data_ref = ray.put(data)
     tracker = writer.wait()
-    task = ray.remote(_train_unit).options(num_cpus=1, max_retries=UNIT_RETRIES)
+    gpus = 1 if spec.device == "gpu" else 0
+    task = ray.remote(_train_unit).options(num_cpus=1, num_gpus=gpus, max_retries=UNIT_RETRIES)
     pending = {task.remote(spec, data_ref, [run.key for run in unit], tracker.uri, experiment, tracker.parent_id, shared,
                            histograms, log, i): unit for i, unit in enumerate(units)}
     curves, failures = {}, {}
@@ -802,6 +811,11 @@ def _train_on_ray(spec: ComparisonSpec, data: Dataset, units: list[list[Run]], w
                 bar.finish(len(unit))
             for check in bar.checks:
                 check()
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref)
+        ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE)
+        raise
     finally:
         for ref in pending:
             ray.cancel(ref, force=True)

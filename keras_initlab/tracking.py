@@ -591,19 +591,23 @@ class ComparisonTracker(_TrackerBase):
         saved = json.loads((stage / "run.json").read_text())
         tags = {PARENT_TAG: self.parent_id, RUN_KEY_TAG: saved["run_key"], SPEC_HASH_TAG: self.spec_hash,
                 VERSION_TAG: __version__}
-        info = self.client.create_run(
-            self.experiment_id, start_time=saved.get("start_time"), run_name=saved["run_key"], tags=tags
-        ).info
-        run_id = info.run_id
-        if (stage / "artifacts").is_dir():  # the store of the run just created (the client would read the run again)
-            get_artifact_repository(info.artifact_uri, tracking_uri=self.uri).log_artifacts(str(stage / "artifacts"))
-        self.client.log_batch(  # MLflow's client splits a batch into requests of its size limits
-            run_id,
-            metrics=[Metric(key, value, timestamp, step) for key, value, step, timestamp in saved["metrics"]],
-            params=[Param(k, v) for k, v in saved["params"].items()],
-            tags=[RunTag(k, v) for k, v in saved["tags"].items()],
-        )
-        self.client.set_terminated(run_id, saved["status"], end_time=saved.get("end_time"))
+        # One writer at a time on a SQLite store: the workers of a local Ray instance write concurrently, and SQLite
+        # would answer some of them "database is locked".
+        with _store_lock(self.uri):
+            info = self.client.create_run(
+                self.experiment_id, start_time=saved.get("start_time"), run_name=saved["run_key"], tags=tags
+            ).info
+            run_id = info.run_id
+            if (stage / "artifacts").is_dir():  # the store of the run just created (the client would read it again)
+                repository = get_artifact_repository(info.artifact_uri, tracking_uri=self.uri)
+                repository.log_artifacts(str(stage / "artifacts"))
+            self.client.log_batch(  # MLflow's client splits a batch into requests of its size limits
+                run_id,
+                metrics=[Metric(key, value, timestamp, step) for key, value, step, timestamp in saved["metrics"]],
+                params=[Param(k, v) for k, v in saved["params"].items()],
+                tags=[RunTag(k, v) for k, v in saved["tags"].items()],
+            )
+            self.client.set_terminated(run_id, saved["status"], end_time=saved.get("end_time"))
         shutil.rmtree(stage)
         with contextlib.suppress(OSError):  # no empty folder left behind (the shared pending/ root stays)
             self.pending_dir.rmdir()

@@ -5,6 +5,7 @@ Every Ray here runs in a process of its own (Ray reads its loopback setting once
 ``RAY_AUTH_MODE=disabled`` (Ray 2.60 turns token authentication on for a new cluster and would write
 ``~/.ray/auth_token``)."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -176,3 +178,92 @@ def test_a_comparison_on_a_local_ray_instance_gives_the_runs_and_curves_it_gives
         for metric, values in curves.items():
             assert ray_curves[metric] == pytest.approx(values, rel=1e-5), (key, metric)
     assert outcomes["ray"].summary == outcomes["here"].summary
+
+
+class EpochWatch:
+    """A progress stream that remembers the lines and tells when the first epoch is reported."""
+
+    def __init__(self):
+        self.lines, self.first_epoch = [], threading.Event()
+
+    def write(self, text):
+        self.lines.append(text)
+        if "epoch 1/" in text:
+            self.first_epoch.set()
+
+    def flush(self):
+        pass
+
+
+def unit_workers() -> list[int]:
+    """PIDs of the Ray workers running a unit of work now (Ray names them ``ray::_train_unit``)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and b"ray::_train_unit" in (entry / "cmdline").read_bytes():
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_a_worker_killed_mid_unit_is_retried_and_each_run_is_written_once(tmp_path, monkeypatch):
+    for key in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, ENV[key])
+    from mlflow.tracking import MlflowClient
+
+    from keras_initlab.comparison import run_comparison
+    from test_compare import runs_of, write_spec
+
+    spec = write_spec(tmp_path, seeds=[0], epochs=30, subset={"train": 4000, "val": 200})
+    watch = EpochWatch()
+
+    def kill_the_worker_after_its_first_epoch():
+        watch.first_epoch.wait(timeout=300)
+        (pid,) = unit_workers()
+        os.kill(pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_worker_after_its_first_epoch)
+    killer.start()
+    outcome = run_comparison(spec, tracking_uri=f"sqlite:///{tmp_path / 'k.db'}", ray="local", progress=watch)
+    killer.join()
+    assert not outcome.failures
+    restarts = [line for line in watch.lines if "epoch 1/30" in line]
+    assert len(restarts) == 2, watch.lines  # the unit trained again from its first epoch, in a new worker
+    client = MlflowClient(outcome.tracking_uri)
+    (parent,), children = runs_of(client, "tiny")
+    assert sorted(run.data.tags["initlab.run_key"] for run in children) == ["nielsen-default/seed=0",
+                                                                           "nielsen-large/seed=0"]
+    for run in children:  # each once, whole
+        assert run.info.status == "FINISHED"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == list(range(1, 31))
+
+
+def test_on_a_head_node_ctrl_c_kills_the_runs_in_flight_and_resume_finishes_them(head_node, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from test_compare import runs_of, write_spec
+
+    spec = write_spec(tmp_path, seeds=[0, 1], epochs=30, subset={"train": 4000, "val": 200})
+    uri = f"sqlite:///{tmp_path / 'c.db'}"
+    command = [str(Path(sys.executable).with_name("initlab")), "compare", str(spec), "--tracking-uri", uri,
+               "--ray", f"127.0.0.1:{head_node}"]
+    driver = subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in driver.stderr:
+        if "epoch 1/30" in line:
+            break
+    driver.send_signal(signal.SIGINT)  # Ctrl-C, to the driver
+    driver.communicate(timeout=120)
+    assert driver.returncode != 0
+    client = MlflowClient(uri)
+    (parent,), children = runs_of(client, "tiny")
+    assert parent.info.status == "KILLED"
+    assert children and {run.info.status for run in children} == {"KILLED"}  # written by the workers, as here
+    epochs = [len(client.get_metric_history(run.info.run_id, "val_accuracy")) for run in children]
+    assert max(epochs) >= 1, epochs  # a unit that had reported an epoch kept it (one still starting has none)
+
+    resumed = subprocess.run(command + ["--resume"], env=ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    (parent,), children = runs_of(client, "tiny")
+    assert parent.info.status == "FINISHED"
+    assert sorted(run.data.tags["initlab.run_key"] for run in children) == sorted(
+        f"{scheme}/seed={seed}" for scheme in ("nielsen-default", "nielsen-large") for seed in (0, 1))
+    assert {run.info.status for run in children} == {"FINISHED"}
