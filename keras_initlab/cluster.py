@@ -25,6 +25,7 @@ False
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import sys
@@ -100,9 +101,10 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Cluster:
 
     try:
         if kind == "local":
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)  # the command's own lines only: not Ray's start-up notices
         else:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as e:
         raise ClusterUnavailableError(f"cannot connect to the Ray cluster at {address}: {e}") from None
     return Cluster(address, _is_remote(kind), dict(ray.cluster_resources()))
