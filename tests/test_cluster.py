@@ -100,10 +100,10 @@ def test_a_local_instance_listens_on_loopback_only_and_runs_tasks():
     assert facts == "False 2.0 0"  # this machine only; its workers inherit the loopback setting
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head_node():
-    """A Ray head node on 127.0.0.1:PORT, in a session of its own; stopped by killing that session's processes
-    (``ray stop --force`` would stop every Ray of this user on the machine)."""
+    """A Ray head node on 127.0.0.1:PORT, in a session of its own, for this module's tests; stopped by killing that
+    session's processes (``ray stop --force`` would stop every Ray of this user on the machine)."""
     port = free_port()
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
     env = {**ENV, LOOPBACK_VARIABLE: "0"}
