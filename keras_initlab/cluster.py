@@ -166,18 +166,3 @@ def check_store_reachable(uri: str, cluster: Cluster) -> None:
             "(tracking/serve.sh on a host of the cluster) and pass --tracking-uri http://HOST:PORT."
         )
 
-
-class EpochLog:
-    """What a comparison's units of work report while they train, collected for the driver (a Ray actor, made with
-    ``ray.remote(num_cpus=0)(EpochLog)``: it takes no CPU from training). Workers `add` events without waiting for
-    them; the driver `drain` s them every half second."""
-
-    def __init__(self):
-        self.events: list = []
-
-    def add(self, event) -> None:
-        self.events.append(event)
-
-    def drain(self) -> list:
-        events, self.events = self.events, []
-        return events

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from keras_initlab.backend import require_tensorflow
-from keras_initlab.cluster import EpochLog, check_store_reachable, connect, disconnect
+from keras_initlab.cluster import check_store_reachable, connect, disconnect
 from keras_initlab.checks import one_line
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.diagnostics import diagnose
@@ -680,7 +680,7 @@ class EpochMetricsLogger(keras.callbacks.Callback):
 
 def _train_group(
     builder: ModelBuilder, group: list[Run], models: list[keras.Model], children: list[ChildRun], bar: _Progress,
-    writer: TrackingWriter, initial: Future | None = None,
+    writer: TrackingWriter, initial: Future | None = None, lanes: int | None = None,
 ) -> dict[str, str]:
     """Trains one group of runs and hands each, ended, to ``writer``; returns ``{run_key: failure}``.
 
@@ -689,7 +689,8 @@ def _train_group(
     ``.keras`` file holds the optimizer's state). A run that fails is ended FAILED with the reason;
     an interrupt ends the group's runs KILLED, with the epochs that did complete. ``initial``: the
     step-0 diagnostics being made while the group trains (`_diagnose_copies`), recorded before the
-    runs are handed over (after an interrupt, only if they are done).
+    runs are handed over (after an interrupt, only if they are done). ``lanes``: `train_stacked`'s (default: a
+    lane per core).
     """
     spec, data = builder.spec, builder.data
     loggers = [EpochMetricsLogger(child) for child in children]
@@ -700,7 +701,7 @@ def _train_group(
         try:
             if spec.stacks:  # one model alone is trained by `train` inside train_stacked
                 outcomes = train_stacked(models, data, callbacks=callbacks, learning_rate=spec.learning_rate,
-                                         seed=[run.seed for run in group], **common)
+                                         seed=[run.seed for run in group], lanes=lanes, **common)
             else:
                 (model,) = models
                 optimizer, loss = spec.build_optimizer(), builder.loss(model)
@@ -783,19 +784,21 @@ def _train_on_ray(spec: ComparisonSpec, data: Dataset, units: list[list[Run]], w
     writes its runs KILLED with the epochs they finished, as `_train_group` does here) and waited for up to
     `CANCEL_GRACE` seconds; on any other error, and after that, the tasks left are stopped."""
     import ray
+    from ray.util.queue import Queue
 
-    log = ray.remote(num_cpus=0)(EpochLog).remote()
+    epochs = Queue(actor_options={"num_cpus": 0})  # Ray's own actor: takes no CPU, and imports nothing of ours
     data_ref = ray.put(data)
     tracker = writer.wait()
     gpus = 1 if spec.device == "gpu" else 0
     task = ray.remote(_train_unit).options(num_cpus=1, num_gpus=gpus, max_retries=UNIT_RETRIES)
     pending = {task.remote(spec, data_ref, [run.key for run in unit], tracker.uri, experiment, tracker.parent_id, shared,
-                           histograms, log, i): unit for i, unit in enumerate(units)}
+                           histograms, epochs, i): unit for i, unit in enumerate(units)}
     curves, failures = {}, {}
     try:
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
-            for index, epoch, logs in ray.get(log.drain.remote()):
+            waiting = epochs.qsize()
+            for index, epoch, logs in epochs.get_nowait_batch(waiting) if waiting else []:
                 bar.report(units[index], epoch, logs)
             for ref in ready:
                 unit = pending.pop(ref)
@@ -823,11 +826,13 @@ def _train_on_ray(spec: ComparisonSpec, data: Dataset, units: list[list[Run]], w
 
 
 def _train_unit(spec: ComparisonSpec, data: Dataset, keys: list[str], uri: str, experiment: str, parent_id: str,
-                shared: dict, histograms: bool, log, index: int) -> dict:
+                shared: dict, histograms: bool, epochs, index: int) -> dict:
     """One unit of work on a Ray worker: builds its runs' models, diagnoses them, trains them and writes each as a
     child run of ``parent_id`` (child runs of these keys left by an earlier attempt are replaced). Epochs are
-    reported to ``log`` (`keras_initlab.cluster.EpochLog`) as ``(index, epoch, logs)``. Returns
+    put on ``epochs`` (a `ray.util.queue.Queue` the driver drains) as ``(index, epoch, logs)``. Returns
     ``{run key: (status, failure or None, val_accuracy curve)}``."""
+    import ray
+
     builder = ModelBuilder(spec, data)
     runs = {run.key: run for run in spec.runs()}
     group = [runs[key] for key in keys]
@@ -836,8 +841,9 @@ def _train_unit(spec: ComparisonSpec, data: Dataset, keys: list[str], uri: str, 
         writer.submit(lambda tracker: tracker.join_parent(parent_id, keys))
         models, children, steps = _prepare(builder, shared, group)
         _record_initial(children, _initial_diagnostics(builder, group, models, steps, histograms))
-        bar = _EpochReporter(log, index, len(group), spec.epochs, [writer.raise_if_lost])
-        failures = _train_group(builder, group, models, children, bar, writer)
+        bar = _EpochReporter(epochs, index, len(group), spec.epochs, [writer.raise_if_lost])
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)  # a lane per CPU it was given
+        failures = _train_group(builder, group, models, children, bar, writer, lanes=max(1, int(cpus)))
         writer.wait()
     finally:
         writer.close()
@@ -845,12 +851,15 @@ def _train_unit(spec: ComparisonSpec, data: Dataset, keys: list[str], uri: str, 
 
 
 class _EpochReporter(_Progress):
-    """A unit's progress on a worker: every epoch, with the logs of its last run, to the driver's `EpochLog`."""
+    """A unit's progress on a worker: every epoch, with the logs of its last run, onto the driver's queue."""
 
-    def __init__(self, log, index: int, runs: int, epochs: int, checks):
+    def __init__(self, queue, index: int, runs: int, epochs: int, checks):
         super().__init__(None, runs, epochs, checks)
-        self.log, self.index = log, index
+        self.queue, self.index = queue, index
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        self.log.add.remote((self.index, epoch, {key: float(value) for key, value in (logs or {}).items()}))
+        event = (self.index, epoch, {key: float(value) for key, value in (logs or {}).items()})
+        # Sent without waiting for it: a task waiting on Ray (`Queue.put_nowait` does) lends its CPU back to the
+        # scheduler, which would start another unit, and a worker importing TensorFlow, on it meanwhile.
+        self.queue.actor.put_nowait.remote(event)

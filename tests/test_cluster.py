@@ -1,8 +1,9 @@
 """Connecting to Ray (`keras_initlab.cluster`) with a real Ray: a local instance and a head node this test starts,
-both on 127.0.0.1 only; an address where nothing answers; Ray imported only by `connect`.
+both on 127.0.0.1 only; an address where nothing answers.
 
-Every Ray here runs in a process of its own (Ray reads its loopback setting once, when imported) with
-``RAY_AUTH_MODE=disabled`` (Ray 2.60 turns token authentication on for a new cluster and would write
+The tests connect this process to Ray with `connect`, which sets Ray's loopback setting before Ray is imported
+(Ray reads it once); the head node and the Ctrl-C test's command are processes of their own. Everything runs
+with ``RAY_AUTH_MODE=disabled`` (Ray 2.60 turns token authentication on for a new cluster and would write
 ``~/.ray/auth_token``)."""
 
 import contextlib
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from keras_initlab.cluster import (
-    LOOPBACK_VARIABLE, Cluster, ClusterUnavailableError, check_store_reachable, parse_address,
+    LOOPBACK_VARIABLE, PROBE_TIMEOUT, Cluster, ClusterUnavailableError, check_store_reachable, connect, disconnect,
+    parse_address,
 )
 
 ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -28,23 +30,25 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"
 LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
 """127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp and tcp6 write them."""
 
-LISTENING = (
-    "def listening():\n"
-    "    found = set()\n"
-    "    for table in ('/proc/net/tcp', '/proc/net/tcp6'):\n"
-    "        for line in open(table).readlines()[1:]:\n"
-    "            fields = line.split()\n"
-    "            if fields[3] == '0A':\n"
-    "                found.add(fields[1])\n"
-    "    return found\n"
-)
-"""Source of ``listening()``: the machine's listening sockets, ``ADDRESS:PORT`` in /proc's hexadecimal."""
+def listening() -> set[str]:
+    """The machine's listening TCP sockets, ``ADDRESS:PORT`` as /proc/net/tcp and tcp6 write them (hexadecimal)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                found.add(fields[1])
+    return found
 
 
-def python(code: str, *args: str, timeout: int = 300) -> list[str]:
-    done = subprocess.run([sys.executable, "-c", code, *args], env=ENV, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout.splitlines()
+def on_loopback(sockets: set[str]) -> bool:
+    return {address.split(":")[0] for address in sockets} <= LOOPBACK
+
+
+def ray_env(monkeypatch) -> None:
+    """This process's Ray: no token authentication, no usage statistics (as `ENV`)."""
+    for key in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
+        monkeypatch.setenv(key, ENV[key])
 
 
 def free_port() -> int:
@@ -66,45 +70,24 @@ def test_addresses_are_checked_before_anything_starts():
         parse_address(6379)
 
 
-def test_ray_is_imported_by_connect_alone_and_a_silent_address_fails_before_it():
+def test_an_address_where_nothing_answers_is_refused_within_seconds_before_ray_starts():
     port = free_port()  # nothing listens there
-    code = (
-        "import sys, keras_initlab, keras_initlab.cluster as cluster; print('ray' in sys.modules)\n"
-        "try:\n"
-        "    cluster.connect(sys.argv[1])\n"
-        "except cluster.ClusterUnavailableError as e:\n"
-        "    print(e)\n"
-        "print('ray' in sys.modules)\n"
-    )
-    imported, error, imported_after = python(code, f"127.0.0.1:{port}")
-    assert imported == "False"
-    assert error.startswith(f"no Ray cluster answers at 127.0.0.1:{port} (ConnectionRefusedError")
-    assert "ray start --head" in error
-    assert imported_after == "False"  # refused by the TCP probe: Ray's own minutes of retries never started
-
-
-def test_a_local_instance_listens_on_loopback_only_and_runs_tasks():
-    code = LISTENING + (
-        "import os, keras_initlab.cluster as cluster\n"
-        "before = listening()\n"
-        "c = cluster.connect('local', num_cpus=2)\n"
-        "import ray\n"
-        "seen = ray.get(ray.remote(lambda: os.environ.get(cluster.LOOPBACK_VARIABLE)).remote())\n"
-        "print(sorted(listening() - before)); print(c.remote, c.resources['CPU'], seen)\n"
-        "ray.shutdown()\n"
-    )
-    opened, facts = python(code)
-    opened = eval(opened)
-    assert opened, "a Ray instance listens somewhere"
-    assert {address.split(":")[0] for address in opened} <= LOOPBACK, opened
-    assert facts == "False 2.0 0"  # this machine only; its workers inherit the loopback setting
+    started = time.perf_counter()
+    with pytest.raises(ClusterUnavailableError) as refused:
+        connect(f"127.0.0.1:{port}")
+    assert time.perf_counter() - started < PROBE_TIMEOUT
+    # The TCP probe's message: Ray's own connection attempts (minutes of retries) never started.
+    assert str(refused.value).startswith(f"no Ray cluster answers at 127.0.0.1:{port} (ConnectionRefusedError")
+    assert "ray start --head" in str(refused.value)
 
 
 @pytest.fixture(scope="module")
 def head_node():
     """A Ray head node on 127.0.0.1:PORT, in a session of its own, for this module's tests; stopped by killing that
-    session's processes (``ray stop --force`` would stop every Ray of this user on the machine)."""
+    session's processes (``ray stop --force`` would stop every Ray of this user on the machine). Yields the port and
+    the sockets the head node opened."""
     port = free_port()
+    before = listening()
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
     env = {**ENV, LOOPBACK_VARIABLE: "0"}
     ray = Path(sys.executable).with_name("ray")
@@ -116,7 +99,7 @@ def head_node():
     output, _ = start.communicate(timeout=180)
     assert start.returncode == 0, output
     try:
-        yield port
+        yield port, listening() - before
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             try:
@@ -127,19 +110,18 @@ def head_node():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_a_head_node_on_loopback_is_this_machine(head_node):
-    code = LISTENING + (
-        "import sys, keras_initlab.cluster as cluster\n"
-        "c = cluster.connect(sys.argv[1])\n"
-        "import ray\n"
-        "print(c.remote, c.resources['CPU'], ray.get(ray.remote(lambda: 6 * 7).remote()))\n"
-        "print(all(address.split(':')[0] in sys.argv[2].split(',') for address in listening() if address.endswith(\n"
-        "    ':%04X' % int(sys.argv[1].split(':')[1]))))\n"
-        "ray.shutdown()\n"
-    )
-    facts, gcs_on_loopback = python(code, f"127.0.0.1:{head_node}", ",".join(LOOPBACK))
-    assert facts == "False 2.0 42"
-    assert gcs_on_loopback == "True"
+def test_a_head_node_on_loopback_is_this_machine(head_node, monkeypatch):
+    port, opened = head_node
+    assert any(address.endswith(f":{port:04X}") for address in opened) and on_loopback(opened), opened
+    ray_env(monkeypatch)
+    cluster = connect(f"127.0.0.1:{port}")
+    try:
+        import ray
+
+        assert (cluster.remote, cluster.resources["CPU"]) == (False, 2.0)
+        assert ray.get(ray.remote(lambda: 6 * 7).remote()) == 42
+    finally:
+        disconnect()
 
 
 def test_a_store_on_this_disk_is_refused_for_a_cluster_of_other_machines(tmp_path):
@@ -152,8 +134,7 @@ def test_a_store_on_this_disk_is_refused_for_a_cluster_of_other_machines(tmp_pat
 
 
 def test_a_comparison_on_a_local_ray_instance_gives_the_runs_and_curves_it_gives_here(tmp_path, monkeypatch):
-    for key in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
-        monkeypatch.setenv(key, ENV[key])
+    ray_env(monkeypatch)
     from mlflow.tracking import MlflowClient
 
     from keras_initlab.comparison import run_comparison
@@ -206,25 +187,30 @@ def unit_workers() -> list[int]:
 
 
 def test_a_worker_killed_mid_unit_is_retried_and_each_run_is_written_once(tmp_path, monkeypatch):
-    for key in ("RAY_AUTH_MODE", "RAY_USAGE_STATS_ENABLED"):
-        monkeypatch.setenv(key, ENV[key])
+    """Also: the local instance listens on 127.0.0.1 alone, and its workers inherit the loopback setting."""
+    ray_env(monkeypatch)
     from mlflow.tracking import MlflowClient
 
     from keras_initlab.comparison import run_comparison
     from test_compare import runs_of, write_spec
 
     spec = write_spec(tmp_path, seeds=[0], epochs=30, subset={"train": 4000, "val": 200})
-    watch = EpochWatch()
+    watch, seen = EpochWatch(), {}
+    before = listening()
 
     def kill_the_worker_after_its_first_epoch():
         watch.first_epoch.wait(timeout=300)
         (pid,) = unit_workers()
+        seen["opened"] = listening() - before
+        seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         os.kill(pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_the_worker_after_its_first_epoch)
     killer.start()
     outcome = run_comparison(spec, tracking_uri=f"sqlite:///{tmp_path / 'k.db'}", ray="local", progress=watch)
     killer.join()
+    assert seen["opened"] and on_loopback(seen["opened"]), seen["opened"]
+    assert f"{LOOPBACK_VARIABLE}=0".encode() in seen["environ"]
     assert not outcome.failures
     restarts = [line for line in watch.lines if "epoch 1/30" in line]
     assert len(restarts) == 2, watch.lines  # the unit trained again from its first epoch, in a new worker
@@ -242,10 +228,11 @@ def test_on_a_head_node_ctrl_c_kills_the_runs_in_flight_and_resume_finishes_them
 
     from test_compare import runs_of, write_spec
 
+    port, _ = head_node
     spec = write_spec(tmp_path, seeds=[0, 1], epochs=30, subset={"train": 4000, "val": 200})
     uri = f"sqlite:///{tmp_path / 'c.db'}"
     command = [str(Path(sys.executable).with_name("initlab")), "compare", str(spec), "--tracking-uri", uri,
-               "--ray", f"127.0.0.1:{head_node}"]
+               "--ray", f"127.0.0.1:{port}"]
     driver = subprocess.Popen(command, env=ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in driver.stderr:
         if "epoch 1/30" in line:

@@ -115,3 +115,5 @@ def test_plotting_tracking_and_cluster_libraries_are_imported_lazily():
     assert users == {"plots"}  # every figure is drawn one way, in one module
     users = {name for name, tree in modules().items() if any(n.split(".")[0] == "mlflow" for n in imported(tree))}
     assert users == {"tracking"}
+    users = {name for name, tree in modules().items() if any(n.split(".")[0] == "ray" for n in imported(tree))}
+    assert users == {"cluster", "comparison"}  # connecting; a comparison's units as tasks
