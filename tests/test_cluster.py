@@ -133,34 +133,6 @@ def test_a_store_on_this_disk_is_refused_for_a_cluster_of_other_machines(tmp_pat
     check_store_reachable("http://127.0.0.1:5000", elsewhere)
 
 
-def test_a_comparison_on_a_local_ray_instance_gives_the_runs_and_curves_it_gives_here(tmp_path, monkeypatch):
-    ray_env(monkeypatch)
-    from mlflow.tracking import MlflowClient
-
-    from keras_initlab.comparison import run_comparison
-    from test_compare import runs_of, write_spec
-
-    spec = write_spec(tmp_path, seeds=[0, 1], epochs=2)
-    outcomes = {where: run_comparison(spec, tracking_uri=f"sqlite:///{tmp_path / where}.db",
-                                      ray="local" if where == "ray" else None) for where in ("here", "ray")}
-    children = {}
-    for where, outcome in outcomes.items():
-        assert not outcome.failures
-        client = MlflowClient(outcome.tracking_uri)
-        (parent,), runs = runs_of(client, "tiny")
-        assert parent.info.status == "FINISHED" and {run.info.status for run in runs} == {"FINISHED"}
-        children[where] = {run.data.tags["initlab.run_key"]: (run.data.params, {
-            key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
-            for key in ("val_loss", "val_accuracy", "train_loss")}) for run in runs}
-    assert sorted(children["ray"]) == sorted(children["here"]) and len(children["here"]) == 4
-    for key, (params, curves) in children["here"].items():
-        ray_params, ray_curves = children["ray"][key]
-        assert ray_params == params
-        for metric, values in curves.items():
-            assert ray_curves[metric] == pytest.approx(values, rel=1e-5), (key, metric)
-    assert outcomes["ray"].summary == outcomes["here"].summary
-
-
 class EpochWatch:
     """A progress stream that remembers the lines and tells when the first epoch is reported."""
 
@@ -186,41 +158,57 @@ def unit_workers() -> list[int]:
     return pids
 
 
-def test_a_worker_killed_mid_unit_is_retried_and_each_run_is_written_once(tmp_path, monkeypatch):
-    """Also: the local instance listens on 127.0.0.1 alone, and its workers inherit the loopback setting."""
-    ray_env(monkeypatch)
+def children_of(outcome) -> dict:
+    """``{run key: (status, params, {metric: values by step})}`` of a comparison's child runs."""
     from mlflow.tracking import MlflowClient
 
-    from keras_initlab.comparison import run_comparison
-    from test_compare import runs_of, write_spec
+    from test_compare import runs_of
 
-    spec = write_spec(tmp_path, seeds=[0], epochs=30, subset={"train": 4000, "val": 200})
+    client = MlflowClient(outcome.tracking_uri)
+    (parent,), runs = runs_of(client, "tiny")
+    assert parent.info.status == "FINISHED"
+    return {run.data.tags["initlab.run_key"]: (run.info.status, run.data.params, {
+        key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+        for key in ("val_loss", "val_accuracy", "train_loss")}) for run in runs}
+
+
+def test_on_a_local_instance_a_killed_worker_is_retried_and_the_runs_are_those_made_here(tmp_path, monkeypatch):
+    """One comparison on a local Ray instance, a worker killed mid-unit: Ray runs its unit again, each run is
+    written once, whole, with the params and curves the same comparison gives here. Also: the instance listens on
+    127.0.0.1 alone, and its workers inherit the loopback setting."""
+    ray_env(monkeypatch)
+    from keras_initlab.comparison import run_comparison
+    from test_compare import write_spec
+
+    spec = write_spec(tmp_path, seeds=[0, 1], epochs=30, subset={"train": 4000, "val": 200})
     watch, seen = EpochWatch(), {}
     before = listening()
 
-    def kill_the_worker_after_its_first_epoch():
+    def kill_a_worker_after_the_first_epoch():
         watch.first_epoch.wait(timeout=300)
-        (pid,) = unit_workers()
+        pid = unit_workers()[0]
         seen["opened"] = listening() - before
         seen["environ"] = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         os.kill(pid, signal.SIGKILL)
 
-    killer = threading.Thread(target=kill_the_worker_after_its_first_epoch)
+    killer = threading.Thread(target=kill_a_worker_after_the_first_epoch)
     killer.start()
-    outcome = run_comparison(spec, tracking_uri=f"sqlite:///{tmp_path / 'k.db'}", ray="local", progress=watch)
+    on_ray = run_comparison(spec, tracking_uri=f"sqlite:///{tmp_path / 'ray.db'}", ray="local", progress=watch)
     killer.join()
     assert seen["opened"] and on_loopback(seen["opened"]), seen["opened"]
     assert f"{LOOPBACK_VARIABLE}=0".encode() in seen["environ"]
-    assert not outcome.failures
-    restarts = [line for line in watch.lines if "epoch 1/30" in line]
-    assert len(restarts) == 2, watch.lines  # the unit trained again from its first epoch, in a new worker
-    client = MlflowClient(outcome.tracking_uri)
-    (parent,), children = runs_of(client, "tiny")
-    assert sorted(run.data.tags["initlab.run_key"] for run in children) == ["nielsen-default/seed=0",
-                                                                           "nielsen-large/seed=0"]
-    for run in children:  # each once, whole
-        assert run.info.status == "FINISHED"
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == list(range(1, 31))
+    assert not on_ray.failures  # the killed unit was run again: Ray's retry
+    here = run_comparison(spec, tracking_uri=f"sqlite:///{tmp_path / 'here.db'}")
+    runs = {"here": children_of(here), "ray": children_of(on_ray)}
+    assert sorted(runs["ray"]) == sorted(runs["here"]) == sorted(
+        f"{scheme}/seed={seed}" for scheme in ("nielsen-default", "nielsen-large") for seed in (0, 1))  # each once
+    for key, (status, params, curves) in runs["here"].items():
+        ray_status, ray_params, ray_curves = runs["ray"][key]
+        assert status == ray_status == "FINISHED" and ray_params == params
+        for metric, values in curves.items():
+            assert len(ray_curves[metric]) == 30  # whole: every epoch once
+            assert ray_curves[metric] == pytest.approx(values, rel=1e-5), (key, metric)
+    assert on_ray.summary == here.summary
 
 
 def test_on_a_head_node_ctrl_c_kills_the_runs_in_flight_and_resume_finishes_them(head_node, tmp_path):
