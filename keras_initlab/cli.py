@@ -12,7 +12,7 @@ from pathlib import Path
 
 from keras_initlab import initializers
 from keras_initlab.backend import BackendError
-from keras_initlab.cluster import ClusterUnavailableError
+from keras_initlab.cluster import ClusterUnavailableError, parse_address
 from keras_initlab.comparison import diagnose_spec, run_comparison
 from keras_initlab.report import to_markdown
 from keras_initlab.schemes import list_schemes
@@ -20,6 +20,15 @@ from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.tracking import (
     TrackingLostError, TrackingUnavailableError, quiet_store_logging, ui_command, ui_url,
 )
+
+
+def _ray_address(address: str) -> str:
+    """``--ray``'s address, checked (`keras_initlab.cluster.parse_address`) before anything starts."""
+    try:
+        parse_address(address)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("Argument `address`", "ADDRESS")) from None
+    return address
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--epochs", type=int, help="override the spec's epochs")
     compare.add_argument("--resume", action="store_true", help="re-open the last parent run of this spec; train only unfinished runs")
     compare.add_argument("--no-stack", dest="stack", action="store_false", help="train one model at a time")
-    compare.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+    compare.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", type=_ray_address,
                          help="run the work on Ray: a local instance (no ADDRESS), or the cluster at ADDRESS "
                               "(auto, HOST:PORT, ray://HOST:PORT); needs pip install 'keras-initlab[ray]'")
     compare.add_argument("--histograms", action="store_true",

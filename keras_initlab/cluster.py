@@ -25,6 +25,7 @@ False
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import socket
@@ -84,10 +85,13 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Cluster:
 
     Raises:
         ValueError, TypeError: a malformed address (`parse_address`), or ``num_cpus`` with an existing cluster.
-        ClusterUnavailableError: nothing answers at the address within `PROBE_TIMEOUT` seconds, Ray refuses the
-            connection, or Ray was imported before with 127.0.0.1 rewritten (loopback could not be kept).
+        ClusterUnavailableError: Ray is not installed, nothing answers at the address within `PROBE_TIMEOUT`
+            seconds, Ray refuses the connection, or Ray was imported before with 127.0.0.1 rewritten (loopback
+            could not be kept).
     """
     kind, host, port = parse_address(address)
+    if importlib.util.find_spec("ray") is None:
+        raise ClusterUnavailableError("Ray is not installed here: pip install 'keras-initlab[ray]'")
     if num_cpus is not None and kind != "local":
         raise ValueError(f"Argument `num_cpus` applies to a local instance only. Received: num_cpus={num_cpus!r} "
                          f"with address={address!r}")

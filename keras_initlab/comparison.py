@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from keras_initlab.backend import require_tensorflow
-from keras_initlab.cluster import check_store_reachable, connect, disconnect
+from keras_initlab.cluster import Cluster, check_store_reachable, connect, disconnect, parse_address
 from keras_initlab.checks import one_line
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.diagnostics import diagnose
@@ -484,6 +484,12 @@ def run_comparison(
     both at a lower priority than training, which gets the GIL back quickly
     (`keras_initlab.tracking.quick_gil_handoff`).
 
+    With ``ray`` (``"local"``, ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"``, see
+    `keras_initlab.cluster`), the runs train as Ray tasks instead: one per seed's stacked group (or
+    per run where stacking does not apply), each on one CPU (and one GPU for ``device: gpu``); the
+    workers write their child runs, this process the parent run, the progress line and the summary.
+    Needs ``pip install 'keras-initlab[ray]'``.
+
     A run that fails (an exception, a non-finite loss) is marked FAILED with the
     reason and the others go on; ``resume`` re-opens the latest parent run of the
     same spec and trains only the runs not FINISHED there. An interrupt
@@ -503,8 +509,12 @@ def run_comparison(
         TrackingUnavailableError: when the store cannot be opened or a server does not answer,
             before any run exists; `TrackingLostError` when it stops working during the comparison
             (finished runs are kept as pending records, written by ``resume``).
+        ClusterUnavailableError: with ``ray``: Ray is not installed, no cluster answers at the address, or its
+            workers could not reach the store; before any run exists.
     """
     require_tensorflow("initlab compare")
+    if ray is not None:
+        parse_address(ray)  # a malformed address before any work
     if isinstance(spec, (str, os.PathLike)):
         spec, spec_file = ComparisonSpec.from_file(spec), spec if spec_file is None else spec_file
     elif not isinstance(spec, ComparisonSpec):
@@ -515,13 +525,7 @@ def run_comparison(
     device = resolve_spec_device(spec)
     data = load_spec_data(spec)
     builder = check_spec_fits(spec, data, device)
-    cluster = None
-    if ray is not None:  # before any run exists: an address where nothing answers, a store the workers cannot reach
-        cluster = connect(ray)
-        check_store_reachable(uri, cluster)
-        if spec.device == "gpu" and not cluster.resources.get("GPU"):  # a task asking for one would wait forever
-            disconnect()
-            raise SpecError(f"device: 'gpu', but the Ray cluster at {ray} has no GPU; use auto or cpu, or one with GPUs")
+    cluster = None if ray is None else _connect(ray, uri, spec)
     # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
     with http_limits(), quick_gil_handoff(), _Interrupts() as interrupts, ThreadPoolExecutor(
         1, thread_name_prefix="initlab-prepare", initializer=lower_thread_priority
@@ -765,6 +769,27 @@ UNIT_RETRIES = 3
 
 CANCEL_GRACE = 30.0
 """Seconds the units in flight get after Ctrl-C to write their runs KILLED (with the epochs they finished)."""
+
+
+def _connect(address: str, uri: str, spec: ComparisonSpec) -> Cluster:
+    """Connects to the Ray cluster at ``address`` (`keras_initlab.cluster.connect`), before any run exists, and
+    checks that its workers can do the work: reach the store ``uri``, and have a GPU if ``spec`` asks for one (a task
+    asking for a GPU that no node has would wait forever). Disconnects again when they cannot.
+
+    Raises:
+        ClusterUnavailableError: no cluster answers there, or its workers cannot reach the store.
+        SpecError: ``device: gpu`` and the cluster has no GPU.
+    """
+    cluster = connect(address)
+    try:
+        check_store_reachable(uri, cluster)
+        if spec.device == "gpu" and not cluster.resources.get("GPU"):
+            raise SpecError(f"device: 'gpu', but the Ray cluster at {address} has no GPU; use auto or cpu, or one "
+                            "with GPUs")
+    except Exception:
+        disconnect()
+        raise
+    return cluster
 
 
 def _units(runs: list[Run], stack: bool) -> list[list[Run]]:

@@ -70,6 +70,16 @@ def test_addresses_are_checked_before_anything_starts():
         parse_address(6379)
 
 
+def test_the_command_refuses_a_malformed_address_before_it_starts(tmp_path, capsys):
+    from keras_initlab.cli import main
+
+    with pytest.raises(SystemExit) as refused:
+        main(["compare", str(tmp_path / "none.yaml"), "--ray", "head"])
+    assert refused.value.code == 2
+    assert "argument --ray: ADDRESS must be local, auto, HOST:PORT or ray://HOST:PORT" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # no store, nothing
+
+
 def test_an_address_where_nothing_answers_is_refused_within_seconds_before_ray_starts():
     port = free_port()  # nothing listens there
     started = time.perf_counter()
@@ -79,6 +89,12 @@ def test_an_address_where_nothing_answers_is_refused_within_seconds_before_ray_s
     # The TCP probe's message: Ray's own connection attempts (minutes of retries) never started.
     assert str(refused.value).startswith(f"no Ray cluster answers at 127.0.0.1:{port} (ConnectionRefusedError")
     assert "ray start --head" in str(refused.value)
+
+
+def test_without_ray_installed_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what importlib finds for a package that is not installed
+    with pytest.raises(ClusterUnavailableError, match=r"Ray is not installed here: pip install 'keras-initlab\[ray\]'"):
+        connect("local")
 
 
 @pytest.fixture(scope="module")
