@@ -858,6 +858,10 @@ def _train_unit(spec: ComparisonSpec, data: Dataset, keys: list[str], uri: str, 
     ``{run key: (status, failure or None, val_accuracy curve)}``."""
     import ray
 
+    # Ray stops a unit on Ctrl-C with `_thread.interrupt_main`, which does nothing where SIGINT is ignored: a worker
+    # of a cluster started from a shell's background job (`ray start ... &`, nohup) inherits that.
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     builder = ModelBuilder(spec, data)
     runs = {run.key: run for run in spec.runs()}
     group = [runs[key] for key in keys]

@@ -107,8 +107,11 @@ def head_node():
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
     env = {**ENV, LOOPBACK_VARIABLE: "0"}
     ray = Path(sys.executable).with_name("ray")
+    # Started as from a shell's background job (`ray start ... &`): SIGINT ignored, which its workers inherit.
+    ignoring_sigint = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                       "os.execv(sys.argv[1], sys.argv[1:])"]
     start = subprocess.Popen(
-        [str(ray), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+        [*ignoring_sigint, str(ray), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
          "--disable-usage-stats", "--include-dashboard=false", "--temp-dir", folder],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
