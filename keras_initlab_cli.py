@@ -24,14 +24,20 @@ teardown after TensorFlow has loaded (freeing every module, TensorFlow's C++ des
 keeps nothing. By then every file and run is written: `keras_initlab.comparison.run_comparison` returns
 only after its threads are done. A command that raises (Ctrl-C, a bug) exits the usual way.
 
+``initlab serve`` needs none of the package but `keras_initlab.server` (the standard library only): it is
+imported alone, without the package's ``__init__``, and the process becomes MLflow's server in a second.
+
 ``python -m keras_initlab`` imports the package first and does none of this.
 """
 
+import importlib
+import importlib.util
 import logging
 import os
 import re
 import sys
 import tempfile
+import types
 from typing import NoReturn
 
 _CPP_LOG_LINE = re.compile(
@@ -66,7 +72,10 @@ def main() -> NoReturn:
 
 
 def _command() -> int:
-    """`keras_initlab.cli.main` on ``sys.argv``, imported quietly, with the writer process beside; its exit status."""
+    """`keras_initlab.cli.main` on ``sys.argv``, imported quietly, with the writer process beside; its exit status.
+    ``initlab serve`` does not need the package: `keras_initlab.server` alone, which becomes MLflow's server."""
+    if sys.argv[1:2] == ["serve"]:
+        return _module_alone("server").main(sys.argv[2:])
     writer = _start_writer(sys.argv[1:])
     try:
         if "TF_CPP_MIN_LOG_LEVEL" in os.environ:
@@ -84,6 +93,15 @@ def _command() -> int:
             for leftover in (store, store + ".partial") if store is not None else ():
                 if os.path.exists(leftover):
                     os.remove(leftover)
+
+
+def _module_alone(name: str):
+    """``keras_initlab.<name>`` imported under an empty ``keras_initlab`` package: without the package's
+    ``__init__``, which imports TensorFlow (for modules that import nothing else of the package)."""
+    package = types.ModuleType("keras_initlab")
+    package.__path__ = list(importlib.util.find_spec("keras_initlab").submodule_search_locations)
+    sys.modules["keras_initlab"] = package
+    return importlib.import_module(f"keras_initlab.{name}")
 
 
 def _exit_at_once(status: int) -> NoReturn:

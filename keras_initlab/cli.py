@@ -1,4 +1,5 @@
-"""The ``initlab`` command: ``initlab compare CONFIG``, ``initlab diagnose CONFIG``, ``initlab list``.
+"""The ``initlab`` command: ``initlab compare CONFIG``, ``initlab diagnose CONFIG``, ``initlab list``,
+``initlab spec NAME``, ``initlab serve`` (`keras_initlab.server`).
 
 >>> main(["list"])   # doctest: +SKIP
 """
@@ -10,16 +11,20 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from keras_initlab import initializers
+from keras_initlab import initializers, server
 from keras_initlab.backend import BackendError
 from keras_initlab.cluster import ClusterUnavailableError, parse_address
 from keras_initlab.comparison import diagnose_spec, run_comparison
 from keras_initlab.report import to_markdown
 from keras_initlab.schemes import list_schemes
-from keras_initlab.spec import ComparisonSpec, SpecError
+from keras_initlab.spec import ComparisonSpec, SpecError, builtin_spec_text, builtin_specs, spec_path
 from keras_initlab.tracking import (
     TrackingLostError, TrackingUnavailableError, quiet_store_logging, ui_command, ui_url,
 )
+
+
+CONFIG_HELP = ("a built-in spec's name (initlab list) or a spec file (.yaml/.yml/.json); a bare name is the built-in "
+               "spec (./NAME for a file of that name)")
 
 
 def _ray_address(address: str) -> str:
@@ -36,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     compare = commands.add_parser("compare", help="train every (scheme, seed) of a spec and track it in MLflow")
-    compare.add_argument("config", help="comparison spec (.yaml/.yml/.json)")
+    compare.add_argument("config", help=CONFIG_HELP)
     compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./tracking/mlflow.db)")
     compare.add_argument("--experiment", help="MLflow experiment name (default: the spec's name)")
     compare.add_argument("--seeds", type=int, nargs="+", help="override the spec's seeds")
@@ -51,16 +56,27 @@ def _parser() -> argparse.ArgumentParser:
                               "about 0.2 s of CPU per run)")
 
     diagnose = commands.add_parser("diagnose", help="per-layer statistics of every scheme of a spec at initialization")
-    diagnose.add_argument("config", help="comparison spec (.yaml/.yml/.json)")
+    diagnose.add_argument("config", help=CONFIG_HELP)
     diagnose.add_argument("--seed", type=int, help="model seed (default: the spec's first seed)")
     diagnose.add_argument("--out", help="folder for the figures (default: diagnostics/<spec name>)")
 
-    commands.add_parser("list", help="list the built-in schemes and initializers")
+    commands.add_parser("list", help="list the built-in specs, schemes and initializers")
+
+    spec = commands.add_parser("spec", help="print a built-in spec, to start one of your own from "
+                                            "(initlab spec nielsen > my.yaml)")
+    spec.add_argument("name", help="a built-in spec's name (initlab list)")
+
+    server.add_arguments(commands.add_parser(
+        "serve", help="start an MLflow tracking server with the project's defaults (127.0.0.1:5000, "
+                      "tracking/mlflow.db; a login to listen beyond this machine)"))
     return parser
 
 
 def _list(args: argparse.Namespace) -> int:
-    print("schemes (kernel, bias):")
+    print("specs (initlab compare NAME; initlab spec NAME prints one):")
+    for name, path in builtin_specs().items():
+        print(f"  {name:<18} {_summary(path)}")
+    print("\nschemes (kernel, bias):")
     for name, description in list_schemes().items():
         print(f"  {name:<18} {description}")
     print("\ninitializers (keras_initlab>NAME):")
@@ -70,14 +86,26 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(spec_file: Path) -> str:
+    """A spec file's first comment line, without the ``#``."""
+    first = spec_file.read_text().splitlines()[0]
+    return first.lstrip("# ").strip() if first.startswith("#") else ""
+
+
+def _spec(args: argparse.Namespace) -> int:
+    print(builtin_spec_text(args.name), end="")
+    return 0
+
+
 def _compare(args: argparse.Namespace) -> int:
-    spec = ComparisonSpec.from_file(args.config)
+    config = spec_path(args.config)
+    spec = ComparisonSpec.from_file(config)
     overrides = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs)) if v is not None}
     if overrides:
         spec = spec.replace(**overrides)
     outcome = run_comparison(
         spec, args.tracking_uri, args.experiment, resume=args.resume, stack=args.stack,
-        progress=sys.stderr, spec_file=args.config, histograms=args.histograms, ray=args.ray,
+        progress=sys.stderr, spec_file=config, histograms=args.histograms, ray=args.ray,
     )
     if outcome.skipped:
         print(f"resumed: {len(outcome.skipped)} finished run(s) kept: {', '.join(outcome.skipped)}")
@@ -94,7 +122,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    spec = ComparisonSpec.from_file(args.config)
+    spec = ComparisonSpec.from_file(spec_path(args.config))
     out = Path(args.out if args.out is not None else Path("diagnostics") / spec.name)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -113,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     quiet_store_logging()
     try:
-        commands = {"list": _list, "compare": _compare, "diagnose": _diagnose}
+        commands = {"list": _list, "spec": _spec, "compare": _compare, "diagnose": _diagnose, "serve": server.start}
         return commands[args.command](args)
     except TrackingLostError as e:  # runs were under way: they failed, and --resume finishes them
         print(f"initlab {args.command}: {e}", file=sys.stderr)

@@ -167,6 +167,6 @@ def check_store_reachable(uri: str, cluster: Cluster) -> None:
         raise ClusterUnavailableError(
             f"the Ray cluster at {cluster.address} has nodes on other machines, whose workers log the child runs: "
             f"they cannot reach the store {uri} on this machine's disk. Start an MLflow server they can reach "
-            "(tracking/serve.sh on a host of the cluster) and pass --tracking-uri http://HOST:PORT."
+            "(initlab serve --host HOST on a host of the cluster, with a login) and pass --tracking-uri http://HOST:PORT."
         )
 

@@ -5,7 +5,7 @@ and tracks it (`keras_initlab.tracking`); `diagnose_spec` shows every scheme of 
 spec at initialization. Both need the TensorFlow backend (`keras_initlab.backend`).
 
 >>> from keras_initlab.spec import ComparisonSpec
->>> outcome = run_comparison(ComparisonSpec.from_file("scripts/configs/nielsen.yaml"))  # doctest: +SKIP
+>>> outcome = run_comparison("nielsen")  # a built-in spec (initlab list), or a spec file's path  # doctest: +SKIP
 >>> outcome.summary[0].final                                                            # doctest: +SKIP
 """
 
@@ -41,7 +41,9 @@ from keras_initlab.lsuv import LSUVStep, lsuv
 from keras_initlab.schemes import LSUV, Scheme
 from keras_initlab.plots import diagnose_with_histograms, plot_comparison, plot_preactivation_std_by_depth, to_png
 from keras_initlab.report import summarize, to_csv, to_markdown
-from keras_initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, Run, SchemeSpec, SpecError
+from keras_initlab.spec import (
+    ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, Run, SchemeSpec, SpecError, spec_path,
+)
 from keras_initlab.tracking import (
     ChildRun, ComparisonTracker, TrackingUnavailableError, TrackingWriter,
     check_reachable, check_writable, http_limits, initializer_param, lower_thread_priority, quick_gil_handoff,
@@ -247,7 +249,7 @@ def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | 
     scheme on one axis). An initializer whose variance the theory does not know
     is a `SpecError` naming the scheme.
 
-    >>> tables = diagnose_spec(ComparisonSpec.from_file("scripts/configs/deep-tanh.yaml"), "out")  # doctest: +SKIP
+    >>> tables = diagnose_spec(ComparisonSpec.from_file(spec_path("deep-tanh")), "out")  # doctest: +SKIP
     """
     require_tensorflow("initlab diagnose")
     seed = spec.seeds[0] if seed is None else seed
@@ -464,8 +466,9 @@ def run_comparison(
 ) -> ComparisonOutcome:
     """Trains every (scheme, seed) run of ``spec`` and tracks it in MLflow (see `keras_initlab.tracking`).
 
-    ``spec`` is a `ComparisonSpec`, a spec file's path, or a spec as a mapping (in Python,
-    ``model: {factory: build}`` may hold the factory function itself).
+    ``spec`` is a `ComparisonSpec`, a built-in spec's name (``"nielsen"``; `keras_initlab.spec.spec_path`), a
+    spec file's path, or a spec as a mapping (in Python, ``model: {factory: build}`` may hold the factory
+    function itself).
 
     For the MLP with plain SGD (`ComparisonSpec.stacks`) and ``stack``, all runs (up to one
     wave of `keras_initlab.training.train_stacked`'s groups at a time) train side by side
@@ -497,7 +500,7 @@ def run_comparison(
 
     Example:
 
-    >>> outcome = run_comparison("scripts/configs/nielsen.yaml")  # doctest: +SKIP
+    >>> outcome = run_comparison("nielsen")  # doctest: +SKIP
     >>> def build(scheme, input_shape, num_classes): ...         # a notebook's own model  # doctest: +SKIP
     >>> outcome = run_comparison({"name": "mine", "model": {"factory": build}, "schemes": ["he", "glorot"],
     ...                           "optimizer": "adam", "epochs": 5, "batch_size": 64})     # doctest: +SKIP
@@ -516,7 +519,8 @@ def run_comparison(
     if ray is not None:
         parse_address(ray)  # a malformed address before any work
     if isinstance(spec, (str, os.PathLike)):
-        spec, spec_file = ComparisonSpec.from_file(spec), spec if spec_file is None else spec_file
+        path = spec_path(spec)  # a built-in spec's name, or a file
+        spec, spec_file = ComparisonSpec.from_file(path), path if spec_file is None else spec_file
     elif not isinstance(spec, ComparisonSpec):
         spec = ComparisonSpec.from_dict(spec)
     uri = resolve_tracking_uri(tracking_uri)

@@ -13,7 +13,7 @@ calls it and checks what it returns.
 
 >>> model = build_mlp([784, 30, 10], scheme="nielsen-default", l2_lambda=5.0, n_train=8000, seed=0)
 >>> loss = default_loss(model)          # summed sigmoid cross-entropy
->>> build = load_factory("scripts/models/small_cnn.py:build")
+>>> build = load_factory("keras_initlab/examples/models/small_cnn.py:build")  # in a checkout
 >>> cnn = build_from_factory(build, Scheme("he", seed=0), input_shape=(28, 28, 1), num_classes=10)
 """
 

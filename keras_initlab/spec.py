@@ -1,6 +1,6 @@
 """Comparison specs: a YAML/JSON file describing a sweep of runs over schemes x seeds.
 
-Example (``scripts/configs/nielsen.yaml``)::
+Example (the built-in spec ``nielsen``: ``initlab spec nielsen``)::
 
     name: nielsen
     dataset: mnist-10k
@@ -32,6 +32,9 @@ plain SGD with ``learning_rate`` (giving both is an error). ``loss`` (a Keras lo
 config) is for factory models; their default is sparse categorical cross-entropy on the
 model's probabilities. The built-in models' loss follows their ``output``. ``lsuv_examples``
 (default `LSUV_EXAMPLES`) is the batch of the ``lsuv`` scheme: the first training examples.
+
+**Built-in specs** ship in the package (`BUILTIN_SPECS`; ``initlab list``) and are addressed by
+name: ``initlab compare nielsen`` (`spec_path` has the rule for a name and a file that could both match).
 
 A spec is small and bounded: at most `MAX_SPEC_BYTES`, no YAML aliases (a "billion laughs"
 file would expand to gigabytes), names of at most `MAX_NAME_LENGTH` characters (they become
@@ -97,6 +100,68 @@ class SpecError(ValueError):
 
 class SpecTypeError(SpecError, TypeError):
     """A spec value has the wrong type; the message starts with the key path."""
+
+
+BUILTIN_SPECS = Path(__file__).parent / "examples" / "specs"
+"""The folder of the built-in specs (``<name>.yaml``); their example model factory is in ``../models``."""
+
+_SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def builtin_specs() -> dict[str, Path]:
+    """``{name: file}`` of the built-in specs, by name.
+
+    >>> sorted(builtin_specs())[:2]
+    ['all-schemes', 'all-schemes-relu']
+    """
+    return {path.stem: path for path in sorted(BUILTIN_SPECS.glob("*.yaml"), key=lambda path: path.stem)}
+
+
+def spec_path(config: str | os.PathLike) -> Path:
+    """The spec file that ``config`` names on a command line: a built-in spec's name or a file's path.
+
+    The rule: a path object, or a string with a ``/`` or a ``.yaml``/``.yml``/``.json`` ending, is a file;
+    a bare word (``nielsen``) is the built-in spec of that name, even when the current folder has a file of
+    that name (write ``./nielsen`` for the file); a bare word that names no built-in spec is a file if one
+    exists (and `ComparisonSpec.from_file` judges it).
+
+    >>> spec_path("nielsen").name
+    'nielsen.yaml'
+
+    Raises:
+        SpecError: a bare word that is neither (the message lists the built-in specs); a spec file that
+            does not exist (with the built-in spec of the same name, if there is one).
+    """
+    builtins = builtin_specs()
+    text = os.fspath(config)
+    if isinstance(config, str) and "/" not in text and not text.endswith(_SPEC_SUFFIXES):
+        if text in builtins:
+            return builtins[text]
+        if not Path(text).is_file():
+            raise SpecError(f"{text}: no built-in spec of that name and no such file; built-in specs: "
+                            f"{', '.join(builtins)} (initlab list)")
+    path = Path(text)
+    if not path.exists() and path.stem in builtins:
+        raise SpecError(f"{path}: no such spec file (the built-in spec of that name: initlab compare {path.stem})")
+    return path
+
+
+def builtin_spec_text(name: str) -> str:
+    """The text of the built-in spec ``name`` (comments kept), to start a spec of one's own from: a factory file's
+    relative path in it is made absolute (the installed file), so that the copy works from any folder.
+
+    Raises:
+        SpecError: no built-in spec of that name (the message lists them).
+    """
+    builtins = builtin_specs()
+    if name not in builtins:
+        raise SpecError(f"{name}: no built-in spec of that name; built-in specs: {', '.join(builtins)}")
+    path = builtins[name]
+
+    def absolute(match: re.Match) -> str:
+        return f"{match.group(1)}{(path.parent / match.group(2)).resolve()}{match.group(3)}   # the installed example"
+
+    return re.sub(r"^(\s*factory:\s*)([^\s:/][^\s:]*\.py)(:\S+).*$", absolute, path.read_text(), flags=re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,7 +88,7 @@ connection fails in ~3 s, a server that hangs in ~33 s (MLflow's defaults retry 
 
 _STORE_FIX = (
     "Pass --tracking-uri (or set MLFLOW_TRACKING_URI) to sqlite:///<absolute path in a writable folder> "
-    "or http://<host>:<port> of a running server (tracking/serve.sh)."
+    "or http://<host>:<port> of a running server (initlab serve)."
 )
 
 
@@ -308,7 +308,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
                 raise TrackingUnavailableError(f"MLflow tracking server {uri} answered HTTP {response.status}.")
     except (urllib.error.URLError, OSError) as e:
         raise TrackingUnavailableError(
-            f"MLflow tracking server {uri} is unreachable ({e}). Start one (tracking/serve.sh) or unset "
+            f"MLflow tracking server {uri} is unreachable ({e}). Start one (initlab serve) or unset "
             "MLFLOW_TRACKING_URI to use the local SQLite store."
         ) from None
 

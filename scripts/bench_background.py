@@ -1,6 +1,6 @@
 """Training beside background Python work: what the GIL's switch interval costs the training lanes.
 
-Run: python scripts/bench_background.py [--config scripts/configs/all-schemes.yaml] [--epochs 10] [--repeats 3]
+Run: python scripts/bench_background.py [--config all-schemes] [--epochs 10] [--repeats 3]
 
 The spec's schemes for its first seed train stacked (`train_stacked`, one lane per core) for
 ``--epochs`` epochs (a) alone, (b) beside a background thread at the comparison's lower priority
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from keras_initlab.comparison import ModelBuilder, load_spec_data
-from keras_initlab.spec import ComparisonSpec
+from keras_initlab.spec import ComparisonSpec, spec_path
 from keras_initlab.tracking import BACKGROUND_SWITCH_INTERVAL, lower_thread_priority, quick_gil_handoff
 from keras_initlab.training import train_stacked
 
@@ -56,11 +56,11 @@ def timed(train: Callable[[], None], background: bool, handoff: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="scripts/configs/all-schemes.yaml")
+    parser.add_argument("--config", default="all-schemes", help="a built-in spec's name or a spec file")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    spec = ComparisonSpec.from_file(args.config).replace(epochs=args.epochs)
+    spec = ComparisonSpec.from_file(spec_path(args.config)).replace(epochs=args.epochs)
     data = load_spec_data(spec)
     builder = ModelBuilder(spec, data)
     seed = spec.seeds[0]

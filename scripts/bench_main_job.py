@@ -1,6 +1,6 @@
 """The main job against its floor: `initlab compare CONFIG` on an existing store vs `import keras_initlab`.
 
-Run: python scripts/bench_main_job.py [--repeats 3] [--config scripts/configs/nielsen.yaml]
+Run: python scripts/bench_main_job.py [--repeats 3] [--config nielsen]
 
 In a fresh temporary folder, one comparison first makes the default store
 (``tracking/mlflow.db``; not timed). Then, ``--repeats`` times, alternately:
@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from keras_initlab.spec import spec_path
+
 INITLAB = Path(sys.executable).parent / "initlab"
 
 
@@ -32,9 +33,9 @@ def seconds(command: list[str], cwd: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="alternations; the best of each is kept")
-    parser.add_argument("--config", default=str(REPO / "scripts" / "configs" / "nielsen.yaml"))
+    parser.add_argument("--config", default="nielsen", help="a built-in spec's name or a spec file")
     args = parser.parse_args()
-    job = [str(INITLAB), "compare", str(Path(args.config).resolve())]
+    job = [str(INITLAB), "compare", str(spec_path(args.config).resolve())]
     floor = [sys.executable, "-c", "import keras_initlab"]
     with tempfile.TemporaryDirectory() as folder:
         seconds(job, folder)  # makes the store

@@ -1,8 +1,8 @@
 """`keras_initlab.train` against plain `model.fit` on a user's model: the shipped small CNN.
 
-Run: python scripts/bench_models.py [--repeats 3] [--config scripts/configs/cnn-adam.yaml]
+Run: python scripts/bench_models.py [--repeats 3] [--config cnn-adam]
 
-The model is `scripts/models/small_cnn.py` (the factory of the ``cnn-adam`` spec), trained on
+The model is `keras_initlab/examples/models/small_cnn.py` (the factory of the ``cnn-adam`` spec), trained on
 ``mnist-10k`` at the spec's batch size with a fresh Adam (lr 1e-3) per measurement. Rows:
 
 - plain ``model.fit`` (Keras resolves ``jit_compile="auto"``; on a CPU-only TensorFlow
@@ -25,7 +25,7 @@ from bench_training import EpochTimer  # this script's folder is on sys.path
 from keras_initlab import train
 from keras_initlab.comparison import ModelBuilder, load_spec_data
 from keras_initlab.models import as_model_input
-from keras_initlab.spec import ComparisonSpec
+from keras_initlab.spec import ComparisonSpec, spec_path
 from keras_initlab.training import resolve_device
 
 
@@ -48,10 +48,10 @@ def train_epoch(build, data, batch_size, jit_compile) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="scripts/configs/cnn-adam.yaml")
+    parser.add_argument("--config", default="cnn-adam", help="a built-in spec's name or a spec file")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    spec = ComparisonSpec.from_file(args.config)
+    spec = ComparisonSpec.from_file(spec_path(args.config))
     data = load_spec_data(spec)
     builder = ModelBuilder(spec, data)
     scheme = spec.schemes[0]

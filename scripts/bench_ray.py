@@ -1,6 +1,6 @@
 """A comparison on Ray against the same comparison here: what `--ray` costs on one machine.
 
-Run: python scripts/bench_ray.py [--repeats 2] [--config scripts/configs/all-schemes.yaml] [--seeds 0 1 2 3]
+Run: python scripts/bench_ray.py [--repeats 2] [--config all-schemes] [--seeds 0 1 2 3]
 
 In a fresh temporary folder, ``--repeats`` times, alternately: ``initlab compare CONFIG --seeds ...``
 (every run stacked in this process) and the same with ``--ray`` (a local Ray instance started for it:
@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from keras_initlab.spec import spec_path
+
 INITLAB = Path(sys.executable).parent / "initlab"
 
 
@@ -33,10 +34,10 @@ def seconds(command: list[str], cwd: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="alternations; the best of each is kept")
-    parser.add_argument("--config", default=str(REPO / "scripts" / "configs" / "all-schemes.yaml"))
+    parser.add_argument("--config", default="all-schemes", help="a built-in spec's name or a spec file")
     parser.add_argument("--seeds", default=["0", "1", "2", "3"], nargs="+")
     args = parser.parse_args()
-    here = [str(INITLAB), "compare", str(Path(args.config).resolve()), "--seeds", *args.seeds]
+    here = [str(INITLAB), "compare", str(spec_path(args.config).resolve()), "--seeds", *args.seeds]
     ray = here + ["--ray"]
     with tempfile.TemporaryDirectory() as folder:
         times: dict[str, list[float]] = {"here": [], "ray": []}

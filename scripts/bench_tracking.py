@@ -1,6 +1,6 @@
 """Tracking overhead: the same comparison with and without MLflow tracking, in one run.
 
-Run: python scripts/bench_tracking.py [--config scripts/configs/nielsen.yaml] [--repeats 3]
+Run: python scripts/bench_tracking.py [--config nielsen] [--repeats 3]
 
 "Without" trains exactly the models `initlab compare` trains, grouped the same
 way (stacked per seed), with no MLflow at all; "with" is `run_comparison` into a
@@ -20,7 +20,7 @@ import tempfile
 import time
 
 from keras_initlab.comparison import ModelBuilder, _groups, load_spec_data, run_comparison
-from keras_initlab.spec import ComparisonSpec
+from keras_initlab.spec import ComparisonSpec, spec_path
 from keras_initlab.training import train_stacked
 
 
@@ -40,10 +40,10 @@ def tracked(spec: ComparisonSpec, uri: str, histograms: bool = False) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default="scripts/configs/nielsen.yaml")
+    parser.add_argument("--config", default="nielsen", help="a built-in spec's name or a spec file")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
-    spec = ComparisonSpec.from_file(args.config)
+    spec = ComparisonSpec.from_file(spec_path(args.config))
     warm = spec.replace(epochs=1, seeds=[spec.seeds[0]])
     store = tempfile.TemporaryDirectory()
     uri = f"sqlite:///{store.name}/bench.db"

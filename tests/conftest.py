@@ -1,4 +1,4 @@
-"""A real MLflow tracking server for the tests, started through the project's own tracking/serve.sh."""
+"""A real MLflow tracking server for the tests, started through the project's own ``initlab serve``."""
 
 import os
 import signal
@@ -39,20 +39,22 @@ def wait_until_healthy(uri: str, process: subprocess.Popen, log: Path, timeout: 
 
 
 class Server:
-    """`tracking/serve.sh` on 127.0.0.1:``port`` with its store in ``folder``; `start` waits for /health."""
+    """``initlab serve`` on 127.0.0.1:``port`` with its store in ``folder`` (``env``: more environment, e.g. the
+    admin's password); `start` waits for /health."""
 
     def __init__(self, folder: Path, port: int, **env: str):
         self.folder, self.port, self.uri = folder, port, f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "PORT": str(port), "BACKEND": f"sqlite:///{folder / 'server.db'}",
-                    "ARTIFACTS": str(folder / "server-artifacts"), "AUTH_DB": f"sqlite:///{folder / 'auth.db'}",
-                    "AUTH_CONFIG": str(folder / "basic_auth.ini"),
-                    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **env}
+        self.command = [str(Path(sys.executable).with_name("initlab")), "serve", "--port", str(port),
+                        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+                        "--artifacts-destination", str(folder / "server-artifacts"),
+                        "--auth-db", f"sqlite:///{folder / 'auth.db'}", "--auth-config", str(folder / "basic_auth.ini")]
+        self.env = {**os.environ, **env}
         self.process = None
 
     def start(self) -> "Server":
         log = open(self.folder / "server.log", "a")
-        self.process = subprocess.Popen(["bash", str(REPO / "tracking" / "serve.sh")], env=self.env, stdout=log,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         try:
             wait_until_healthy(self.uri, self.process, self.folder / "server.log")
         except RuntimeError:

@@ -1,6 +1,6 @@
 """An example model factory: a small conv net for 28x28 images, initialized by the scheme it is given.
 
-`initlab compare scripts/configs/cnn-adam.yaml` calls ``build`` once per (scheme, seed) run,
+`initlab compare cnn-adam` calls ``build`` once per (scheme, seed) run,
 with keyword arguments:
 
 - ``scheme``: a `keras_initlab.Scheme`. Every ``scheme.kernel()`` / ``scheme.bias()`` call returns
