@@ -98,3 +98,6 @@ def test_the_installed_wheel_runs_the_main_job_and_the_diagnostics_from_an_empty
     assert (empty / "tracking" / "mlflow.db").is_file()
     out = run([initlab, "diagnose", "nielsen"], cwd=empty, env=env)
     assert "## nielsen-default" in out and (empty / "diagnostics" / "nielsen" / "preact-std-by-depth.png").is_file(), out
+    refused = subprocess.run([initlab, "serve", "--host", "0.0.0.0"], cwd=empty, env=env, capture_output=True,
+                             text=True, timeout=60)  # the server's module, found in the installed package
+    assert refused.returncode == 2 and "needs a login" in refused.stderr, refused.stderr
