@@ -48,12 +48,10 @@ _CPP_LOG_LINE = re.compile(
 PREPARED_STORE_VARIABLE = "KERAS_INITLAB_PREPARED_STORE"
 """Names the store file created for this command (`keras_initlab.tracking` renames it into place)."""
 
-_WRITER = (
-    "import json, sys, types; package = types.ModuleType('keras_initlab'); package.__path__ = [sys.argv[1]]; "
-    "sys.modules['keras_initlab'] = package; from keras_initlab.tracking import serve; serve(**json.loads(sys.argv[2]))"
-)
-"""The writer process: `keras_initlab.tracking` loaded under an empty ``keras_initlab`` package (its ``__init__``
-would import TensorFlow), then `keras_initlab.tracking.serve` with the file descriptors and store in ``argv[2]``."""
+_WRITER = ("import json, sys, keras_initlab_cli; "
+           "keras_initlab_cli._module_alone('tracking').serve(**json.loads(sys.argv[1]))")
+"""The writer process: `keras_initlab.tracking` alone (`_module_alone`: the package's ``__init__`` would import
+TensorFlow), then `keras_initlab.tracking.serve` with the file descriptors and store in ``argv[1]``."""
 
 _writer: tuple | None = None
 
@@ -141,7 +139,6 @@ def _start_writer(argv: list[str]):
     """Starts the writer process for ``initlab compare``: ``(process, new store file or None)``; ``None`` for any
     other command. It also makes the comparison's SQLite store if that does not exist yet, unless another
     comparison holds the store's lock (that one makes it) or the folder cannot be used (the comparison says why)."""
-    import importlib.util
     import json
     import subprocess
     from multiprocessing.connection import Connection
@@ -152,12 +149,11 @@ def _start_writer(argv: list[str]):
     lock, store = _lock_new_store(argv)
     requests = os.pipe()
     replies = os.pipe()
-    package = importlib.util.find_spec("keras_initlab").submodule_search_locations[0]
     descriptors = {"requests": requests[0], "replies": replies[1], "new_store": store,
                    "lock": lock.fileno() if lock is not None else None}
     env = dict(os.environ, **({PREPARED_STORE_VARIABLE: store} if store is not None else {}))
     # The process holds the lock (its copy of the descriptor) until the store is made: opening it waits for that.
-    process = subprocess.Popen([sys.executable, "-c", _WRITER, package, json.dumps(descriptors)], env=env,
+    process = subprocess.Popen([sys.executable, "-c", _WRITER, json.dumps(descriptors)], env=env,
                                pass_fds=[fd for fd in descriptors.values() if isinstance(fd, int)],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     for fd in (requests[0], replies[1]):

@@ -31,6 +31,8 @@ import os
 import socket
 import sys
 
+from keras_initlab.server import is_loopback
+
 ADDRESS_FORMS = "local, auto, HOST:PORT or ray://HOST:PORT"
 
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -38,8 +40,6 @@ LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 PROBE_TIMEOUT = 3.0
 """Seconds a TCP connection to the cluster's address may take before the cluster counts as not answering."""
-
-_LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ClusterUnavailableError(RuntimeError):
@@ -95,7 +95,7 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Cluster:
     if num_cpus is not None and kind != "local":
         raise ValueError(f"Argument `num_cpus` applies to a local instance only. Received: num_cpus={num_cpus!r} "
                          f"with address={address!r}")
-    loopback = kind == "local" or host in _LOOPBACK_HOSTS
+    loopback = kind == "local" or (host is not None and is_loopback(host))
     if loopback:
         _keep_loopback(address)
     if host is not None:
