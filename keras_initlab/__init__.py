@@ -1,4 +1,7 @@
-"""keras-initlab: study neural-network weight initialization with Keras 3, tracked in MLflow.
+"""keras_initlab: the Keras library of keras-initlab: weight initializers, schemes, their theory, models,
+training and diagnostics, for your own Keras code. Importing it registers the initializers with Keras
+(``keras.saving.load_model`` reads them back). Comparisons tracked in MLflow, Ray and the ``initlab`` command
+are the application, the package `initlab`, built on this one (which never imports it).
 
 >>> import keras_initlab as kil
 >>> kernel, bias = kil.get_scheme("nielsen-default", seed=0)
@@ -19,25 +22,24 @@ from keras_initlab.diagnostics import DiagnosticsTable, diagnose
 from keras_initlab.lsuv import LSUVStep, lsuv
 from keras_initlab.models import build_convnet, build_mlp
 from keras_initlab.schemes import Scheme, get_scheme, list_schemes
-from keras_initlab.spec import ComparisonSpec, SpecError
 from keras_initlab.theory import predicted_preactivation_std, weight_variance
 from keras_initlab.training import NonFiniteLossError, train, train_stacked
 
 
-def __getattr__(name: str):
-    # run_comparison brings the tracking, plotting and report modules: loaded on first use, so that
-    # `import keras_initlab` for the initializers stays as light as it was.
-    if name == "run_comparison":
-        from keras_initlab.comparison import run_comparison
+MOVED_TO_APPLICATION = ("ComparisonSpec", "SpecError", "run_comparison")
+"""Names exported here before 0.5.0, now the application's: ``from initlab import NAME``."""
 
-        return run_comparison
+
+def __getattr__(name: str):
+    if name in MOVED_TO_APPLICATION:
+        raise AttributeError(f"keras_initlab.{name} moved to the application package in 0.5.0: use "
+                             f"`from initlab import {name}` (the library never imports the application)")
     raise AttributeError(f"module 'keras_initlab' has no attribute {name!r}")
 
 
 __all__ = [
     "BackendError",
     "BiasConstant",
-    "ComparisonSpec",
     "Dataset",
     "DiagnosticsTable",
     "NonFiniteLossError",
@@ -46,7 +48,6 @@ __all__ = [
     "ScaledGaussian",
     "SparseGaussian",
     "Scheme",
-    "SpecError",
     "build_convnet",
     "build_mlp",
     "compute_fans",
@@ -56,7 +57,6 @@ __all__ = [
     "load_dataset",
     "lsuv",
     "predicted_preactivation_std",
-    "run_comparison",
     "train",
     "train_stacked",
     "weight_variance",

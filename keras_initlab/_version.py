@@ -1,3 +1,3 @@
-"""The package version, in a module of its own so that submodules import it without importing the package."""
+"""The distribution's version: setup.cfg reads it from here; the application (`initlab`) from the installed metadata."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

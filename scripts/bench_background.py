@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 
-from keras_initlab.comparison import ModelBuilder, load_spec_data
-from keras_initlab.spec import ComparisonSpec, spec_path
-from keras_initlab.tracking import BACKGROUND_SWITCH_INTERVAL, lower_thread_priority, quick_gil_handoff
+from initlab.comparison import ModelBuilder, load_spec_data
+from initlab.spec import ComparisonSpec
+from initlab.spec_files import spec_path
+from initlab.background import BACKGROUND_SWITCH_INTERVAL, lower_thread_priority, quick_gil_handoff
 from keras_initlab.training import train_stacked
 
 BUSY_SHARE = 0.5

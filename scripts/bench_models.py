@@ -23,9 +23,10 @@ import keras
 
 from bench_training import EpochTimer  # this script's folder is on sys.path
 from keras_initlab import train
-from keras_initlab.comparison import ModelBuilder, load_spec_data
+from initlab.comparison import ModelBuilder, load_spec_data
 from keras_initlab.models import as_model_input
-from keras_initlab.spec import ComparisonSpec, spec_path
+from initlab.spec import ComparisonSpec
+from initlab.spec_files import spec_path
 from keras_initlab.training import resolve_device
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from keras_initlab.spec import spec_path
+from initlab.spec_files import spec_path
 
 INITLAB = Path(sys.executable).parent / "initlab"
 

@@ -19,15 +19,18 @@ import statistics
 import tempfile
 import time
 
-from keras_initlab.comparison import ModelBuilder, _groups, load_spec_data, run_comparison
-from keras_initlab.spec import ComparisonSpec, spec_path
+from initlab.comparison import ModelBuilder, load_spec_data, resolve_spec_device, run_comparison
+from initlab.comparison.local import groups
+from initlab.spec import ComparisonSpec
+from initlab.spec_files import spec_path
 from keras_initlab.training import train_stacked
+from keras_initlab.training.planning import wave_size
 
 
 def untracked(spec: ComparisonSpec) -> None:
     data = load_spec_data(spec)
     builder = ModelBuilder(spec, data)
-    for group in _groups(spec.runs(), stack=True):
+    for group in groups(spec.runs(), stack=True, size=wave_size(resolve_spec_device(spec))):
         models = [builder.build(run.scheme, run.seed) for run in group]
         common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
                       seed=group[0].seed, device=spec.device)

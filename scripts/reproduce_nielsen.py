@@ -13,8 +13,8 @@ import argparse
 import time
 
 from keras_initlab import build_mlp, load_dataset, train
-from keras_initlab.plots import plot_comparison
-from keras_initlab.report import epoch_table, summarize, to_markdown
+from initlab.plots import plot_comparison
+from initlab.report import epoch_table, summarize, to_markdown
 
 SCHEMES = ("nielsen-default", "nielsen-large")
 

@@ -18,7 +18,8 @@ UNDER_JAX = r"""
 import json, sys
 import keras
 import keras_initlab as kil
-from keras_initlab.cli import main
+import initlab
+from initlab.cli import main
 
 out = {"backend": keras.backend.backend()}
 data = kil.load_dataset("mnist-10k").subset(100, 50)
@@ -30,8 +31,8 @@ for name, call in [
     ("train", lambda: kil.train(model, data, epochs=1)),
     ("train_stacked", lambda: kil.train_stacked([model, kil.build_mlp(seed=1)], data, epochs=1)),
     ("diagnose_with_labels", lambda: kil.diagnose(model, data.x_val, data.y_val)),
-    ("run_comparison", lambda: kil.run_comparison(kil.ComparisonSpec.from_dict({"name": "x", "schemes": ["he"]}),
-                                                  tracking_uri=sys.argv[1])),
+    ("run_comparison", lambda: initlab.run_comparison(initlab.ComparisonSpec.from_dict({"name": "x", "schemes": ["he"]}),
+                                                      tracking_uri=sys.argv[1])),
 ]:
     try:
         call()
@@ -43,6 +44,7 @@ print("RESULT " + json.dumps(out))
 """
 
 
+@pytest.mark.integration
 def test_tensorflow_only_features_fail_clearly_under_jax(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: tiny\nschemes: [he]\nepochs: 1\nsubset: {train: 100, val: 50}\n")

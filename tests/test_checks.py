@@ -5,10 +5,7 @@ import numpy as np
 import pytest
 
 from keras_initlab import SparseGaussian, build_convnet, build_mlp, compute_fans, load_dataset
-from keras_initlab.checks import (
-    MAX_SHOWN, check_choice, check_int, check_ints, check_number, check_optional_int, shown,
-)
-from keras_initlab.spec import ComparisonSpec, SpecError, SpecTypeError
+from keras_initlab.checks import MAX_SHOWN, check_choice, check_int, check_ints, check_number, check_optional_int, shown
 
 
 def test_ints():
@@ -83,25 +80,3 @@ def test_a_huge_value_is_never_echoed_back():
 def test_library_arguments(call, error, message):
     with pytest.raises(error, match=message):
         call()
-
-
-@pytest.mark.parametrize(
-    "changes, error, message",
-    [
-        ({"l2_lambda": "5"}, SpecTypeError, r"^l2_lambda: must be a finite number >= 0; got '5'$"),
-        ({"epochs": 2.0}, SpecTypeError, r"^epochs: must be an int between 1 and 100000; got 2.0$"),
-        ({"model": {"sizes": [784, True, 10]}}, SpecTypeError,
-         r"^model.sizes\[1\]: must be an int between 1 and 1000000; got True$"),
-        ({"model": [784, 10]}, SpecTypeError, r"^model: must be a mapping"),
-        ({"schemes": "he"}, SpecTypeError, r"^schemes: must be a list of 1 to 100 item\(s\); got 'he'$"),
-        ({"epochs": 0}, SpecError, r"^epochs: must be an int between 1 and 100000; got 0$"),
-        ({"l2_lambda": 10**400}, SpecError, r"^l2_lambda: must be a finite number >= 0; got 1000"),
-        ({"name": "x " * 5_000}, SpecError, r"^name: must be a name of at most 100 letters.*\(10002 characters\)$"),
-    ],
-)
-def test_spec_values_wrap_the_same_checks_with_the_key_path(changes, error, message):
-    raw = {"name": "demo", "schemes": ["he"], **changes}
-    with pytest.raises(error, match=message) as info:
-        ComparisonSpec.from_dict(raw)
-    assert isinstance(info.value, SpecError)  # the command line catches every spec error as one kind
-    assert isinstance(info.value, TypeError) == (error is SpecTypeError)

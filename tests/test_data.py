@@ -515,3 +515,24 @@ def test_tfds_dataset_last_sixth_validates(tmp_path):
     np.testing.assert_array_equal(ds.x_val, batch[0][50:] / np.float32(255))
     np.testing.assert_array_equal(ds.y_train, batch[1][:50])
     assert ds.checksum.startswith("md5:") and len(ds.checksum) == 4 + 32
+
+
+def test_mnist_without_local_files_says_it_goes_to_the_network_first(tmp_path, monkeypatch, caplog):
+    import tensorflow_datasets as tfds
+
+    from keras_initlab.data import DatasetNotFoundError, load_dataset
+
+    events = []
+
+    def offline(self, *args, **kwargs):  # TFDS's download, as it ends on a machine without network access
+        events.append(("download", [r.getMessage() for r in caplog.records]))
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: False)
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.delenv("KERAS_INITLAB_DATA", raising=False)
+    with pytest.raises(DatasetNotFoundError, match="TensorFlow Datasets .*network is unreachable"):
+        load_dataset("mnist", data_dir=tmp_path)
+    ((_, said_before),) = events
+    assert any("downloads it now; this needs network access" in m for m in said_before), said_before

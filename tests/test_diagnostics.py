@@ -1,4 +1,4 @@
-"""diagnose() and the plots: the classic pictures at initialization, measured."""
+"""diagnose(): the classic pictures at initialization, measured (the figures: test_plots.py)."""
 
 import dataclasses
 import math
@@ -7,37 +7,14 @@ import keras
 import numpy as np
 import pytest
 
-from keras_initlab import build_convnet, build_mlp, load_dataset
+from keras_initlab import build_convnet, build_mlp
 from keras_initlab.diagnostics import (
-    DiagnosticsTable,
-    LayerDiagnostics,
-    _is_plain_dense,
-    _patch_sum_layer,
-    _patch_sums,
-    collect_signals,
-    diagnose,
-    linear_twin,
-    preactivations,
+    DiagnosticsTable, LayerDiagnostics, _is_plain_dense, _patch_sum_layer, _patch_sums, collect_signals, diagnose,
+    linear_twin, preactivations,
 )
-from keras_initlab.plots import diagnose_with_histograms, plot_activation_histograms, plot_preactivation_std_by_depth
 
 init = keras.initializers
 SIGMAS = 4.0
-
-
-@pytest.fixture(scope="module")
-def mnist_val():
-    data = load_dataset("mnist-10k")
-    return data.x_val[:1000], data.y_val[:1000]
-
-
-@pytest.fixture(scope="module")
-def tables(mnist_val):
-    x, y = mnist_val
-    return {
-        scheme: diagnose(build_mlp([784, 30, 10], scheme=scheme, seed=0), x, y)
-        for scheme in ("nielsen-large", "nielsen-default", "zeros")
-    }
 
 
 def test_large_weights_saturate_the_sigmoid_hidden_layer(tables):
@@ -246,31 +223,3 @@ def test_models_without_dense_layers_are_refused(mnist_val):
     inputs = keras.Input((784,))
     with pytest.raises(ValueError, match="no Dense"):
         diagnose(keras.Model(inputs, keras.layers.Activation("relu")(inputs)), x[:10])
-
-
-def test_diagnose_with_histograms_is_both_from_one_pass(mnist_val):
-    x, y = mnist_val
-    model = build_mlp([784, 30, 10], scheme="he", seed=5)
-    table, figure = diagnose_with_histograms(model, x[:300], y[:300], title="he")
-    assert table == diagnose(model, x[:300], y[:300])
-    assert [a.get_title() for a in figure.axes] == [a.get_title() for a in plot_activation_histograms(model, x[:300]).axes]
-    assert figure._suptitle.get_text() == "he"
-
-
-def test_plots(mnist_val, tables, tmp_path):
-    from matplotlib.figure import Figure
-
-    x, _ = mnist_val
-    figure = plot_activation_histograms(build_mlp([784, 30, 10], scheme="nielsen-large", seed=0), x[:200], "large")
-    assert isinstance(figure, Figure) and len(figure.axes) == 2
-    figure.savefig(tmp_path / "hist.png")
-    assert len(plot_activation_histograms(build_convnet(seed=0), x[:50]).axes) == 3
-
-    figure = plot_preactivation_std_by_depth(tables, show_predicted=True)
-    assert isinstance(figure, Figure) and len(figure.axes) == 1
-    (axes,) = figure.axes
-    assert axes.get_yscale() == "log"
-    labels = axes.get_legend_handles_labels()[1]
-    assert len(labels) == len(tables) and any("std 0" in label for label in labels)  # zeros scheme
-    figure.savefig(tmp_path / "depth.png")
-    assert (tmp_path / "depth.png").stat().st_size > 0

@@ -1,7 +1,6 @@
 """LSUV: unit pre-activation variance measured independently, the iteration cap, seeds, bad input, and in comparisons."""
 
 import json
-import warnings
 
 import keras
 import numpy as np
@@ -10,9 +9,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 import keras_initlab as kil
-from keras_initlab.cli import main
-from keras_initlab.comparison import ModelBuilder, load_spec_data
-from keras_initlab.spec import ComparisonSpec
+from initlab.cli import main
+from initlab.comparison import ModelBuilder, load_spec_data
+from initlab.spec import ComparisonSpec
 
 TOL = 0.1
 
@@ -165,11 +164,11 @@ def build(scheme, input_shape, num_classes):
     "model, layers",
     [(SPEC["model"], 4), ({"kind": "convnet", "filters": [4, 8]}, 3), ({"factory": "factory.py:build"}, 2)],
 )
-def test_lsuv_in_a_comparison_logs_its_report(tmp_path, model, layers):
+def test_lsuv_in_a_comparison_logs_its_report(tmp_path, model, layers, store):
     (tmp_path / "factory.py").write_text(FACTORY)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({**SPEC, "model": model}))
-    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    uri = store()
     assert main(["compare", str(path), "--tracking-uri", uri]) == 0
     client, runs = children(uri, "lsuv")
     lsuv_run, he_run = runs["lsuv"], runs["he"]

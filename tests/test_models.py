@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_initlab import ScaledGaussian, BiasConstant
+from keras_initlab import BiasConstant, ScaledGaussian
 from keras_initlab.data import Dataset
 from keras_initlab.models import build_convnet, build_mlp, default_loss, summed_sigmoid_crossentropy
 from keras_initlab.training import train

@@ -1,9 +1,10 @@
-"""keras-initlab as a user gets it from ``pip install``: the sdist and the wheel built from it hold the library, the
-bundled MNIST sample, the built-in specs and their example factory; the wheel, installed (not editable) into a
+"""keras-initlab as a user gets it from ``pip install``: the sdist and the wheel built from it hold the library
+(``keras_initlab``, with the bundled MNIST sample) and the application (``initlab``, with the built-in specs and
+their example factory); the wheel, installed (not editable) into a
 fresh environment, runs the main job and the diagnostics from an empty folder.
 
 The fresh environment reuses this one's installed dependencies (a ``.pth`` line naming its site-packages:
-no download, seconds to make); its own ``keras_initlab`` is the wheel's (this environment's editable
+no download, seconds to make); its own ``keras_initlab`` and ``initlab`` are the wheel's (this environment's editable
 install is a ``.pth`` *file* in that folder, which Python runs only for a site folder, not for one added
 by a ``.pth`` line)."""
 
@@ -19,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # builds and installs the package
+
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "keras_initlab_cli.py", "keras_initlab")
+SOURCES = ("setup.cfg", "pyproject.toml", "README.md", "keras_initlab", "initlab")
 SPECS = {"all-schemes", "all-schemes-relu", "cnn-adam", "deep-relu", "deep-relu-adam", "deep-tanh", "nielsen"}
 
 
@@ -59,21 +62,21 @@ def built(tmp_path_factory) -> dict[str, Path]:
     return {"sdist": sdist, "wheel": wheel}
 
 
-def test_the_wheel_and_the_sdist_hold_the_library_specs_factory_and_data(built):
+def test_the_wheel_and_the_sdist_hold_the_library_the_application_specs_factory_and_data(built):
     wheel = zipfile.ZipFile(built["wheel"]).namelist()
-    package = {name for name in wheel if name.startswith("keras_initlab/")}
-    assert {f"keras_initlab/examples/specs/{name}.yaml" for name in SPECS} <= package
-    assert "keras_initlab/examples/models/small_cnn.py" in package
+    packages = {name for name in wheel if name.startswith(("keras_initlab/", "initlab/"))}
+    assert {f"initlab/examples/specs/{name}.yaml" for name in SPECS} <= packages
+    assert "initlab/examples/models/small_cnn.py" in packages
     assert {"keras_initlab/data_files/t10k-images-idx3-ubyte.gz", "keras_initlab/data_files/t10k-labels-idx1-ubyte.gz",
-            "keras_initlab/server.py", "keras_initlab/training/stacked.py"} <= package, sorted(package)
-    assert "keras_initlab_cli.py" in wheel
+            "initlab/server.py", "initlab/tracking/process.py", "keras_initlab/training/stacked.py"} <= packages, sorted(packages)
     (entry_points,) = [name for name in wheel if name.endswith(".dist-info/entry_points.txt")]
-    assert "initlab = keras_initlab_cli:main" in zipfile.ZipFile(built["wheel"]).read(entry_points).decode()
+    assert "initlab = initlab.console:main" in zipfile.ZipFile(built["wheel"]).read(entry_points).decode()
     assert not [name for name in wheel if name.startswith(("tests/", "scripts/"))]
+    assert {name.split("/")[0] for name in wheel if "/" in name and ".dist-info/" not in name} == {"keras_initlab", "initlab"}
     with tarfile.open(built["sdist"]) as archive:
         sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    assert package == {name for name in sdist if name.startswith("keras_initlab/") and "." in name.rsplit("/", 1)[1]}
-    assert "keras_initlab_cli.py" in sdist
+    assert packages == {name for name in sdist if name.startswith(("keras_initlab/", "initlab/"))
+                        and "." in name.rsplit("/", 1)[1]}
 
 
 def test_the_installed_wheel_runs_the_main_job_and_the_diagnostics_from_an_empty_folder(built, tmp_path):
@@ -86,9 +89,10 @@ def test_the_installed_wheel_runs_the_main_job_and_the_diagnostics_from_an_empty
     python = str(fresh / "bin" / "python")
     run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "--no-compile",
          str(built["wheel"])], cwd=tmp_path, env=env)
-    origin = run([python, "-c", "import importlib.util as u; print(u.find_spec('keras_initlab').origin)"], cwd=tmp_path,
-                 env=env)
-    assert Path(origin.strip()).is_relative_to(site), origin  # the wheel's copy, not this checkout's
+    for package in ("keras_initlab", "initlab"):
+        origin = run([python, "-c", f"import importlib.util as u; print(u.find_spec('{package}').origin)"],
+                     cwd=tmp_path, env=env)
+        assert Path(origin.strip()).is_relative_to(site), origin  # the wheel's copy, not this checkout's
 
     empty = tmp_path / "empty"
     empty.mkdir()

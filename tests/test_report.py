@@ -6,8 +6,8 @@ import io
 import numpy as np
 import pytest
 
-from keras_initlab.plots import plot_comparison
-from keras_initlab.report import curves, epoch_table, summarize, to_csv, to_markdown
+from initlab.plots import plot_comparison
+from initlab.report import curves, epoch_table, summarize, to_csv, to_markdown
 
 RESULTS = {
     "fast": [{"val_accuracy": [0.80, 0.90, 0.92, 0.93, 0.94, 0.95]}, {"val_accuracy": [0.84, 0.92, 0.94, 0.95, 0.96, 0.95]}],

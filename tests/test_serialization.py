@@ -43,6 +43,7 @@ def test_get_by_registered_name():
     assert isinstance(init, SparseGaussian) and init.connections == 10
 
 
+@pytest.mark.integration
 def test_keras_file_reloads_in_a_fresh_process_with_only_import_keras_initlab(tmp_path):
     inputs = keras.Input((12,))
     h = keras.layers.Dense(8, kernel_initializer=ScaledGaussian(seed=1), bias_initializer=BiasConstant(0.01))(inputs)

@@ -33,10 +33,10 @@ config) is for factory models; their default is sparse categorical cross-entropy
 model's probabilities. The built-in models' loss follows their ``output``. ``lsuv_examples``
 (default `LSUV_EXAMPLES`) is the batch of the ``lsuv`` scheme: the first training examples.
 
-**Built-in specs** ship in the package (`BUILTIN_SPECS`; ``initlab list``) and are addressed by
-name: ``initlab compare nielsen`` (`spec_path` has the rule for a name and a file that could both match).
+**Built-in specs** ship in the package and are addressed by name: ``initlab compare nielsen``
+(`initlab.spec_files.spec_path` has the rule for a name and a file that could both match).
 
-A spec is small and bounded: at most `MAX_SPEC_BYTES`, no YAML aliases (a "billion laughs"
+A spec is small and bounded: at most `initlab.spec_files.MAX_SPEC_BYTES`, no YAML aliases (a "billion laughs"
 file would expand to gigabytes), names of at most `MAX_NAME_LENGTH` characters (they become
 MLflow metric and file names), and at most `MAX_SEEDS` seeds, `MAX_SCHEMES` schemes,
 `MAX_EPOCHS` epochs, `MAX_LAYERS` layers of at most `MAX_UNITS` units, `MAX_RUNS` runs.
@@ -45,7 +45,8 @@ Everything is checked before anything runs, with the argument checks of
 `keras_initlab.checks`; errors name the key path, e.g.
 ``schemes[2]: unknown scheme 'sparce10'; known: ...``. A value of the wrong type is a
 `SpecTypeError` (a `SpecError` and a `TypeError`), any other bad value a `SpecError`
-(a `ValueError`). This module imports no trainer and no TensorFlow.
+(a `ValueError`); both are defined with the spec files' reading (`initlab.spec_files`). This module
+imports no trainer: TensorFlow only through Keras.
 
 >>> spec = ComparisonSpec.from_dict({"name": "demo", "schemes": ["he"], "seeds": [0]})
 >>> [(r.scheme.name, r.seed) for r in spec.runs()]
@@ -57,7 +58,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import hashlib
 import inspect
 import json
@@ -77,9 +77,9 @@ from keras_initlab.models import (
 )
 from keras_initlab.schemes import SchemeLike, list_schemes
 
+from initlab.spec_files import SpecError, SpecTypeError, read_spec_file
 
-MAX_SPEC_BYTES = 1 << 20
-"""Largest spec file read (1 MiB); a real spec is a few hundred bytes."""
+
 MAX_NAME_LENGTH = 100
 """Longest spec or scheme name: names go into MLflow metric keys (at most 250 characters) and file names."""
 MAX_SEEDS = 1000
@@ -92,76 +92,6 @@ MAX_UNITS = 1_000_000
 MAX_SEED = 2**32 - 1
 LSUV_EXAMPLES = 512
 """Default batch of the ``lsuv`` scheme (the ``lsuv_examples`` key)."""
-
-
-class SpecError(ValueError):
-    """A comparison spec is invalid; the message starts with the key path."""
-
-
-class SpecTypeError(SpecError, TypeError):
-    """A spec value has the wrong type; the message starts with the key path."""
-
-
-BUILTIN_SPECS = Path(__file__).parent / "examples" / "specs"
-"""The folder of the built-in specs (``<name>.yaml``); their example model factory is in ``../models``."""
-
-_SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-
-
-def builtin_specs() -> dict[str, Path]:
-    """``{name: file}`` of the built-in specs, by name.
-
-    >>> sorted(builtin_specs())[:2]
-    ['all-schemes', 'all-schemes-relu']
-    """
-    return {path.stem: path for path in sorted(BUILTIN_SPECS.glob("*.yaml"), key=lambda path: path.stem)}
-
-
-def spec_path(config: str | os.PathLike) -> Path:
-    """The spec file that ``config`` names on a command line: a built-in spec's name or a file's path.
-
-    The rule: a path object, or a string with a ``/`` or a ``.yaml``/``.yml``/``.json`` ending, is a file;
-    a bare word (``nielsen``) is the built-in spec of that name, even when the current folder has a file of
-    that name (write ``./nielsen`` for the file); a bare word that names no built-in spec is a file if one
-    exists (and `ComparisonSpec.from_file` judges it).
-
-    >>> spec_path("nielsen").name
-    'nielsen.yaml'
-
-    Raises:
-        SpecError: a bare word that is neither (the message lists the built-in specs); a spec file that
-            does not exist (with the built-in spec of the same name, if there is one).
-    """
-    builtins = builtin_specs()
-    text = os.fspath(config)
-    if isinstance(config, str) and "/" not in text and not text.endswith(_SPEC_SUFFIXES):
-        if text in builtins:
-            return builtins[text]
-        if not Path(text).is_file():
-            raise SpecError(f"{text}: no built-in spec of that name and no such file; built-in specs: "
-                            f"{', '.join(builtins)} (initlab list)")
-    path = Path(text)
-    if not path.exists() and path.stem in builtins:
-        raise SpecError(f"{path}: no such spec file (the built-in spec of that name: initlab compare {path.stem})")
-    return path
-
-
-def builtin_spec_text(name: str) -> str:
-    """The text of the built-in spec ``name`` (comments kept), to start a spec of one's own from: a factory file's
-    relative path in it is made absolute (the installed file), so that the copy works from any folder.
-
-    Raises:
-        SpecError: no built-in spec of that name (the message lists them).
-    """
-    builtins = builtin_specs()
-    if name not in builtins:
-        raise SpecError(f"{name}: no built-in spec of that name; built-in specs: {', '.join(builtins)}")
-    path = builtins[name]
-
-    def absolute(match: re.Match) -> str:
-        return f"{match.group(1)}{(path.parent / match.group(2)).resolve()}{match.group(3)}   # the installed example"
-
-    return re.sub(r"^(\s*factory:\s*)([^\s:/][^\s:]*\.py)(:\S+).*$", absolute, path.read_text(), flags=re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,36 +213,8 @@ class ComparisonSpec:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> ComparisonSpec:
-        """Reads a ``.yaml``/``.yml`` or ``.json`` spec."""
-        path = Path(path)
-        if not path.is_file():
-            raise SpecError(f"{path}: no such spec file")
-        size = path.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise SpecError(f"{path}: {size} bytes; a spec is at most {MAX_SPEC_BYTES} bytes")
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise SpecError(f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start]:#04x})") from None
-        if path.suffix in (".yaml", ".yml"):
-            import yaml  # ~20 ms: loaded when a YAML spec is read, not by `import keras_initlab`
-
-            try:
-                raw = yaml.load(text, Loader=_loader_without_aliases())
-            except yaml.YAMLError as e:
-                raise SpecError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-            except RecursionError:
-                raise SpecError(f"{path}: nested too deeply to be a spec") from None
-        elif path.suffix == ".json":
-            try:
-                raw = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise SpecError(f"{path}: not valid JSON: {e}") from None
-            except RecursionError:
-                raise SpecError(f"{path}: nested too deeply to be a spec") from None
-        else:
-            raise SpecError(f"{path}: a spec must be a .yaml, .yml or .json file")
-        return cls.from_dict(raw, base_dir=path.parent)
+        """Reads a ``.yaml``/``.yml`` or ``.json`` spec (`initlab.spec_files.read_spec_file`) and validates it."""
+        return cls.from_dict(read_spec_file(path), base_dir=Path(path).parent)
 
     @classmethod
     def from_dict(cls, raw: Mapping, base_dir: str | os.PathLike | None = None) -> ComparisonSpec:
@@ -442,24 +344,6 @@ class ComparisonSpec:
     def runs(self) -> list[Run]:
         """Every (scheme, seed) pair, seeds outermost (the order in which runs are stacked)."""
         return [Run(scheme, seed) for seed in self.seeds for scheme in self.schemes]
-
-
-@functools.cache
-def _loader_without_aliases():
-    """PyYAML's safe loader, refusing aliases (``*name``): they let a few bytes expand to gigabytes."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()
-                raise yaml.composer.ComposerError(
-                    None, None, f"aliases (*{event.anchor}) are not allowed in a spec; write the value out",
-                    event.start_mark,
-                )
-            return super().compose_node(parent, index)
-
-    return Loader
 
 
 _TOP_KEYS = {field.name for field in dataclasses.fields(ComparisonSpec)} - {"base_dir"}

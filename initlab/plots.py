@@ -1,7 +1,7 @@
 """Every figure of the package, drawn one way: a matplotlib `Figure` on an Agg canvas.
 
 No pyplot (no global state, no window); matplotlib is imported when the first
-figure is drawn, so that ``import keras_initlab`` stays light. Each function
+figure is drawn, so that importing the application stays light. Each function
 returns the `matplotlib.figure.Figure`; save it with ``figure.savefig(path)``.
 
 - `plot_comparison`: a comparison's validation curves, mean and min-max band over seeds.
@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from keras_initlab.diagnostics import LayerDiagnostics, LayerSignals, collect_signals, tabulate
-from keras_initlab.report import Results, curves
+from initlab.report import Results, curves
 
 
 def _figure(**kwargs):
@@ -116,7 +116,7 @@ def plot_preactivation_std_by_depth(
 
 
 def plot_comparison(results: Results, metric: str = "val_accuracy", title: str = ""):
-    """``metric`` against epoch: per scheme the mean over seeds and a min-max band (`keras_initlab.report.curves`)."""
+    """``metric`` against epoch: per scheme the mean over seeds and a min-max band (`initlab.report.curves`)."""
     figure = _figure(figsize=(7, 4.5), dpi=120)
     figure.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.92)  # fixed margins: a third cheaper than a layout engine
     axes = figure.add_subplot()

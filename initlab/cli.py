@@ -1,42 +1,41 @@
 """The ``initlab`` command: ``initlab compare CONFIG``, ``initlab diagnose CONFIG``, ``initlab list``,
-``initlab spec NAME``, ``initlab serve`` (`keras_initlab.server`).
+``initlab spec NAME``, ``initlab serve`` (`initlab.server`).
 
->>> main(["list"])   # doctest: +SKIP
+`main` runs it in this process and returns its exit status; the console script (`initlab.console`) parses
+the same arguments (`parser`) and runs them (`run`) after what must happen before TensorFlow loads. Only
+``compare`` and ``diagnose`` import the library (and so TensorFlow): the other commands answer at once.
+
+>>> main(["spec", "nielsen"])   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from keras_initlab import initializers, server
-from keras_initlab.backend import BackendError
-from keras_initlab.cluster import ClusterUnavailableError, parse_address
-from keras_initlab.comparison import diagnose_spec, run_comparison
-from keras_initlab.report import to_markdown
-from keras_initlab.schemes import list_schemes
-from keras_initlab.spec import ComparisonSpec, SpecError, builtin_spec_text, builtin_specs, spec_path
-from keras_initlab.tracking import (
-    TrackingLostError, TrackingUnavailableError, quiet_store_logging, ui_command, ui_url,
-)
+from initlab import catalog, server
+from initlab.cluster import ClusterUnavailableError, RayAddress, parse_address
+from initlab.spec_files import SpecError, builtin_spec_text, builtin_specs, spec_path
+from initlab.tracking import TrackingLostError, TrackingUnavailableError, quiet_store_logging, ui_command, ui_url
 
 
 CONFIG_HELP = ("a built-in spec's name (initlab list) or a spec file (.yaml/.yml/.json); a bare name is the built-in "
                "spec (./NAME for a file of that name)")
 
 
-def _ray_address(address: str) -> str:
-    """``--ray``'s address, checked (`keras_initlab.cluster.parse_address`) before anything starts."""
+def _ray_address(address: str) -> RayAddress:
+    """``--ray``'s address, parsed (`initlab.cluster.parse_address`) before anything starts."""
     try:
-        parse_address(address)
+        return parse_address(address)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e).replace("Argument `address`", "ADDRESS")) from None
-    return address
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
+    """The ``initlab`` command's arguments."""
     parser = argparse.ArgumentParser(prog="initlab", description="Compare weight initializations, tracked in MLflow.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -48,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--epochs", type=int, help="override the spec's epochs")
     compare.add_argument("--resume", action="store_true", help="re-open the last parent run of this spec; train only unfinished runs")
     compare.add_argument("--no-stack", dest="stack", action="store_false", help="train one model at a time")
-    compare.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", type=_ray_address,
+    compare.add_argument("--ray", nargs="?", const=parse_address("local"), metavar="ADDRESS", type=_ray_address,
                          help="run the work on Ray: a local instance (no ADDRESS), or the cluster at ADDRESS "
                               "(auto, HOST:PORT, ray://HOST:PORT); needs pip install 'keras-initlab[ray]'")
     compare.add_argument("--histograms", action="store_true",
@@ -77,11 +76,10 @@ def _list(args: argparse.Namespace) -> int:
     for name, path in builtin_specs().items():
         print(f"  {name:<18} {_summary(path)}")
     print("\nschemes (kernel, bias):")
-    for name, description in list_schemes().items():
+    for name, description in catalog.schemes().items():
         print(f"  {name:<18} {description}")
     print("\ninitializers (keras_initlab>NAME):")
-    for name in ("ScaledGaussian", "InverseSqrtUniform", "SparseGaussian", "BiasConstant"):
-        summary = getattr(initializers, name).__doc__.strip().splitlines()[0]
+    for name, summary in catalog.initializers().items():
         print(f"  {name:<18} {summary}")
     return 0
 
@@ -97,7 +95,29 @@ def _spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trains(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command that trains: it imports the library (TensorFlow loads), whose backend check
+    (`keras_initlab.backend.BackendError`) it reports like a spec error."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        from keras_initlab.backend import BackendError
+
+        try:
+            return command(args)
+        except BackendError as e:
+            print(f"initlab {args.command}: {e}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+@_trains
 def _compare(args: argparse.Namespace) -> int:
+    from initlab.comparison import run_comparison
+    from initlab.report import to_markdown
+    from initlab.spec import ComparisonSpec
+
     config = spec_path(args.config)
     spec = ComparisonSpec.from_file(config)
     overrides = {k: v for k, v in (("seeds", args.seeds), ("epochs", args.epochs)) if v is not None}
@@ -121,7 +141,11 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+@_trains
 def _diagnose(args: argparse.Namespace) -> int:
+    from initlab.comparison import diagnose_spec
+    from initlab.spec import ComparisonSpec
+
     spec = ComparisonSpec.from_file(spec_path(args.config))
     out = Path(args.out if args.out is not None else Path("diagnostics") / spec.name)
     try:
@@ -137,8 +161,13 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``initlab`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    """The ``initlab`` command on ``argv`` (default ``sys.argv[1:]``), in this process; returns the exit status."""
+    return run(parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """The command of parsed arguments (`parser`); returns the exit status: 1 when runs failed, 2 when nothing
+    could start (a bad spec, an unusable store or cluster), each said in one line."""
     quiet_store_logging()
     try:
         commands = {"list": _list, "spec": _spec, "compare": _compare, "diagnose": _diagnose, "serve": server.start}
@@ -146,10 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrackingLostError as e:  # runs were under way: they failed, and --resume finishes them
         print(f"initlab {args.command}: {e}", file=sys.stderr)
         return 1
-    except (SpecError, TrackingUnavailableError, BackendError, ClusterUnavailableError) as e:
+    except (SpecError, TrackingUnavailableError, ClusterUnavailableError) as e:
         print(f"initlab {args.command}: {e}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

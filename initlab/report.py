@@ -1,4 +1,4 @@
-"""Comparison results: per-epoch curves over seeds and the summary table (the plot is `keras_initlab.plots.plot_comparison`).
+"""Comparison results: per-epoch curves over seeds and the summary table (the plot is `initlab.plots.plot_comparison`).
 
 A comparison's results are ``{scheme: [history, ...]}`` with one Keras-style
 history dict (``{"val_accuracy": [...], ...}``, one value per epoch) per seed.

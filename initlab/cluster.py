@@ -31,7 +31,7 @@ import os
 import socket
 import sys
 
-from keras_initlab.server import is_loopback
+from initlab.server import is_loopback
 
 ADDRESS_FORMS = "local, auto, HOST:PORT or ray://HOST:PORT"
 
@@ -56,12 +56,26 @@ class Cluster:
     resources: dict
 
 
-def parse_address(address: str) -> tuple[str, str | None, int | None]:
-    """``(kind, host, port)`` of a ``--ray`` address: kind ``local``, ``auto``, ``gcs`` (``HOST:PORT``) or ``client``
-    (``ray://HOST:PORT``); host and port ``None`` for ``local`` and ``auto``.
+@dataclasses.dataclass(frozen=True)
+class RayAddress:
+    """A ``--ray`` address, parsed (`parse_address`): its ``kind`` (``local``, ``auto``, ``gcs`` for ``HOST:PORT``,
+    ``client`` for ``ray://HOST:PORT``), ``host`` and ``port`` (``None`` for ``local`` and ``auto``), and the
+    ``text`` as given (what it prints as)."""
+
+    text: str
+    kind: str
+    host: str | None = None
+    port: int | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_address(address: str) -> RayAddress:
+    """The `RayAddress` of a ``--ray`` address: one of `ADDRESS_FORMS`.
 
     >>> parse_address("127.0.0.1:6379")
-    ('gcs', '127.0.0.1', 6379)
+    RayAddress(text='127.0.0.1:6379', kind='gcs', host='127.0.0.1', port=6379)
 
     Raises:
         TypeError: ``address`` is not a string.
@@ -70,16 +84,16 @@ def parse_address(address: str) -> tuple[str, str | None, int | None]:
     if not isinstance(address, str):
         raise TypeError(f"Argument `address` must be a str ({ADDRESS_FORMS}). Received: address={address!r}")
     if address in ("local", "auto"):
-        return address, None, None
+        return RayAddress(address, address)
     kind, rest = ("client", address[len("ray://"):]) if address.startswith("ray://") else ("gcs", address)
     host, _, port = rest.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"Argument `address` must be {ADDRESS_FORMS} (a port in 1..65535). Received: address={address!r}")
-    return kind, host, int(port)
+    return RayAddress(address, kind, host, int(port))
 
 
-def connect(address: str = "local", num_cpus: int | None = None) -> Cluster:
+def connect(address: RayAddress | str = "local", num_cpus: int | None = None) -> Cluster:
     """Connects this process to the Ray cluster at ``address`` (see the module's docstring), or starts a local
     instance with ``num_cpus`` CPUs (default: this machine's); returns the `Cluster`.
 
@@ -89,12 +103,14 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Cluster:
             seconds, Ray refuses the connection, or Ray was imported before with 127.0.0.1 rewritten (loopback
             could not be kept).
     """
-    kind, host, port = parse_address(address)
+    if isinstance(address, str):
+        address = parse_address(address)
+    kind, host, port = address.kind, address.host, address.port
     if importlib.util.find_spec("ray") is None:
         raise ClusterUnavailableError("Ray is not installed here: pip install 'keras-initlab[ray]'")
     if num_cpus is not None and kind != "local":
         raise ValueError(f"Argument `num_cpus` applies to a local instance only. Received: num_cpus={num_cpus!r} "
-                         f"with address={address!r}")
+                         f"with address={address.text!r}")
     loopback = kind == "local" or (host is not None and is_loopback(host))
     if loopback:
         _keep_loopback(address)
@@ -108,10 +124,10 @@ def connect(address: str = "local", num_cpus: int | None = None) -> Cluster:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)  # the command's own lines only: not Ray's start-up notices
         else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            ray.init(address=address.text, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as e:
         raise ClusterUnavailableError(f"cannot connect to the Ray cluster at {address}: {e}") from None
-    return Cluster(address, _is_remote(kind), dict(ray.cluster_resources()))
+    return Cluster(address.text, _is_remote(kind), dict(ray.cluster_resources()))
 
 
 def disconnect() -> None:
@@ -121,7 +137,7 @@ def disconnect() -> None:
     ray.shutdown()
 
 
-def _keep_loopback(address: str) -> None:
+def _keep_loopback(address: RayAddress) -> None:
     """Makes Ray keep 127.0.0.1 (`LOOPBACK_VARIABLE`); too late once Ray is imported with it true."""
     if "ray" in sys.modules:
         from ray._private import ray_constants
@@ -136,7 +152,7 @@ def _keep_loopback(address: str) -> None:
     os.environ[LOOPBACK_VARIABLE] = "0"
 
 
-def _probe(address: str, host: str, port: int) -> None:
+def _probe(address: RayAddress, host: str, port: int) -> None:
     try:
         socket.create_connection((host, port), timeout=PROBE_TIMEOUT).close()
     except OSError as e:

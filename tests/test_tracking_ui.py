@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, wait_until_healthy
-from keras_initlab.cli import main
-from keras_initlab.tracking import LEARNING_CURVES, UI_PORT
-from test_compare import write_spec
+from initlab.cli import main
+from initlab.tracking.ui import LEARNING_CURVES, UI_PORT
+
+from conftest import free_port, wait_until_healthy, write_spec
+
+pytestmark = pytest.mark.integration  # an MLflow UI and a browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As root (CI), without a GPU, and with no connection attempts beyond the page under test.
@@ -26,9 +28,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 @pytest.fixture
-def comparison(tmp_path, capsys):
+def comparison(tmp_path, capsys, store):
     """A finished comparison in a SQLite store: ``(store uri, printed link)``."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = store("mlflow.db")
     assert main(["compare", str(write_spec(tmp_path, epochs=3)), "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
     command = re.search(r"^look: (mlflow ui .*)$", out, re.M).group(1)

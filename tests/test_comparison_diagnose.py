@@ -5,7 +5,9 @@ import re
 import pytest
 import yaml
 
-from keras_initlab.cli import main
+from initlab.cli import main
+
+from conftest import RANDOM_NORMAL, one_error_line, write_factory_spec
 
 SPEC = {
     "name": "deep-small",
@@ -77,3 +79,18 @@ def test_diagnose_seed_and_out_options(tmp_path, capsys):
 def test_diagnose_rejects_what_it_cannot_predict(tmp_path, capsys, changes, message):
     assert main(["diagnose", str(write_spec(tmp_path, **changes)), "--out", str(tmp_path / "out")]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_diagnose_refuses_a_name_too_long_for_a_file(tmp_path, capsys):
+    scheme = {**RANDOM_NORMAL, "name": "s" * 300}  # activations-<name>.png would exceed 255 bytes
+    assert main(["diagnose", str(write_spec(tmp_path, schemes=[scheme])), "--out", str(tmp_path / "out")]) == 2
+    assert "schemes[0].name: must be a name of at most 100" in one_error_line(capsys.readouterr().err, "diagnose")
+    assert not (tmp_path / "out").exists()
+
+
+def test_diagnose_a_factory_spec(factories, capsys):
+    assert main(["diagnose", str(write_factory_spec(factories)), "--out", str(factories / "figures")]) == 0
+    out = capsys.readouterr().out
+    for layer in ("a", "b", "out"):
+        assert f"| {layer} |" in out
+    assert (factories / "figures" / "activations-glorot.png").is_file()

@@ -15,7 +15,7 @@ app's settings (no secret in them) are written to ``tracking/basic_auth.ini``. T
 key (``MLFLOW_FLASK_SERVER_SECRET_KEY``) is random per start unless set. Secrets stay in the
 environment, never on the command line.
 
-Standard library only: the ``initlab`` launcher runs it without importing the package (no TensorFlow),
+Standard library only: ``initlab serve`` imports no Keras, TensorFlow or library (`initlab.console`),
 then replaces its process with ``python -m mlflow server``.
 
 >>> argv, env = server_command(parser().parse_args([]), {})   # doctest: +SKIP

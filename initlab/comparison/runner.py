@@ -1,0 +1,216 @@
+"""`run_comparison`: a comparison spec's runs trained and tracked: inputs resolved once, one runner picked,
+the parent run started, kept and finished with the summary.
+
+>>> outcome = run_comparison("nielsen")  # a built-in spec (initlab list), or a spec file's path  # doctest: +SKIP
+>>> outcome.summary[0].final                                                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from keras_initlab.backend import require_tensorflow
+
+from initlab.background import quick_gil_handoff
+from initlab.cluster import RayAddress, parse_address
+from initlab.comparison.local import LocalRunner
+from initlab.comparison.on_ray import RayRunner
+from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
+from initlab.comparison.progress import Interrupts, Progress
+from initlab.comparison.records import model_params, shared_params
+from initlab.messages import one_line
+from initlab.plots import plot_comparison, to_png
+from initlab.report import summarize, to_csv, to_markdown
+from initlab.spec import ComparisonSpec
+from initlab.spec_files import spec_path
+from initlab.tracking import (
+    ComparisonTracker, TrackingQueue, TrackingUnavailableError, check_reachable, check_writable, http_limits,
+    resolve_tracking_uri,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComparisonOutcome:
+    """What `run_comparison` did: where it logged, the summary, and which runs failed."""
+
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    summary: list
+    failures: dict[str, str]
+    skipped: list[str]
+
+
+
+def run_comparison(
+    spec: ComparisonSpec | Mapping | str | os.PathLike,
+    tracking_uri: str | None = None,
+    experiment: str | None = None,
+    resume: bool = False,
+    stack: bool = True,
+    progress=None,
+    spec_file: str | os.PathLike | None = None,
+    histograms: bool = False,
+    ray: str | RayAddress | None = None,
+) -> ComparisonOutcome:
+    """Trains every (scheme, seed) run of ``spec`` and tracks it in MLflow (see `initlab.tracking`).
+
+    ``spec`` is a `ComparisonSpec`, a built-in spec's name (``"nielsen"``; `initlab.spec_files.spec_path`), a
+    spec file's path, or a spec as a mapping (in Python, ``model: {factory: build}`` may hold the factory
+    function itself).
+
+    It resolves its inputs once (the spec, the store, the device, the data, the model builder: every check
+    before any run exists), then picks one runner: this machine's (`initlab.comparison.local.LocalRunner`)
+    or Ray's (`initlab.comparison.on_ray.RayRunner`). For the MLP with plain SGD (`ComparisonSpec.stacks`)
+    and ``stack``, runs train side by side in compiled groups, each run on its seed's mini-batches (the
+    same for every scheme of a seed: a paired comparison); every other run (conv nets, factory models,
+    any ``optimizer``) trains alone with `keras_initlab.training.train`. Either way each (scheme, seed)
+    gets its own child run with the same params and metrics.
+
+    Before training, each run logs the step-0 diagnostics of its model
+    (`keras_initlab.diagnostics.diagnose`) and, with ``histograms``, the activation
+    histograms as ``init/activations.png`` (about 0.2 s of drawing per run: off unless asked).
+    The work around training runs beside it: the next group's models and diagnostics
+    (the first group's diagnostics on copies of its untrained models, while it trains)
+    on one thread, every MLflow request on another (`initlab.tracking.TrackingQueue`; under the
+    ``initlab`` command, answered by its tracking process),
+    both at a lower priority than training, which gets the GIL back quickly
+    (`initlab.background.quick_gil_handoff`).
+
+    With ``ray`` (``"local"``, ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"``, or an
+    `initlab.cluster.RayAddress`; see `initlab.cluster`), the runs train as Ray tasks instead: one per seed's stacked group (or
+    per run where stacking does not apply), each on one CPU (and one GPU for ``device: gpu``); the
+    workers write their child runs, this process the parent run, the progress line and the summary.
+    Needs ``pip install 'keras-initlab[ray]'``.
+
+    A run that fails (an exception, a non-finite loss) is marked FAILED with the
+    reason and the others go on; ``resume`` re-opens the latest parent run of the
+    same spec and trains only the runs not FINISHED there. An interrupt
+    (Ctrl-C) marks the runs in flight and the parent KILLED and re-raises.
+
+    Example:
+
+    >>> outcome = run_comparison("nielsen")  # doctest: +SKIP
+    >>> def build(scheme, input_shape, num_classes): ...         # a notebook's own model  # doctest: +SKIP
+    >>> outcome = run_comparison({"name": "mine", "model": {"factory": build}, "schemes": ["he", "glorot"],
+    ...                           "optimizer": "adam", "epochs": 5, "batch_size": 64})     # doctest: +SKIP
+
+    Raises:
+        BackendError: under a Keras backend other than TensorFlow, before anything is tracked.
+        SpecError: for anything the spec, the data and the memory plan show to be wrong
+            (`check_spec_fits`), before anything is tracked.
+        TrackingUnavailableError: when the store cannot be opened or a server does not answer,
+            before any run exists; `TrackingLostError` when it stops working during the comparison
+            (finished runs are kept as pending records, written by ``resume``).
+        ClusterUnavailableError: with ``ray``: Ray is not installed, no cluster answers at the address, or its
+            workers could not reach the store; before any run exists.
+    """
+    require_tensorflow("initlab compare")
+    address = parse_address(ray) if isinstance(ray, str) else ray  # a malformed address before any work
+    spec, spec_file = _resolve_spec(spec, spec_file)
+    experiment = experiment or spec.name
+    uri = resolve_tracking_uri(tracking_uri)
+    check_reachable(uri)
+    check_writable(uri)
+    device = resolve_spec_device(spec)
+    builder = check_spec_fits(spec, load_spec_data(spec), device)
+    runner = (LocalRunner(builder, device, stack) if address is None
+              else RayRunner(address, builder, uri, experiment, stack))
+    # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
+    with runner, http_limits(), quick_gil_handoff(), Interrupts() as interrupts:
+        queue = TrackingQueue(uri, experiment, spec.hash)
+        failures: dict[str, str] = {}
+        try:
+            started = queue.submit(lambda tracker: _start(tracker, spec, resume, spec_file))
+            if resume or runner.needs_parent or not uri.startswith("sqlite:///"):
+                queue.wait()  # what to train depends on the store (units elsewhere need the parent); a server's errors first
+            finished = started.result() if resume else {}
+            curves = {}  # run key -> val_accuracy by epoch, of every FINISHED run
+            if finished:
+                curves = queue.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
+            groups = runner.groups([run for run in spec.runs() if run.key not in finished])
+            bar = Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, queue.raise_if_lost])
+            trained, failures = runner.train(groups, queue, shared_params(spec, device), histograms, bar, interrupts)
+            curves.update(trained)
+            bar.close()
+            summary, files, description = _summarize(spec, builder.data.name, curves)  # while the last runs are written
+            status = "FAILED" if failures else "FINISHED"
+            queue.submit(lambda tracker: _finish_parent(tracker, files, description, status))
+            tracker = queue.wait()
+        except BaseException as error:  # Ctrl-C, MLflow failing, a bug
+            if isinstance(error, TrackingUnavailableError) or queue.lost is not None:
+                # No more requests to a store that failed (each could wait for the HTTP limits):
+                # what is left RUNNING, --resume repairs.
+                raise queue.lost or error from None
+            interrupted = isinstance(error, KeyboardInterrupt)
+            with contextlib.suppress(BaseException):  # nothing left RUNNING that can be marked
+                reason = "interrupted" if interrupted else f"aborted: {type(error).__name__}: {one_line(error)}"
+                status = "KILLED" if interrupted else "FAILED"
+                queue.submit(lambda tracker: tracker.kill_running_children(reason, status))
+                queue.submit(lambda tracker: tracker.finish_parent(status))
+                queue.wait()
+            raise
+        finally:
+            queue.close()
+    return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
+
+
+def _resolve_spec(spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file) -> tuple[ComparisonSpec, object]:
+    """``(spec, the file it was read from)``: a built-in spec's name or a file is read, a mapping validated."""
+    if isinstance(spec, (str, os.PathLike)):
+        path = spec_path(spec)  # a built-in spec's name, or a file
+        return ComparisonSpec.from_file(path), path if spec_file is None else spec_file
+    if not isinstance(spec, ComparisonSpec):
+        return ComparisonSpec.from_dict(spec), spec_file
+    return spec, spec_file
+
+
+def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_file) -> dict[str, str]:
+    """Starts (or with ``resume`` re-opens) the parent run, named ``<spec> YYYY-MM-DD HH:MM``, and logs the
+    spec; writes the runs that finished while MLflow was unreachable last time. Returns ``{run_key: run_id}``
+    of the finished runs."""
+    shared = {k: v for k, v in spec.to_json().items() if k not in ("name", "model")}
+    shared.update(model_params(spec))
+    shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
+    finished = tracker.start_parent(params=shared, resume=resume, run_name=f"{spec.name} {datetime.now():%Y-%m-%d %H:%M}")
+    if resume:
+        finished.update(tracker.log_pending(finished))
+    tracker.save_view(runs=len(spec.runs()))
+    files = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
+    if spec_file is not None:  # the file as written, beside what ran (overrides applied)
+        files[f"original-{Path(spec_file).name}"] = Path(spec_file).read_bytes()
+    tracker.log_parent_artifacts(files)
+    return finished
+
+
+
+def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, list[float]]) -> tuple:
+    """The summary of the FINISHED runs' ``val_accuracy`` curves (``{run key: curve}``), and what the parent
+    run gets of it: ``(summary rows, files, description)``: the plot and the tables; the table in Markdown."""
+    keys = {run.key: run.scheme.name for run in spec.runs()}
+    results: dict[str, list[dict]] = {s.name: [] for s in spec.schemes}
+    for key in sorted(curves):
+        results[keys[key]].append({"val_accuracy": curves[key]})
+    results = {scheme: runs for scheme, runs in results.items() if runs}
+    if not results:
+        return [], {}, None
+    summary = summarize(results)
+    title = f"{spec.name}: {spec.model.describe()} on {data_name}"
+    files = {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary),
+             "comparison.png": to_png(plot_comparison(results, title=title))}
+    return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{to_markdown(summary)}"
+
+
+def _finish_parent(tracker: ComparisonTracker, files: dict, description: str | None, status: str) -> None:
+    """The summary's files and description on the parent run, then its ``status``."""
+    if files:
+        tracker.log_parent_artifacts(files)
+    if description is not None:
+        tracker.describe_parent(description)
+    tracker.finish_parent(status)

@@ -1,0 +1,32 @@
+"""How a comparison is laid out in MLflow: the tags that hold it together.
+
+One experiment per comparison name; one parent run per invocation (tag ``initlab.role =
+comparison``, named ``<spec> YYYY-MM-DD HH:MM``, its description the summary table); one nested
+child run per (scheme, seed) (tag ``mlflow.parentRunId``), all children with the same param and
+metric names so that the MLflow UI's charts line them up. Per-epoch metrics use ``step`` = epoch
+number (1-based); each child also holds ``final_val_accuracy`` and ``best_val_accuracy``; the
+diagnostics of the untrained model (`keras_initlab.diagnostics`) are logged at step 0 as
+``init/layer<depth>/<metric>``, with their table and activation histograms as artifacts under
+``init/``. The experiment carries a saved chart view (`initlab.tracking.ui`): the runs grouped by
+scheme, the learning curves first.
+
+>>> PARENT_TAG
+'mlflow.parentRunId'
+"""
+
+ROLE_TAG = "initlab.role"
+"""``comparison`` on a parent run."""
+SPEC_HASH_TAG = "initlab.spec_hash"
+"""The spec's hash (`initlab.spec.ComparisonSpec.hash`) on parent and child runs: ``--resume`` finds a parent by it."""
+RUN_KEY_TAG = "initlab.run_key"
+"""``<scheme>/seed=<seed>`` on a child run."""
+FAILURE_TAG = "initlab.failure"
+"""Why a child run failed or was killed."""
+VERSION_TAG = "initlab.version"
+DIAGNOSTICS_TAG = "initlab.diagnostics"
+"""Why a child run has no step-0 diagnostics."""
+PARENT_TAG = "mlflow.parentRunId"
+NOTE_TAG = "mlflow.note.content"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+MAX_TAG_LENGTH = 4900
+"""Tag values are cut to this length (older MLflow servers accept 5000 characters, MLflow 3 8000)."""

@@ -1,0 +1,141 @@
+"""`initlab compare` end to end against real MLflow stores: SQLite, a real server, resume after SIGINT."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from initlab.cli import main
+from initlab.comparison import ModelBuilder, diagnostic_batch, load_spec_data, run_comparison
+from initlab.spec import ComparisonSpec
+from keras_initlab.diagnostics import diagnose
+from keras_initlab.models import load_factory
+
+from conftest import (
+    FACTORY_SPEC, RANDOM_NORMAL, REPO, check_comparison, runs_of, saved_model, write_factory_spec,
+    write_spec,
+)
+
+
+def test_compare_into_a_sqlite_store(tmp_path, capsys, store):
+    uri = store()
+    spec_file = write_spec(tmp_path)
+    assert main(["compare", str(spec_file), "--tracking-uri", uri, "--histograms"]) == 0
+    out = capsys.readouterr().out
+    assert f"mlflow ui --backend-store-uri {uri}" in out
+    _, children = check_comparison(MlflowClient(uri), "tiny", histograms=True)
+
+    # The step-0 metrics are `diagnose` of the very model the run started from.
+    spec = ComparisonSpec.from_file(spec_file)
+    data = load_spec_data(spec)
+    builder = ModelBuilder(spec, data)
+    for child in children:
+        scheme = next(s for s in spec.schemes if s.name == child.data.params["scheme"])
+        table = diagnose(builder.build(scheme, int(child.data.params["seed"])), *diagnostic_batch(data))
+        for key, value in table.metrics().items():
+            assert child.data.metrics[key] == pytest.approx(value, rel=1e-6), key
+    saturated = {c.data.params["scheme"]: c.data.metrics["init/layer1/saturated_fraction"] for c in children}
+    assert saturated["nielsen-large"] > 0.3 > 0.01 > saturated["nielsen-default"]
+
+
+@pytest.mark.integration
+def test_compare_against_a_real_mlflow_server(tmp_path, monkeypatch, mlflow_server):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", str(write_spec(tmp_path))]) == 0
+    check_comparison(MlflowClient(mlflow_server), "tiny")
+    assert not (tmp_path / "tracking").exists()  # nothing went to the local default store
+
+
+@pytest.mark.integration
+def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path, capsys):
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    spec = write_spec(tmp_path, epochs=60, subset={"train": 2000, "val": 200})
+    command = [sys.executable, "-m", "initlab", "compare", str(spec), "--tracking-uri", uri, "--no-stack"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = MlflowClient(uri)
+    progress = []
+    for line in first.stdout:  # interrupt while the second run trains (one progress line per epoch)
+        progress.append(line)
+        if line.startswith("[1/4 runs done]") and "epoch 2/60" in line:
+            break
+    assert progress and "epoch 2/60" in progress[-1], "".join(progress)
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=120) != 0
+    parents, children = runs_of(client, "tiny")
+    assert parents[0].info.status == "KILLED"
+    done_before = {c.data.tags["initlab.run_key"]: c.info.run_id for c in children if c.info.status == "FINISHED"}
+    assert 1 <= len(done_before) < 4
+    assert any(c.info.status == "KILLED" for c in children)
+
+    assert main(command[3:] + ["--resume"]) == 0  # here: this process has TensorFlow loaded already
+    assert f"resumed: {len(done_before)} finished run(s) kept" in capsys.readouterr().out
+    parent, children = check_comparison(client, "tiny", epochs=60)
+    assert parent.info.run_id == parents[0].info.run_id
+    for child in children:  # the runs finished before the interrupt were kept, not re-run
+        key = child.data.tags["initlab.run_key"]
+        if key in done_before:
+            assert child.info.run_id == done_before[key]
+
+
+@pytest.mark.parametrize("stack", [True, False])
+def test_an_explicit_scheme_trains_alone(tmp_path, stack, store):
+    uri = store()
+    spec = write_spec(tmp_path, schemes=[RANDOM_NORMAL], seeds=[0], epochs=1)
+    assert main(["compare", str(spec), "--tracking-uri", uri] + ([] if stack else ["--no-stack"])) == 0
+    _, children = runs_of(MlflowClient(uri), "tiny")
+    assert [c.info.status for c in children] == ["FINISHED"]
+    assert len(MlflowClient(uri).get_metric_history(children[0].info.run_id, "val_accuracy")) == 1
+
+
+def test_a_notebook_function_trains_and_resumes_by_its_name(factories, store):
+    build = load_factory("models/factories.py:build", factories)
+    spec = {**FACTORY_SPEC, "model": {"factory": build}, "schemes": ["he"], "epochs": 1}
+    uri = store()
+    first = run_comparison(spec, tracking_uri=uri)
+    (child,) = MlflowClient(uri).search_runs([first.experiment_id], "tags.`mlflow.parentRunId` != ''")
+    assert child.data.params["factory"] == f"{build.__module__}:build"
+    again = run_comparison(spec, tracking_uri=uri, resume=True)
+    assert again.parent_run_id == first.parent_run_id and again.skipped == ["he/seed=0"]
+
+
+def test_the_convnet_kind_compares_and_diagnoses(tmp_path, capsys, store):
+    uri = store()
+    spec = write_factory_spec(tmp_path, model={"kind": "convnet", "filters": [4, 8]}, schemes=["he", "lecun"], epochs=1)
+    assert main(["compare", str(spec), "--tracking-uri", uri]) == 0
+    client = MlflowClient(uri)
+    children = client.search_runs([client.get_experiment_by_name("factory").experiment_id], "tags.`mlflow.parentRunId` != ''")
+    assert {c.data.params["kind"] for c in children} == {"convnet"}
+    for child in children:
+        assert json.loads(child.data.params["filters"]) == [4, 8]
+        assert [layer.name for layer in saved_model(client, child).layers if hasattr(layer, "kernel")] == \
+            ["conv_1", "conv_2", "dense_out"]
+        for depth in (1, 2, 3):  # the step-0 diagnostics of both conv layers and the output layer
+            assert child.data.metrics[f"init/layer{depth}/grad_norm"] > 0
+    assert main(["diagnose", str(spec), "--out", str(tmp_path / "figures")]) == 0
+    assert "| conv_2 |" in capsys.readouterr().out
+
+
+def test_a_factory_comparison_fails_alone_and_resumes(factories, capsys, store):
+    uri = store()
+    exploding = {"name": "huge", "kernel": {"class_name": "RandomNormal", "config": {"stddev": 1e30}}, "bias": "zeros"}
+    spec = write_factory_spec(factories, schemes=["he", exploding], optimizer="sgd")
+    assert main(["compare", str(spec), "--tracking-uri", uri]) == 1
+    assert "huge/seed=0: NonFiniteLossError" in capsys.readouterr().err
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("factory").experiment_id
+    children = {c.data.tags["initlab.run_key"]: c for c in client.search_runs([experiment], "tags.`mlflow.parentRunId` != ''")}
+    assert children["he/seed=0"].info.status == "FINISHED" and children["huge/seed=0"].info.status == "FAILED"
+    assert children["he/seed=0"].data.params["factory"] == "models/factories.py:build"
+
+    assert main(["compare", str(spec), "--tracking-uri", uri, "--resume"]) == 1  # huge fails again; he is kept
+    assert "resumed: 1 finished run(s) kept: he/seed=0" in capsys.readouterr().out
+    again = {c.data.tags["initlab.run_key"]: c for c in client.search_runs([experiment], "tags.`mlflow.parentRunId` != ''")}
+    assert again["he/seed=0"].info.run_id == children["he/seed=0"].info.run_id
+    assert again["huge/seed=0"].info.run_id != children["huge/seed=0"].info.run_id
+    assert len(client.search_runs([experiment], "tags.`initlab.role` = 'comparison'")) == 1

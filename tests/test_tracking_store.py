@@ -1,0 +1,72 @@
+"""The tracking store (`initlab.tracking.store`): the default store, problems reported in one line before any work,
+a server that does not answer, two comparisons starting on a new store at once."""
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from initlab.cli import main
+
+from conftest import COMMAND_ENV, COMPARE, free_port, one_error_line, runs_of, write_spec
+
+
+def test_default_store_is_tracking_sqlite_in_the_current_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    spec = write_spec(tmp_path, schemes=["he"], seeds=[0], epochs=3)
+    assert main(["compare", str(spec), "--experiment", "renamed", "--epochs", "1"]) == 0
+    db = tmp_path / "tracking" / "mlflow.db"
+    assert db.is_file()
+    client = MlflowClient(f"sqlite:///{db}")
+    parents, children = runs_of(client, "renamed")
+    assert len(parents) == 1 and len(children) == 1
+    # What ran (the override applied) is spec.json; the file as written is kept beside it.
+    ran = json.loads(Path(client.download_artifacts(parents[0].info.run_id, "spec.json")).read_text())
+    written = yaml.safe_load(Path(client.download_artifacts(parents[0].info.run_id, "original-spec.yaml")).read_text())
+    assert (ran["epochs"], written["epochs"]) == (1, 3)
+    assert len(client.get_metric_history(children[0].info.run_id, "val_accuracy")) == 1
+    assert f"mlflow ui --backend-store-uri sqlite:///{db}" in capsys.readouterr().out
+
+
+def test_unreachable_server_is_reported_before_training(tmp_path, capsys):
+    uri = f"http://127.0.0.1:{free_port()}"
+    start = time.time()
+    assert main(["compare", str(write_spec(tmp_path)), "--tracking-uri", uri]) == 2
+    assert f"MLflow tracking server {uri} is unreachable" in capsys.readouterr().err
+    assert time.time() - start < 30
+
+
+def test_store_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    spec = str(write_spec(tmp_path, epochs=1))
+    assert main(["compare", spec, "--tracking-uri", "sqlite:///"]) == 2
+    assert "the MLflow store sqlite:/// names no database file" in one_error_line(capsys.readouterr().err)
+    assert main(["compare", spec, "--tracking-uri", "foo://x"]) == 2
+    assert "cannot use the MLflow store foo://x" in one_error_line(capsys.readouterr().err)
+    assert main(["compare", spec, "--tracking-uri", "sqlite:////proc/no-such-folder/mlflow.db"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "cannot use the MLflow store sqlite:////proc/no-such-folder/mlflow.db" in line and "writable folder" in line
+    (tmp_path / "notes.db").write_text("a text file, not a store")
+    assert main(["compare", spec, "--tracking-uri", f"sqlite:///{tmp_path / 'notes.db'}"]) == 2
+    assert f"{tmp_path / 'notes.db'} is not a SQLite database" in one_error_line(capsys.readouterr().err)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tracking").write_text("not a folder")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["compare", spec]) == 2
+    assert f"{tmp_path / 'tracking'} is a file, not a folder" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.integration
+def test_two_comparisons_start_on_a_new_store_at_once(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    spec = write_spec(tmp_path, seeds=[0], epochs=1)
+    processes = [subprocess.Popen(COMPARE + [str(spec), "--tracking-uri", uri], env=COMMAND_ENV, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs
+    parents, children = runs_of(MlflowClient(uri), "tiny")
+    assert len(parents) == 2 and len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
