@@ -1,5 +1,5 @@
-"""What the tests share: a real MLflow tracking server started through the project's own ``initlab serve``, the
-small specs they run, and how they read a comparison back from MLflow."""
+"""What the tests share: real MLflow tracking servers started through the project's own ``initlab serve``, new
+MLflow stores, a Ray head node, the small specs they run, and how they read a comparison back from MLflow."""
 
 import os
 import re
@@ -101,14 +101,6 @@ def store(tmp_path, _empty_store):
         return f"sqlite:///{tmp_path / name}"
 
     return new
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """``initlab serve`` on 127.0.0.1 and a free port, for one test; yields its URI."""
-    server = Server(tmp_path, free_port()).start()
-    yield server.uri
-    server.stop()
 
 
 # -- Ray ----------------------------------------------------------------------------------

@@ -71,7 +71,7 @@ def test_ctrl_c_then_resume_with_a_killed_worker_gives_each_run_once_as_it_is_ma
     from conftest import runs_of, write_spec
 
     port, _ = ray_head_node
-    spec = write_spec(tmp_path, seeds=[0, 1], epochs=60, subset={"train": 4000, "val": 200})
+    spec = write_spec(tmp_path, seeds=[0], epochs=60, subset={"train": 2000, "val": 200})  # one unit of work
     uri = store("ray.db")
     command = [str(Path(sys.executable).with_name("initlab")), "compare", str(spec), "--tracking-uri", uri,
                "--ray", f"127.0.0.1:{port}"]
@@ -79,7 +79,7 @@ def test_ctrl_c_then_resume_with_a_killed_worker_gives_each_run_once_as_it_is_ma
     for line in driver.stderr:
         if "epoch 1/60" in line:
             break
-    driver.send_signal(signal.SIGINT)  # Ctrl-C, to the driver, while the first unit has ~59 epochs to go
+    driver.send_signal(signal.SIGINT)  # Ctrl-C, to the driver, while the unit has ~59 epochs to go
     driver.communicate(timeout=120)
     assert driver.returncode != 0
     client = MlflowClient(uri)
@@ -110,7 +110,7 @@ def test_ctrl_c_then_resume_with_a_killed_worker_gives_each_run_once_as_it_is_ma
     here = run_comparison(spec, tracking_uri=store("here.db"))
     runs = {"here": children_of(here), "ray": children_of(on_ray)}
     assert sorted(runs["ray"]) == sorted(runs["here"]) == sorted(
-        f"{scheme}/seed={seed}" for scheme in ("nielsen-default", "nielsen-large") for seed in (0, 1))  # each once
+        f"{scheme}/seed=0" for scheme in ("nielsen-default", "nielsen-large"))  # each once
     for key, (status, params, curves) in runs["here"].items():
         ray_status, ray_params, ray_curves = runs["ray"][key]
         assert status == ray_status == "FINISHED" and ray_params == params

@@ -43,15 +43,6 @@ def test_compare_into_a_sqlite_store(tmp_path, capsys, store):
 
 
 @pytest.mark.integration
-def test_compare_against_a_real_mlflow_server(tmp_path, monkeypatch, mlflow_server):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    monkeypatch.chdir(tmp_path)
-    assert main(["compare", str(write_spec(tmp_path))]) == 0
-    check_comparison(MlflowClient(mlflow_server), "tiny")
-    assert not (tmp_path / "tracking").exists()  # nothing went to the local default store
-
-
-@pytest.mark.integration
 def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path, capsys):
     uri = f"sqlite:///{tmp_path / 'store.db'}"
     spec = write_spec(tmp_path, epochs=60, subset={"train": 2000, "val": 200})

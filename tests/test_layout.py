@@ -57,7 +57,7 @@ APPLICATION = [
     "initlab.comparison.preflight",
     "initlab.comparison.diagnose",
     "initlab.comparison.progress",
-    "initlab.comparison.records",
+    "initlab.comparison.children",
     "initlab.comparison.group",
     "initlab.comparison.local",
     "initlab.comparison.on_ray",

@@ -39,12 +39,12 @@ def test_a_store_that_cannot_be_written_fails_in_one_line_and_resume_finishes(tm
     assert sorted(c.data.tags["initlab.run_key"] for c in finished) == ["nielsen-default/seed=0", "nielsen-large/seed=0"]
 
 
-def test_a_server_that_dies_mid_comparison_is_reported_quickly_and_resume_keeps_every_run(tmp_path, monkeypatch):
+def test_a_comparison_on_a_server_that_dies_is_reported_quickly_and_resume_keeps_every_run_there(tmp_path, monkeypatch):
     server = Server(tmp_path, free_port()).start()
     try:
         spec = write_spec(tmp_path, epochs=60, subset={"train": 1000, "val": 200})
         env = {**COMMAND_ENV, "MLFLOW_TRACKING_URI": server.uri, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-        first = subprocess.Popen(COMPARE + [str(spec), "--no-stack"], env=env, stdout=subprocess.PIPE,
+        first = subprocess.Popen(COMPARE + [str(spec), "--no-stack"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         client = MlflowClient(server.uri)
         progress = []
@@ -79,8 +79,10 @@ def test_a_server_that_dies_mid_comparison_is_reported_quickly_and_resume_keeps_
         server.start()  # the same store, back
         for key in ("MLFLOW_TRACKING_URI", "XDG_CACHE_HOME"):  # resumed from this process, TensorFlow loaded already
             monkeypatch.setenv(key, env[key])
+        monkeypatch.chdir(tmp_path)
         assert main(["compare", str(spec), "--no-stack", "--resume"]) == 0
         check_comparison(client, "tiny", epochs=60)  # every (scheme, seed) once, FINISHED, with its whole history
         assert not any(r.exists() for r in records)  # the pending records were written to MLflow and removed
+        assert not (tmp_path / "tracking").exists()  # nothing went to the local default store
     finally:
         server.stop()

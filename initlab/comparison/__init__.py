@@ -4,7 +4,7 @@ One module per job:
 
 - `initlab.comparison.preflight`: what is checked before any run exists (`check_spec_fits`, `load_spec_data`).
 - `initlab.comparison.builder`: a run's untrained model, its loss and its step-0 diagnostics (`ModelBuilder`).
-- `initlab.comparison.records`: the child runs' params, their prepared models, `EpochMetricsLogger`.
+- `initlab.comparison.children`: the child runs' params, their prepared models, `EpochMetricsLogger`.
 - `initlab.comparison.group`: one group of runs trained and handed to tracking (`train_group`).
 - `initlab.comparison.local`: the runs trained on this machine (`LocalRunner`).
 - `initlab.comparison.on_ray`: the runs trained as Ray tasks (`RayRunner`).
@@ -20,7 +20,7 @@ All of it needs the TensorFlow backend (`keras_initlab.backend`).
 from initlab.comparison.builder import ModelBuilder, diagnostic_batch
 from initlab.comparison.diagnose import diagnose_spec
 from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
-from initlab.comparison.records import EpochMetricsLogger, model_params, optimizer_params, shared_params
+from initlab.comparison.children import EpochMetricsLogger, model_params, optimizer_params, shared_params
 from initlab.comparison.runner import ComparisonOutcome, run_comparison
 
 __all__ = [

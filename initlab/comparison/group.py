@@ -13,7 +13,7 @@ from keras_initlab.training import train, train_stacked
 
 from initlab.comparison.builder import ModelBuilder
 from initlab.comparison.progress import Progress
-from initlab.comparison.records import EpochMetricsLogger, record_initial
+from initlab.comparison.children import EpochMetricsLogger, record_initial
 from initlab.spec import Run
 from initlab.tracking import ChildRun, TrackingQueue, TrackingUnavailableError
 
@@ -28,9 +28,9 @@ def train_group(
     (`train`, with the spec's optimizer and loss; its model is saved compiled with them, so the
     ``.keras`` file holds the optimizer's state). A run that fails is ended FAILED with the reason;
     an interrupt ends the group's runs KILLED, with the epochs that did complete. ``initial``: the
-    step-0 diagnostics being made while the group trains (`initlab.comparison.records.diagnose_copies`), recorded before the
-    runs are handed over (after an interrupt, only if they are done). ``lanes``: `train_stacked`'s (default: a
-    lane per core).
+    step-0 diagnostics being made while the group trains (`initlab.comparison.children.diagnose_copies`),
+    recorded before the runs are handed over (after an interrupt, only if they are done). ``lanes``:
+    `train_stacked`'s (default: a lane per core).
     """
     spec, data = builder.spec, builder.data
     loggers = [EpochMetricsLogger(child) for child in children]

@@ -21,7 +21,7 @@ from initlab.background import lower_thread_priority
 from initlab.comparison.builder import ModelBuilder
 from initlab.comparison.group import train_group
 from initlab.comparison.progress import Interrupts, Progress
-from initlab.comparison.records import diagnose_copies, prepare, prepare_diagnosed
+from initlab.comparison.children import diagnose_copies, prepare, prepare_diagnosed
 from initlab.spec import Run
 from initlab.tracking import TrackingQueue
 

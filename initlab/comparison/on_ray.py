@@ -19,7 +19,7 @@ from initlab.cluster import RayAddress, check_store_reachable, connect, disconne
 from initlab.comparison.builder import ModelBuilder
 from initlab.comparison.group import train_group
 from initlab.comparison.progress import Interrupts, Progress
-from initlab.comparison.records import initial_diagnostics, prepare, record_initial
+from initlab.comparison.children import initial_diagnostics, prepare, record_initial
 from initlab.messages import one_line
 from initlab.spec import ComparisonSpec, Run, SpecError
 from initlab.tracking import TrackingQueue

@@ -23,7 +23,7 @@ from initlab.comparison.local import LocalRunner
 from initlab.comparison.on_ray import RayRunner
 from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
 from initlab.comparison.progress import Interrupts, Progress
-from initlab.comparison.records import model_params, shared_params
+from initlab.comparison.children import model_params, shared_params
 from initlab.messages import one_line
 from initlab.plots import plot_comparison, to_png
 from initlab.report import summarize, to_csv, to_markdown

@@ -43,7 +43,7 @@ class ChildRun:
 
     `add_initial_diagnostics` and `add_lsuv` add the step-0 metrics and the files
     ``init/diagnostics.md``, ``init/activations.png``, ``init/lsuv.md``; the epochs'
-    metrics arrive through `add_epoch` (from `initlab.comparison.records.EpochMetricsLogger`);
+    metrics arrive through `add_epoch` (from `initlab.comparison.children.EpochMetricsLogger`);
     `finish` ends it (status, reason, the trained model, the summary metrics).
     `TrackerBase.stage` then makes it a record on disk and
     `initlab.tracking.tracker.ComparisonTracker.write_record` writes that to MLflow.

@@ -1,4 +1,4 @@
-"""The child runs' params and records (`initlab.comparison.records`): the spec's optimizer trains every run and is
+"""The child runs' params (`initlab.comparison.children`): the spec's optimizer trains every run and is
 recorded, plain SGD included."""
 
 import json
