@@ -9,6 +9,7 @@ The layout is `initlab.tracking.layout`'s; MLflow is imported when the tracker o
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import shutil
 import tempfile
@@ -28,6 +29,19 @@ from initlab.tracking.store import (
 from initlab.tracking.ui import view_state
 
 __version__ = version("keras-initlab")
+
+
+def _one_writer(method):
+    """A write to the store, made under the store's lock (`store_lock`, on a SQLite store): the workers of a local Ray
+    cluster write child runs to the same SQLite file as the driver writes the parent, and SQLite answers a writer that
+    waits longer than its timeout "database is locked" (seen on a loaded 2-core machine: a parent left RUNNING)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with store_lock(self.uri):
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class ComparisonTracker(TrackerBase):
@@ -81,6 +95,7 @@ class ComparisonTracker(TrackerBase):
 
     # -- parent run --------------------------------------------------------------------
 
+    @_one_writer
     def start_parent(self, params: Mapping[str, object], resume: bool, run_name: str | None = None) -> dict[str, str]:
         """Starts the parent run (named ``run_name``), or with ``resume`` re-opens the latest one of the
         same spec hash (its name kept).
@@ -117,6 +132,7 @@ class ComparisonTracker(TrackerBase):
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()])
         return {}
 
+    @_one_writer
     def join_parent(self, parent_id: str, run_keys: Sequence[str]) -> None:
         """Writes from now on child runs of the existing parent ``parent_id`` (a unit of work on a cluster's worker);
         child runs of ``run_keys`` already under it (left by an attempt that died while writing) are deleted, so that
@@ -138,13 +154,16 @@ class ComparisonTracker(TrackerBase):
             if not token:
                 return runs
 
+    @_one_writer
     def finish_parent(self, status: str) -> None:
         self.client.set_terminated(self.parent_id, status)
 
+    @_one_writer
     def describe_parent(self, text: str) -> None:
         """``text`` (Markdown) as the parent run's description, shown on its page (``mlflow.note.content``)."""
         self.client.set_tag(self.parent_id, NOTE_TAG, text[:MAX_TAG_LENGTH])
 
+    @_one_writer
     def log_parent_artifacts(self, files: Mapping[str, str | bytes]) -> None:
         """Files (text or bytes), by file name, as parent-run artifacts."""
         with tempfile.TemporaryDirectory() as tmp:
@@ -152,6 +171,7 @@ class ComparisonTracker(TrackerBase):
                 (Path(tmp) / name).write_bytes(content.encode() if isinstance(content, str) else content)
             self.client.log_artifacts(self.parent_id, tmp)
 
+    @_one_writer
     def save_view(self, runs: int) -> None:
         """The parent's chart view (`view_state`) as the experiment's shared view named by the parent's id
         (the tag ``mlflow.sharedViewState.<parent id>``), which `ui_url` opens."""
@@ -214,6 +234,7 @@ class ComparisonTracker(TrackerBase):
             self.pending_dir.rmdir()
         return written
 
+    @_one_writer
     def kill_running_children(self, reason: str, status: str = "KILLED") -> None:
         """Marks every child still RUNNING ``status`` (KILLED after an interrupt) with ``reason``."""
         for child in self.children():
