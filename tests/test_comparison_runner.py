@@ -12,13 +12,41 @@ from mlflow.tracking import MlflowClient
 from initlab.cli import main
 from initlab.comparison import ModelBuilder, diagnostic_batch, load_spec_data, run_comparison
 from initlab.spec import ComparisonSpec
+from initlab.spec_files import spec_path
+from keras_initlab import build_mlp, load_dataset, train_stacked
 from keras_initlab.diagnostics import diagnose
 from keras_initlab.models import load_factory
 
 from conftest import (
-    FACTORY_SPEC, RANDOM_NORMAL, REPO, check_comparison, runs_of, saved_model, write_factory_spec,
+    FACTORY_SPEC,
+    RANDOM_NORMAL,
+    REPO,
+    check_comparison,
+    runs_of,
+    saved_model,
+    write_factory_spec,
     write_spec,
 )
+
+
+def test_the_built_in_nielsen_comparison_tracks_exactly_what_the_library_trains(store):
+    """The application adds nothing to the numbers: ``initlab compare nielsen`` (2 epochs here) logs, bit for bit, the
+    curves that `keras_initlab.train_stacked` gives the same models, seeds and data."""
+    spec = ComparisonSpec.from_file(spec_path("nielsen")).replace(epochs=2)
+    uri = store()
+    outcome = run_comparison(spec, tracking_uri=uri)
+    client = MlflowClient(uri)
+    _, children = runs_of(client, "nielsen")
+    tracked = {c.data.tags["initlab.run_key"]: [m.value for m in sorted(
+        client.get_metric_history(c.info.run_id, "val_accuracy"), key=lambda m: m.step)] for c in children}
+    data = load_dataset(spec.dataset)
+    runs = spec.runs()
+    models = [build_mlp(spec.model.sizes, spec.model.activation, spec.model.output, run.scheme.name,
+                        l2_lambda=spec.l2_lambda, n_train=data.n_train, seed=run.seed) for run in runs]
+    histories = train_stacked(models, data, epochs=2, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
+                              seed=[run.seed for run in runs])
+    assert not outcome.failures and len(tracked) == 6
+    assert tracked == {run.key: history.history["val_accuracy"] for run, history in zip(runs, histories)}
 
 
 def test_compare_into_a_sqlite_store(tmp_path, capsys, store):
