@@ -32,7 +32,8 @@ from initlab.background import BACKGROUND_NICENESS
 from initlab.messages import one_line
 from initlab.tracking.records import TrackerBase
 from initlab.tracking.store import (
-    PREPARED_STORE_VARIABLE, STORE_DIR, TrackingUnavailableError, http_limits, is_tracking_error, quiet_store_logging,
+    PREPARED_STORE_VARIABLE, TrackingUnavailableError, default_database, http_limits, is_tracking_error,
+    quiet_store_logging,
 )
 from initlab.tracking.tracker import ComparisonTracker
 
@@ -96,7 +97,7 @@ def _sqlite_database(tracking_uri: str | None) -> Path | None:
     `initlab.tracking.store.resolve_tracking_uri`); ``None`` for any other store."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
-        return Path.cwd() / STORE_DIR / "mlflow.db"
+        return default_database()
     return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
 
 
@@ -106,7 +107,7 @@ def _lock_new_store(database: Path | None):
     if database is None or database.exists() or database.name in ("", ".", ".."):
         return None, None
     try:
-        if database == Path.cwd() / STORE_DIR / "mlflow.db":
+        if database == default_database():
             database.parent.mkdir(exist_ok=True)
         lock = open(database.with_suffix(".lock"), "a")
     except OSError:  # the comparison reports what is wrong with the folder

@@ -51,12 +51,17 @@ class TrackingLostError(TrackingUnavailableError):
     """The tracking store stopped answering during a comparison; finished runs wait as pending records."""
 
 
+def default_database() -> Path:
+    """The default store's database: ``tracking/mlflow.db`` under the current directory."""
+    return Path.cwd() / STORE_DIR / "mlflow.db"
+
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/tracking/mlflow.db`` (folder created)."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    store = Path.cwd() / STORE_DIR
+    store = default_database().parent
     try:
         store.mkdir(exist_ok=True)
     except FileExistsError:
@@ -69,7 +74,7 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
             f"cannot create {store} for the default MLflow store ({e.strerror}); "
             "run from a writable folder or pass --tracking-uri."
         ) from None
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return f"sqlite:///{default_database()}"
 
 
 @contextlib.contextmanager
