@@ -80,11 +80,11 @@ def test_ctrl_c_then_resume_with_a_killed_worker_gives_each_run_once_as_it_is_ma
         if "epoch 1/60" in line:
             break
     driver.send_signal(signal.SIGINT)  # Ctrl-C, to the driver, while the unit has ~59 epochs to go
-    driver.communicate(timeout=120)
-    assert driver.returncode != 0
+    _, rest = driver.communicate(timeout=120)
+    assert driver.returncode != 0, rest
     client = MlflowClient(uri)
     (parent,), children = runs_of(client, "tiny")
-    assert parent.info.status == "KILLED"
+    assert parent.info.status == "KILLED", rest
     epochs = {run.info.status: [] for run in children}
     for run in children:
         epochs[run.info.status].append(len(client.get_metric_history(run.info.run_id, "val_accuracy")))

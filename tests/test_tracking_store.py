@@ -62,11 +62,19 @@ def test_store_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.integration
 def test_two_comparisons_start_on_a_new_store_at_once(tmp_path):
+    """One comparison in a process of its own (``initlab compare``, whose tracking process opens the store at once)
+    and one in this process (TensorFlow loaded: it reaches the store in a second), started together on a store that
+    does not exist yet: one makes it (MLflow's migrations), the other waits for it; both finish."""
     uri = f"sqlite:///{tmp_path / 'new.db'}"
     spec = write_spec(tmp_path, seeds=[0], epochs=1)
-    processes = [subprocess.Popen(COMPARE + [str(spec), "--tracking-uri", uri], env=COMMAND_ENV, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=300)[0] for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], outputs
+    other = subprocess.Popen(COMPARE + [str(spec), "--tracking-uri", uri], env=COMMAND_ENV, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not (tmp_path / "new.lock").exists():  # the other comparison is opening the store
+        assert other.poll() is None and time.time() < deadline, other.communicate()[0]
+        time.sleep(0.05)
+    here = main(["compare", str(spec), "--tracking-uri", uri])
+    output = other.communicate(timeout=300)[0]
+    assert [other.returncode, here] == [0, 0], output
     parents, children = runs_of(MlflowClient(uri), "tiny")
     assert len(parents) == 2 and len(children) == 4 and all(c.info.status == "FINISHED" for c in children)

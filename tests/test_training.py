@@ -115,3 +115,75 @@ def test_bad_training_arguments(mnist, kwargs, error, message):
 def test_data_that_does_not_fit_the_model(mnist):
     with pytest.raises(ValueError, match=r"cannot feed model"):
         train(build_mlp([100, 10], seed=0), mnist.subset(100, 10), epochs=1)
+
+
+def dropout_mlp(scheme, seed):
+    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(30, activation="tanh", kernel_initializer=scheme),
+                             keras.layers.Dropout(0.3, seed=7), keras.layers.Dense(10, activation="softmax")])
+
+
+ARCHITECTURES = {  # (model of a scheme and a seed, optimizer)
+    "mlp, plain SGD": (lambda scheme, seed: build_mlp([784, 30, 10], scheme=scheme, l2_lambda=5.0, n_train=200,
+                                                      seed=seed), lambda: None),
+    "mlp, momentum": (lambda scheme, seed: build_mlp([784, 30, 10], scheme=scheme, seed=seed),
+                      lambda: keras.optimizers.SGD(0.05, momentum=0.9)),
+    "deep relu mlp, Adam": (lambda scheme, seed: build_mlp([784, 20, 20, 20, 10], activation="relu", scheme=scheme,
+                                                           seed=seed), lambda: keras.optimizers.Adam(1e-3)),
+    "convnet, Adam": (lambda scheme, seed: build_convnet(filters=(4, 8), scheme=scheme, seed=seed),
+                      lambda: keras.optimizers.Adam(1e-3)),
+    "dropout": (lambda scheme, seed: dropout_mlp("he_normal" if scheme == "he" else "glorot_uniform", seed),
+                lambda: None),
+}
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_runs_of_one_architecture_share_one_compiled_loop_and_end_where_their_own_would(mnist, name, monkeypatch):
+    from keras_initlab.training import single
+
+    make, optimizer = ARCHITECTURES[name]
+    data = mnist.subset(200, 100)
+    single._SHARED.clear()
+    train(make("he", 1), data, epochs=2, seed=1, optimizer=optimizer())  # the architecture's first run: its loop
+    (loop,) = single._SHARED.values()
+    traced = loop.train.experimental_get_tracing_count()
+    initial = make("glorot", 2)
+    start = [w.copy() for w in initial.get_weights()]
+    shared = train(initial, data, epochs=3, seed=2, optimizer=optimizer())
+    assert loop.train.experimental_get_tracing_count() == traced and len(single._SHARED) == 1  # not traced again
+    monkeypatch.setattr(single, "_structure", lambda model: None)  # as for a model that shares nothing
+    alone = make("glorot", 2)
+    alone.set_weights(start)
+    own = train(alone, data, epochs=3, seed=2, optimizer=optimizer())  # a loop on its own variables
+    assert len(single._SHARED) == 1
+    assert shared.history == own.history
+    for a, b in zip(initial.get_weights(), alone.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)  # bit for bit: the same program
+
+
+def test_only_models_whose_config_says_everything_share_a_loop(mnist):
+    from keras_initlab.training import single
+
+    class Scaled(keras.layers.Layer):  # a layer of the user's: its config need not say what it computes
+        def call(self, x):
+            return 2 * x
+
+    class Subclassed(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(10, activation="softmax")
+
+        def call(self, x):
+            return self.dense(x)
+
+    custom = keras.Sequential([keras.Input((784,)), Scaled(), keras.layers.Dense(10, activation="softmax")])
+    lam = keras.Sequential([keras.Input((784,)), keras.layers.Lambda(lambda x: 2 * x),
+                            keras.layers.Dense(10, activation="softmax")])
+    subclassed = Subclassed()
+    subclassed.build((None, 784))
+    assert [single._structure(m) for m in (custom, lam, subclassed)] == [None, None, None]
+    data = mnist.subset(100, 50)
+    single._SHARED.clear()
+    for model in (custom, build_mlp([784, 30, 10], l2_lambda=1.0, n_train=100),
+                  build_mlp([784, 30, 10], l2_lambda=2.0, n_train=100), build_mlp([784, 30, 10], seed=3)):
+        train(model, data, epochs=1)
+    assert len(single._SHARED) == 3  # the L2 coefficient is part of the computation; the seed is not
