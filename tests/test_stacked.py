@@ -228,7 +228,7 @@ def test_models_of_different_architectures_do_not_stack(small, other, message):
         (lambda: [], {}, r"`models` must be a list of at least 1 Keras model\(s\)"),
         (lambda: [build_mlp([784, 10], seed=0)] * 2, {}, r"the same model more than once"),
         (lambda: [keras.Sequential([keras.Input((784,)), keras.layers.Dropout(0.1), keras.layers.Dense(10)])], {},
-         r"layer 'dropout' of model 'sequential\w*' is a Dropout; only Dense layers stack"),
+         r"layer 'dropout\w*' of model 'sequential\w*' is a Dropout; only Dense layers stack"),
         (lambda: [build_mlp([784, 10], seed=0)], {"callbacks": [[]] * 2}, r"`callbacks` must be a list of 1 lists of callbacks"),
         (lambda: [build_mlp([784, 10], seed=0)], {"max_bytes": 0}, r"`max_bytes` must be an int >= 1 or None"),
         (lambda: [build_mlp([784, 10], seed=0)], {"epochs": 0}, r"`epochs` must be an int >= 1"),

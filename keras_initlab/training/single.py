@@ -19,10 +19,11 @@ per architecture, and each run ends bit for bit where a loop of its own ends.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import tensorflow as tf
@@ -42,7 +43,7 @@ _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, 
 class _CompiledEpoch:
     """The compiled per-epoch training loop and the validation pass of one model and its optimizer.
 
-    Runs of one architecture share one (`_shared_epoch`): each epoch `load` copies a run's weights and optimizer
+    Runs of one architecture share one (`_epoch_loop`): each epoch `load` copies a run's weights and optimizer
     state into this model's and optimizer's variables, and `store` copies them back, so the run's own model holds
     its weights between epochs (for the callbacks) while the same traced and XLA-compiled program trains it.
     """
@@ -54,7 +55,7 @@ class _CompiledEpoch:
         self.model, self.loss, self.optimizer, self.batch_size = model, loss, optimizer, batch_size
         self.train = tf.function(self._train, jit_compile=jit_compile, reduce_retracing=True)
         self.evaluate = tf.function(self._evaluate, jit_compile=jit_compile)
-        self.lock = threading.Lock()  # one run at a time in these variables
+        self.lock = threading.Lock()  # held by the run training in a shared loop's variables
 
     def load(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
         """The state of ``model`` (weights, seed states) and ``optimizer`` into this loop's variables."""
@@ -104,36 +105,41 @@ MAX_SHARED_LOOPS = 4
 state); the least recently used goes first."""
 
 
-def _shared_epoch(model: keras.Model, loss: Callable, optimizer: keras.optimizers.Optimizer, batch_size: int,
-                  jit_compile: bool, device: str) -> _CompiledEpoch:
-    """The compiled loop for ``model``: the one its architecture already has when it is free, else a new one.
+@contextlib.contextmanager
+def _epoch_loop(model: keras.Model, loss: Callable, optimizer: keras.optimizers.Optimizer, batch_size: int,
+                jit_compile: bool, device: str) -> Iterator[_CompiledEpoch]:
+    """The compiled loop that trains ``model`` while the context lasts: its architecture's shared one when that is
+    free, else one of its own.
 
-    A shared loop trains a copy of the first such model (`keras.models.clone_model`) with a copy of its optimizer
-    (``from_config``): the same layers, regularizers, loss, optimizer config, batch size and device give the same
-    program, so a run ends exactly where its own loop would take it (XLA compiles once per architecture instead of
-    once per run, ~0.5-1 s on the CPU). Where the config may not say everything about the computation (a subclassed
-    model, a layer that is not Keras' own, a ``Lambda``), or the shared loop is in use on another thread, the model
-    gets a loop of its own.
+    A shared loop trains a copy of the architecture's first model (`keras.models.clone_model`) with a copy of its
+    optimizer (``from_config``): the same layers, regularizers, loss, optimizer config, batch size and device give
+    the same program, so a run ends exactly where its own loop would take it (XLA compiles once per architecture
+    instead of once per run, ~0.5-1 s on the CPU). Where the config may not say everything about the computation (a
+    subclassed model, a layer that is not Keras' own, a ``Lambda``), or the shared loop trains on another thread,
+    the model gets a loop of its own.
     """
     structure = _structure(model)
-    if structure is None:
-        return _CompiledEpoch(model, loss, optimizer, batch_size, jit_compile)
-    key = (structure, tuple((tuple(v.shape), v.dtype, v.trainable) for v in model.variables), loss,
-           type(optimizer), json.dumps({**optimizer.get_config(), "name": None}, sort_keys=True, default=repr), batch_size,
-           jit_compile, device)
-    loop = _SHARED.get(key)
-    if loop is None:
-        twin = keras.models.clone_model(model)
-        twin_optimizer = type(optimizer).from_config(optimizer.get_config())
-        twin_optimizer.build(twin.trainable_variables)
-        loop = _SHARED[key] = _CompiledEpoch(twin, loss, twin_optimizer, batch_size, jit_compile)
-        if len(_SHARED) > MAX_SHARED_LOOPS:
-            _SHARED.popitem(last=False)
-    _SHARED.move_to_end(key)
-    if not loop.lock.acquire(blocking=False):
-        return _CompiledEpoch(model, loss, optimizer, batch_size, jit_compile)
-    loop.lock.release()
-    return loop
+    loop = None
+    if structure is not None:
+        key = (structure, tuple((tuple(v.shape), v.dtype, v.trainable) for v in model.variables), loss,
+               type(optimizer), json.dumps({**optimizer.get_config(), "name": None}, sort_keys=True, default=repr),
+               batch_size, jit_compile, device)
+        loop = _SHARED.get(key)
+        if loop is None:
+            twin = keras.models.clone_model(model)
+            twin_optimizer = type(optimizer).from_config(optimizer.get_config())
+            twin_optimizer.build(twin.trainable_variables)
+            loop = _SHARED[key] = _CompiledEpoch(twin, loss, twin_optimizer, batch_size, jit_compile)
+            if len(_SHARED) > MAX_SHARED_LOOPS:
+                _SHARED.popitem(last=False)
+        _SHARED.move_to_end(key)
+    if loop is None or not loop.lock.acquire(blocking=False):
+        yield _CompiledEpoch(model, loss, optimizer, batch_size, jit_compile)
+        return
+    try:
+        yield loop
+    finally:
+        loop.lock.release()
 
 
 def _structure(model: keras.Model) -> str | None:
@@ -226,16 +232,15 @@ def train(
     reporter = EpochReporter(model, callbacks, epochs, len(data.x_train) // batch_size)
     with tf.device(device_name):
         optimizer.build(model.trainable_variables)
-        compiled = _shared_epoch(model, loss or default_loss(model), optimizer, batch_size, jit_compile, device_name)
         tensors = DeviceData.place(data, model)
-        with compiled.lock:
+        with _epoch_loop(model, loss or default_loss(model), optimizer, batch_size, jit_compile, device_name) as loop:
             reporter.begin()
             for epoch, order in enumerate(epoch_orders(seed, epochs, len(data.x_train))):
                 reporter.epoch_begin(epoch)
-                compiled.load(model, optimizer)  # as the callbacks left them
-                train_loss = float(compiled.train(tensors.x_train, tensors.y_train, tf.constant(order)))
-                compiled.store(model, optimizer)
-                val_loss, val_accuracy = (float(v) for v in compiled.evaluate(tensors.x_val, tensors.y_val))
+                loop.load(model, optimizer)  # as the callbacks left them
+                train_loss = float(loop.train(tensors.x_train, tensors.y_train, tf.constant(order)))
+                loop.store(model, optimizer)
+                val_loss, val_accuracy = (float(v) for v in loop.evaluate(tensors.x_val, tensors.y_val))
                 if reporter.epoch_end(epoch, train_loss, val_loss, val_accuracy):
                     break
             reporter.end()
