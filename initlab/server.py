@@ -30,7 +30,7 @@ import ipaddress
 import os
 import secrets
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
@@ -126,11 +126,6 @@ def auth_settings(options: argparse.Namespace, environ: Mapping[str, str]) -> st
     """The basic-auth app's settings file (no secret in it: the admin's password stays in the environment)."""
     return (f"[mlflow]\ndefault_permission = {options.default_permission}\ndatabase_uri = {options.auth_db}\n"
             f"admin_username = {environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}\n")
-
-
-def main(argv: Sequence[str]) -> int:
-    """``initlab serve ARGV`` (`start`)."""
-    return start(parser().parse_args(argv))
 
 
 def start(options: argparse.Namespace) -> int:

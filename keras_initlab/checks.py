@@ -36,12 +36,6 @@ def shown(value) -> str:
     return f"{text[:MAX_SHOWN]}... ({len(text)} characters)"
 
 
-def one_line(message) -> str:
-    """``str(message)`` with every run of whitespace (newlines included) made one space, cut to 500 characters."""
-    text = " ".join(str(message).split())
-    return text if len(text) <= 500 else text[:500] + "..."
-
-
 def fail(kind: type[Exception], name: str, requirement: str, value) -> NoReturn:
     """Raises ``kind`` (TypeError or ValueError) saying that ``name`` must be ``requirement``."""
     error = kind(f"Argument `{name}` must be {requirement}. Received: {name}={shown(value)}")

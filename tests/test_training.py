@@ -187,3 +187,7 @@ def test_only_models_whose_config_says_everything_share_a_loop(mnist):
                   build_mlp([784, 30, 10], l2_lambda=2.0, n_train=100), build_mlp([784, 30, 10], seed=3)):
         train(model, data, epochs=1)
     assert len(single._SHARED) == 3  # the L2 coefficient is part of the computation; the seed is not
+    single._SHARED.clear()
+    for seed in (4, 5):  # a new loss object per run, as a spec's loss makes: the same loss, one loop
+        train(build_mlp([784, 30, 10], seed=seed), data, epochs=1, loss=keras.losses.SparseCategoricalCrossentropy())
+    assert len(single._SHARED) == 1

@@ -32,7 +32,7 @@ from initlab.background import BACKGROUND_NICENESS
 from initlab.messages import one_line
 from initlab.tracking.records import TrackerBase
 from initlab.tracking.store import (
-    PREPARED_STORE_VARIABLE, TrackingUnavailableError, default_database, http_limits, is_tracking_error,
+    PREPARED_STORE_VARIABLE, TrackingUnavailableError, default_database, http_limits, is_tracking_error, sqlite_database,
     quiet_store_logging,
 )
 from initlab.tracking.tracker import ComparisonTracker
@@ -98,7 +98,7 @@ def _sqlite_database(tracking_uri: str | None) -> Path | None:
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         return default_database()
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return sqlite_database(uri)
 
 
 def _lock_new_store(database: Path | None):

@@ -115,18 +115,24 @@ def is_tracking_error(error: BaseException) -> bool:
     return isinstance(error, (MlflowException, OSError))
 
 
+def sqlite_database(uri: str) -> Path | None:
+    """The database file of a SQLite store's ``sqlite:///<path>``; ``None`` for any other store."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
 def pending_root(uri: str) -> Path:
     """Where child runs are staged: ``pending/`` beside a SQLite store; for any other store
     ``$XDG_CACHE_HOME/keras-initlab/pending`` (default ``~/.cache``)."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):]).parent / "pending"
+    database = sqlite_database(uri)
+    if database is not None:
+        return database.parent / "pending"
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "keras-initlab" / "pending"
 
 
 def lock_file(uri: str):
     """``<database>.lock`` of a SQLite store, opened for appending (created, with its folder, if need be)."""
-    database = Path(uri[len("sqlite:///"):])
+    database = sqlite_database(uri)
     if database.name in ("", ".", ".."):
         raise TrackingUnavailableError(f"the MLflow store {uri} names no database file. {STORE_FIX}")
     lock_path = database.with_suffix(".lock")
@@ -144,10 +150,9 @@ def adopt_prepared_store(uri: str) -> None:
     """Renames the new, empty store that the ``initlab`` command made for this process while TensorFlow
     loaded (named by `PREPARED_STORE_VARIABLE`) to the database of ``uri`` if that does
     not exist yet (called under `store_lock`, which waits until the store is made)."""
-    prepared = os.environ.pop(PREPARED_STORE_VARIABLE, None)
-    if prepared is None or not uri.startswith("sqlite:///"):
+    prepared, database = os.environ.pop(PREPARED_STORE_VARIABLE, None), sqlite_database(uri)
+    if prepared is None or database is None:
         return
-    database = Path(uri[len("sqlite:///"):])
     if Path(prepared).parent == database.parent and Path(prepared).is_file() and not database.exists():
         os.replace(prepared, database)
 
@@ -158,9 +163,9 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 def check_writable(uri: str) -> None:
     """Fails fast, before any work, when the folder of a SQLite store or of the pending records
     (`pending_root`) cannot be written, or the store's file is not a SQLite database."""
-    if uri.startswith("sqlite:///"):
+    database = sqlite_database(uri)
+    if database is not None:
         lock_file(uri).close()
-        database = Path(uri[len("sqlite:///"):])
         with contextlib.suppress(OSError), open(database, "rb") as file:
             header = file.read(len(_SQLITE_HEADER))
             if header and header != _SQLITE_HEADER:
@@ -209,7 +214,6 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
 
 def artifact_root(uri: str) -> str | None:
     """Artifacts of a local SQLite store go beside the database; a server decides for itself."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///") :]).parent / "artifacts").resolve().as_uri()
-    return None
+    database = sqlite_database(uri)
+    return None if database is None else (database.parent / "artifacts").resolve().as_uri()
 

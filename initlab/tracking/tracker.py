@@ -28,7 +28,12 @@ from initlab.tracking.store import (
 )
 from initlab.tracking.ui import view_state
 
-__version__ = version("keras-initlab")
+
+
+@functools.cache
+def _version() -> str:
+    """The installed keras-initlab's version, tagged on every run (read once, when the first run is written)."""
+    return version("keras-initlab")
 
 
 def _one_writer(method):
@@ -126,7 +131,7 @@ class ComparisonTracker(TrackerBase):
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
-            tags={ROLE_TAG: "comparison", SPEC_HASH_TAG: self.spec_hash, VERSION_TAG: __version__},
+            tags={ROLE_TAG: "comparison", SPEC_HASH_TAG: self.spec_hash, VERSION_TAG: _version()},
         )
         self.parent_id = run.info.run_id
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()])
@@ -189,7 +194,7 @@ class ComparisonTracker(TrackerBase):
 
         saved = json.loads((stage / "run.json").read_text())
         tags = {PARENT_TAG: self.parent_id, RUN_KEY_TAG: saved["run_key"], SPEC_HASH_TAG: self.spec_hash,
-                VERSION_TAG: __version__}
+                VERSION_TAG: _version()}
         # One writer at a time on a SQLite store: the workers of a local Ray instance write concurrently, and SQLite
         # would answer some of them "database is locked".
         with store_lock(self.uri):

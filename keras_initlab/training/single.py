@@ -121,9 +121,8 @@ def _epoch_loop(model: keras.Model, loss: Callable, optimizer: keras.optimizers.
     structure = _structure(model)
     loop = None
     if structure is not None:
-        key = (structure, tuple((tuple(v.shape), v.dtype, v.trainable) for v in model.variables), loss,
-               type(optimizer), json.dumps({**optimizer.get_config(), "name": None}, sort_keys=True, default=repr),
-               batch_size, jit_compile, device)
+        key = (structure, tuple((tuple(v.shape), v.dtype, v.trainable) for v in model.variables), _same(loss),
+               _same(optimizer), batch_size, jit_compile, device)
         loop = _SHARED.get(key)
         if loop is None:
             twin = keras.models.clone_model(model)
@@ -140,6 +139,14 @@ def _epoch_loop(model: keras.Model, loss: Callable, optimizer: keras.optimizers.
         yield loop
     finally:
         loop.lock.release()
+
+
+def _same(thing):
+    """What makes two losses or optimizers compute the same: for Keras' own classes their class and config but for
+    the name (a spec makes a new loss object per run); any other callable is itself."""
+    if isinstance(thing, (keras.losses.Loss, keras.optimizers.Optimizer)) and type(thing).__module__.startswith("keras."):
+        return type(thing), json.dumps({**thing.get_config(), "name": None}, sort_keys=True, default=repr)
+    return thing
 
 
 def _structure(model: keras.Model) -> str | None:
