@@ -15,6 +15,10 @@ app's settings (no secret in them) are written to ``tracking/basic_auth.ini``. T
 key (``MLFLOW_FLASK_SERVER_SECRET_KEY``) is random per start unless set. Secrets stay in the
 environment, never on the command line.
 
+**No job runner.** MLflow's server starts a job runner and three Huey consumer processes for its GenAI
+scorer jobs, which no comparison uses: about 15 s of CPU and 600 MB at every start on a 2-core machine.
+``initlab serve`` sets ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` unless it is set already.
+
 Standard library only: ``initlab serve`` imports no Keras, TensorFlow or library (`initlab.console`),
 then replaces its process with ``python -m mlflow server``.
 
@@ -90,7 +94,7 @@ def is_loopback(host: str) -> bool:
 
 def server_command(options: argparse.Namespace, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow server`` command line and environment for ``options`` (`parser`) started from the environment
-    ``environ``. With ``MLFLOW_AUTH_ADMIN_PASSWORD`` set: MLflow's basic-auth app, its settings file named in
+    ``environ``: MLflow's job runner off unless ``environ`` says otherwise. With ``MLFLOW_AUTH_ADMIN_PASSWORD`` set: MLflow's basic-auth app, its settings file named in
     ``MLFLOW_AUTH_CONFIG_PATH`` (its text: `auth_settings`), and a random CSRF key unless one is set.
 
     Raises:
@@ -110,6 +114,7 @@ def server_command(options: argparse.Namespace, environ: Mapping[str, str]) -> t
     if options.cors_allowed_origins:
         argv += ["--cors-allowed-origins", options.cors_allowed_origins]
     env = dict(environ)
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if env.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
         env["MLFLOW_AUTH_CONFIG_PATH"] = options.auth_config
         env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))

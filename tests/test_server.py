@@ -71,7 +71,9 @@ def test_serve_command_line_and_login_settings(tmp_path, monkeypatch):
     assert argv[4:] == ["--backend-store-uri", f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}",  # compare's default
                         "--artifacts-destination", str(tmp_path / "tracking" / "server-artifacts"), "--serve-artifacts",
                         "--host", "127.0.0.1", "--port", "5000", "--workers", "1"]
-    assert env == {}  # no login asked for, none set up
+    assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no login asked for, none set up; no job runner
+    _, env = server_command(options, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"})
+    assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}  # the user's choice kept
     for host in ("localhost", "127.0.0.2", "::1"):
         server_command(parser().parse_args(["--host", host]), {})  # this machine only: no login needed
     argv, _ = server_command(parser().parse_args(["--host", "0.0.0.0", "--insecure", "--", "--dev"]), {})

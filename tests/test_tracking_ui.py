@@ -40,13 +40,15 @@ def comparison(tmp_path, capsys, store):
 
 @pytest.fixture
 def mlflow_ui(tmp_path, comparison):
-    """`mlflow ui` on the comparison's store, on 127.0.0.1 and a free port; yields its address."""
+    """`mlflow ui` on the comparison's store, on 127.0.0.1 and a free port, without MLflow's job runner (as
+    `initlab serve` starts it); yields its address."""
     uri, _ = comparison
     port = free_port()
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
         process = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
                                     "--host", "127.0.0.1", "--port", str(port)],
+                                   env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
