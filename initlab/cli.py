@@ -144,9 +144,11 @@ def _compare(args: argparse.Namespace) -> int:
 @_trains
 def _diagnose(args: argparse.Namespace) -> int:
     from initlab.comparison import diagnose_spec
-    from initlab.spec import ComparisonSpec
+    from initlab.spec import ComparisonSpec, check_seed
 
     spec = ComparisonSpec.from_file(spec_path(args.config))
+    if args.seed is not None:  # before the figures' folder is made
+        check_seed(args.seed, "seed (--seed)")
     out = Path(args.out if args.out is not None else Path("diagnostics") / spec.name)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -167,11 +169,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """The command of parsed arguments (`parser`); returns the exit status: 1 when runs failed, 2 when nothing
-    could start (a bad spec, an unusable store or cluster), each said in one line."""
+    could start (a bad spec, an unusable store or cluster), 130 after Ctrl-C and 143 after SIGTERM (the runs in
+    flight KILLED, the finished ones kept), each said in one line."""
     quiet_store_logging()
     try:
         commands = {"list": _list, "spec": _spec, "compare": _compare, "diagnose": _diagnose, "serve": server.start}
         return commands[args.command](args)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during a comparison (`initlab.comparison.progress.Terminated`)
+        status = getattr(e, "exit_status", 130)
+        kept = "; the runs in flight are KILLED, the finished ones kept: rerun with --resume to finish"
+        print(f"initlab {args.command}: {'terminated (SIGTERM)' if status == 143 else 'interrupted (Ctrl-C)'}"
+              + (kept if args.command == "compare" else ""), file=sys.stderr)
+        return status
     except TrackingLostError as e:  # runs were under way: they failed, and --resume finishes them
         print(f"initlab {args.command}: {e}", file=sys.stderr)
         return 1

@@ -17,6 +17,15 @@ process listens and connects on 127.0.0.1 alone. **An address where nothing answ
 within seconds (`ClusterUnavailableError`; Ray itself retries for minutes): the address is tried with
 a plain TCP connection first. Ray is imported here only, and only by `connect`.
 
+**This user's token for this user's cluster.** Ray 2.60 turns token authentication on for a local
+instance and writes the token to ``~/.ray/auth_token``; from then on ``ray start --head`` uses it too,
+but a driver given an address sends it only with ``RAY_AUTH_MODE=token`` (Ray's rule: a token is not
+sent to an address unasked). For a ``HOST:PORT`` on loopback whose listening sockets are all this
+user's (``/proc/net/tcp``: Linux), `connect` does what Ray does for the cluster it finds itself
+(``auto``): with ``RAY_AUTH_MODE`` unset and a token at hand, token authentication on. Such a process
+could read the token file anyway, so nothing is disclosed. Anywhere else, a refused connection says to
+set ``RAY_AUTH_MODE=token``.
+
 >>> cluster = connect("local", num_cpus=2)          # doctest: +SKIP
 >>> cluster.remote                                  # doctest: +SKIP
 False
@@ -30,6 +39,7 @@ import logging
 import os
 import socket
 import sys
+from pathlib import Path
 
 from initlab.server import is_loopback
 
@@ -37,6 +47,9 @@ ADDRESS_FORMS = "local, auto, HOST:PORT or ray://HOST:PORT"
 
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 """False (``0``) when Ray is imported: 127.0.0.1 is not replaced by the machine's outward address."""
+
+AUTH_MODE_VARIABLE = "RAY_AUTH_MODE"
+"""Ray's token authentication: ``token`` on, ``disabled`` off; unset, Ray decides (on for a new local instance)."""
 
 PROBE_TIMEOUT = 3.0
 """Seconds a TCP connection to the cluster's address may take before the cluster counts as not answering."""
@@ -100,8 +113,8 @@ def connect(address: RayAddress | str = "local", num_cpus: int | None = None) ->
     Raises:
         ValueError, TypeError: a malformed address (`parse_address`), or ``num_cpus`` with an existing cluster.
         ClusterUnavailableError: Ray is not installed, nothing answers at the address within `PROBE_TIMEOUT`
-            seconds, Ray refuses the connection, or Ray was imported before with 127.0.0.1 rewritten (loopback
-            could not be kept).
+            seconds, Ray refuses the connection (the message says how to send a token where ``RAY_AUTH_MODE``
+            is not ``token``), or Ray was imported before with 127.0.0.1 rewritten (loopback could not be kept).
     """
     if isinstance(address, str):
         address = parse_address(address)
@@ -117,8 +130,11 @@ def connect(address: RayAddress | str = "local", num_cpus: int | None = None) ->
     if host is not None:
         _probe(address, host, port)
         os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "1")  # one connection attempt, not twenty
+    own = kind == "gcs" and loopback and AUTH_MODE_VARIABLE not in os.environ and _listeners_are_mine(port)
     import ray
 
+    if own:
+        _use_own_token()
     try:
         if kind == "local":
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
@@ -126,7 +142,11 @@ def connect(address: RayAddress | str = "local", num_cpus: int | None = None) ->
         else:
             ray.init(address=address.text, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as e:
-        raise ClusterUnavailableError(f"cannot connect to the Ray cluster at {address}: {e}") from None
+        hint = ""
+        if kind != "local" and os.environ.get(AUTH_MODE_VARIABLE, "").lower() != "token":
+            hint = (f"; if the cluster uses token authentication, set {AUTH_MODE_VARIABLE}=token here, with the "
+                    "cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
+        raise ClusterUnavailableError(f"cannot connect to the Ray cluster at {address}: {e}{hint}") from None
     return Cluster(address.text, _is_remote(kind), dict(ray.cluster_resources()))
 
 
@@ -160,6 +180,35 @@ def _probe(address: RayAddress, host: str, port: int) -> None:
             f"no Ray cluster answers at {address} ({type(e).__name__}: {e.strerror or e}). Start one there "
             "(ray start --head --port PORT), pass the address of a running one, or use --ray alone for a local instance."
         ) from None
+
+
+def _use_own_token() -> None:
+    """Turns Ray's token authentication on in this process where ``RAY_AUTH_MODE`` is unset and a token is at hand:
+    Ray's rule for the cluster it finds itself (``auto``), without its notice on stderr."""
+    from ray._private.authentication import authentication_token_setup
+
+    notices = logging.getLogger(authentication_token_setup.__name__)
+    level = notices.level
+    notices.setLevel(logging.ERROR)
+    try:
+        authentication_token_setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+    finally:
+        notices.setLevel(level)
+
+
+def _listeners_are_mine(port: int) -> bool:
+    """Whether a TCP socket listens on ``port`` of this machine and every one that does is this user's (read from
+    /proc/net/tcp and tcp6; False without them)."""
+    owners = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:  # not Linux, or no IPv6
+            continue
+        for fields in map(str.split, lines):
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                owners.add(int(fields[7]))
+    return owners == {os.getuid()}
 
 
 def _is_remote(kind: str) -> bool:

@@ -18,11 +18,14 @@ console script around it, in three steps:
 When the command is done the process ends at once (`os._exit`, output flushed): Python's own teardown
 after TensorFlow has loaded (freeing every module, TensorFlow's C++ destructors) takes ~2 s and keeps
 nothing. By then every file and run is written: `initlab.comparison.run_comparison` returns only after its
-threads are done. A command that raises (Ctrl-C, a bug) exits the usual way.
+threads are done. Ctrl-C, a closed pipe (``| head``: exit 141, silent) and an output that cannot be written
+(``> /dev/full``: exit 120) end in one line at most; a bug exits the usual way.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
 import logging
 import os
@@ -56,6 +59,18 @@ def _command(argv: list[str]) -> int:
         if args.command in TRAINING_COMMANDS:
             _import_library()
         return cli.run(args)
+    except KeyboardInterrupt:  # while TensorFlow loads: nothing ran yet
+        print(f"initlab {args.command}: interrupted (Ctrl-C) before anything ran", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of the output went away (| head): nothing more to say, as any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+            raise
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"initlab {args.command}: cannot write the output ({e.strerror})", file=sys.stderr)
+        return 120
     finally:
         if tracking is not None:  # its requests are answered by now; a new store not adopted is not left behind
             tracking.end()
@@ -86,12 +101,18 @@ def _import_library() -> None:
 
 
 def _exit_at_once(status: int) -> NoReturn:
-    """Ends the process with ``status`` after flushing logging and the standard streams, skipping Python's teardown
-    (an output that cannot be flushed, e.g. a full disk, is exit status 120, as Python gives it)."""
+    """Ends the process with ``status`` after flushing logging and the standard streams, skipping Python's teardown.
+    Output that cannot be written when flushed (a full disk: exit 120, as Python gives it; a closed pipe: 141) is
+    said in one line on stderr (a closed pipe silently)."""
     logging.shutdown()
     try:
         sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
+    except BrokenPipeError:
+        status = status or 141
+    except OSError as e:
         status = status or 120
+        with contextlib.suppress(OSError):
+            print(f"initlab: cannot write the output ({e.strerror})", file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
     os._exit(status)

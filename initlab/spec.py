@@ -16,7 +16,8 @@ Example (the built-in spec ``nielsen``: ``initlab spec nielsen``)::
 Optional keys: ``data_dir`` (for ``dataset: mnist``) and ``subset: {train: N, val: M}``
 (the first N/M examples, for quick runs). A scheme is a built-in name or
 ``{name: NAME, kernel: INITIALIZER, bias: INITIALIZER}`` with initializers as
-Keras serializes them (``keras.initializers.serialize``) or as registered names.
+Keras serializes them (``keras.initializers.serialize``) or as registered names; no number in
+them may be NaN or infinite.
 Absent keys take the defaults of `ComparisonSpec`'s fields.
 
 ``model`` is one of (`MLPModel`, `ConvNetModel`, `FactoryModel`)::
@@ -28,7 +29,8 @@ Absent keys take the defaults of `ComparisonSpec`'s fields.
 
 ``optimizer`` is a Keras optimizer name (``adam``) or config (``{class_name: SGD, config:
 {learning_rate: 0.01, momentum: 0.9}}``), built by Keras' own deserialization; without it,
-plain SGD with ``learning_rate`` (giving both is an error). ``loss`` (a Keras loss name or
+plain SGD with ``learning_rate`` (giving both is an error). Either learning rate must be positive
+and finite (a schedule's: at its first step). ``loss`` (a Keras loss name or
 config) is for factory models; their default is sparse categorical cross-entropy on the
 model's probabilities. The built-in models' loss follows their ``output``. ``lsuv_examples``
 (default `LSUV_EXAMPLES`) is the batch of the ``lsuv`` scheme: the first training examples.
@@ -37,13 +39,14 @@ model's probabilities. The built-in models' loss follows their ``output``. ``lsu
 (`initlab.spec_files.spec_path` has the rule for a name and a file that could both match).
 
 A spec is small and bounded: at most `initlab.spec_files.MAX_SPEC_BYTES`, no YAML aliases (a "billion laughs"
-file would expand to gigabytes), names of at most `MAX_NAME_LENGTH` characters (they become
+file would expand to gigabytes), no key given twice, names of at most `MAX_NAME_LENGTH` characters (they become
 MLflow metric and file names), and at most `MAX_SEEDS` seeds, `MAX_SCHEMES` schemes,
 `MAX_EPOCHS` epochs, `MAX_LAYERS` layers of at most `MAX_UNITS` units, `MAX_RUNS` runs.
 
 Everything is checked before anything runs, with the argument checks of
 `keras_initlab.checks`; errors name the key path, e.g.
-``schemes[2]: unknown scheme 'sparce10'; known: ...``. A value of the wrong type is a
+``schemes[2]: unknown scheme 'sparce10'; known: ...``, showing at most
+`initlab.messages.MAX_SHOWN` characters of a value (`initlab.messages.shown`). A value of the wrong type is a
 `SpecTypeError` (a `SpecError` and a `TypeError`), any other bad value a `SpecError`
 (a `ValueError`); both are defined with the spec files' reading (`initlab.spec_files`). This module
 imports no trainer: TensorFlow only through Keras.
@@ -69,19 +72,19 @@ from pathlib import Path
 import keras
 
 from keras_initlab.backend import DEVICES
-from keras_initlab.checks import (
-    MAX_SHOWN, check_choice, check_int, check_ints, check_list, check_number, check_str, fail, shown,
-)
+from keras_initlab.checks import check_choice, check_int, check_ints, check_list, check_number, check_str, fail
 from keras_initlab.models import (
-    OUTPUTS, FactoryError, build_convnet, build_mlp, factory_name, split_factory,
+    OUTPUTS, build_convnet, build_mlp, factory_name,
 )
 from keras_initlab.schemes import SchemeLike, list_schemes
 
+from initlab.messages import shown, shown_text
 from initlab.spec_files import SpecError, SpecTypeError, read_spec_file
+from initlab.spec_keras import check_factory, check_initializer, check_optimizer, keras_config, plain
 
 
 MAX_NAME_LENGTH = 100
-"""Longest spec or scheme name: names go into MLflow metric keys (at most 250 characters) and file names."""
+"""Longest spec, scheme or dataset name: names go into MLflow metric keys (at most 250 characters) and file names."""
 MAX_SEEDS = 1000
 MAX_SCHEMES = 100
 MAX_RUNS = 10_000
@@ -250,7 +253,7 @@ class ComparisonSpec:
                 f"a comparison has at most {MAX_RUNS}"
             )
         data_dir = raw.get("data_dir", default["data_dir"])
-        optimizer = _keras_config(raw.get("optimizer"), "optimizer", keras.optimizers.get, "an optimizer")
+        optimizer = check_optimizer(raw.get("optimizer"))
         if optimizer is not None and "learning_rate" in raw:
             raise SpecError(
                 "learning_rate: give it inside the optimizer's config "
@@ -259,7 +262,7 @@ class ComparisonSpec:
         learning_rate = None if optimizer is not None else check_number(
             raw.get("learning_rate", default["learning_rate"]), "learning_rate", positive=True
         )
-        loss = _keras_config(raw.get("loss"), "loss", keras.losses.get, "a loss")
+        loss, _ = keras_config(raw.get("loss"), "loss", keras.losses.get, "a loss")
         if loss is not None and not isinstance(model, FactoryModel):
             raise SpecError(
                 f"loss: only for a factory model; the loss of the built-in {model.describe()} follows model.output"
@@ -273,7 +276,7 @@ class ComparisonSpec:
             name=_name(raw["name"], "name"),
             schemes=tuple(schemes),
             seeds=tuple(seeds),
-            dataset=check_str(raw.get("dataset", default["dataset"]), "dataset", "a dataset name"),
+            dataset=_dataset(raw.get("dataset", default["dataset"])),
             data_dir=None if data_dir is None else check_str(data_dir, "data_dir", "a directory path"),
             subset=_subset(raw.get("subset", default["subset"])),
             model=model,
@@ -373,7 +376,7 @@ def _mapping(value, path: str, what: str) -> Mapping:
 def _known_keys(mapping: Mapping, allowed: set[str], prefix: str) -> None:
     unknown = sorted(set(mapping) - allowed)
     if unknown:
-        raise SpecError(f"{prefix}{unknown[0][:MAX_SHOWN]}: unknown key; allowed: {', '.join(sorted(allowed))}")
+        raise SpecError(f"{prefix}{shown_text(unknown[0])}: unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -388,6 +391,22 @@ def _name(value, path: str) -> str:
     if not _NAME.fullmatch(value) or len(value) > MAX_NAME_LENGTH:
         fail(ValueError, path, requirement, value)
     return value
+
+
+def _dataset(value) -> str:
+    """``dataset``: a name (`keras_initlab.data.load_dataset` judges it when the data loads) of at most
+    `MAX_NAME_LENGTH` characters."""
+    check_str(value, "dataset", "a dataset name")
+    if len(value) > MAX_NAME_LENGTH:
+        fail(ValueError, "dataset", f"a dataset name of at most {MAX_NAME_LENGTH} characters", value)
+    return value
+
+
+def check_seed(value, path: str) -> int:
+    """``value`` if it is a model seed as the spec's ``seeds`` hold them (an int between 0 and `MAX_SEED`), else a
+    `SpecTypeError` or `SpecError` naming ``path``."""
+    with _key_paths():
+        return check_int(value, path, minimum=0, maximum=MAX_SEED)
 
 
 def _subset(value) -> tuple[int, int] | None:
@@ -412,22 +431,10 @@ def _scheme(value, path: str) -> SchemeSpec:
         )
     name = _name(value["name"], f"{path}.name")
     if name in known:
-        raise SpecError(f"{path}.name: {name!r} is a built-in scheme; give an explicit scheme its own name")
+        raise SpecError(f"{path}.name: {shown(name)} is a built-in scheme; give an explicit scheme its own name")
     for part in ("kernel", "bias"):
-        config = value[part]
-        if not isinstance(config, (str, Mapping)):
-            fail(TypeError, f"{path}.{part}", "an initializer name or Keras config", config)
-        try:
-            init = keras.initializers.get(dict(config) if isinstance(config, Mapping) else config)
-        except (ValueError, TypeError) as e:
-            raise SpecError(f"{path}.{part}: not a Keras initializer: {e}") from None
-        if init is None:
-            raise SpecError(f"{path}.{part}: not a Keras initializer: {shown(config)}")
-    return SchemeSpec(name, _plain(value["kernel"]), _plain(value["bias"]))
-
-
-def _plain(config):
-    return json.loads(json.dumps(config))
+        check_initializer(value[part], f"{path}.{part}")
+    return SchemeSpec(name, plain(value["kernel"]), plain(value["bias"]))
 
 
 def _model(value, base_dir: Path | None) -> ModelSpec:
@@ -435,7 +442,7 @@ def _model(value, base_dir: Path | None) -> ModelSpec:
     _mapping(value, "model", "a mapping {sizes, activation, output}, {kind: convnet, ...} or {factory: ...}")
     if "factory" in value:
         _known_keys(value, {"factory"}, "model.")
-        return FactoryModel(_factory(value["factory"], base_dir))
+        return FactoryModel(check_factory(value["factory"], base_dir))
     kind = check_choice(value.get("kind", "mlp"), "model.kind", tuple(_MODEL_KINDS))
     model_class = _MODEL_KINDS[kind]
     default = model_class()
@@ -453,37 +460,3 @@ def _model(value, base_dir: Path | None) -> ModelSpec:
     filters = check_ints(value.get("filters", list(default.filters)), "model.filters", minimum=1,
                          maximum=MAX_UNITS, min_len=2, max_len=2)
     return ConvNetModel(tuple(filters), activation, output)
-
-
-def _factory(value, base_dir: Path | None) -> str | Callable:
-    """``model.factory``: a reference to a file (which must exist) or module, or (in Python) a function."""
-    if callable(value):
-        return value
-    check_str(value, "model.factory", "'file.py:function', 'package.module:function' or a function")
-    try:
-        where, _ = split_factory(value)
-    except FactoryError as e:
-        raise SpecError(f"model.factory: {e}") from None
-    if where.endswith(".py"):
-        path = (base_dir or Path.cwd()) / where
-        if not path.is_file():
-            raise SpecError(
-                f"model.factory: no such file {path.resolve()} (a factory file's path is relative to the spec's folder)"
-            )
-    return value
-
-
-def _keras_config(value, path: str, get: Callable, what: str) -> str | dict | None:
-    """An optimizer or loss as a Keras name or ``{class_name, config}``, checked by building it with ``get``."""
-    if value is None:
-        return None
-    if not isinstance(value, (str, Mapping)):
-        fail(TypeError, path, f"{what} name or a Keras config {{class_name, config}}", value)
-    value = _plain(value)
-    try:
-        built = get(copy.deepcopy(value))
-    except (ValueError, TypeError) as e:
-        raise SpecError(f"{path}: not {what} Keras knows: {' '.join(str(e).split())[:300]}") from None
-    if built is None:
-        raise SpecError(f"{path}: not {what} Keras knows: {shown(value)}")
-    return value

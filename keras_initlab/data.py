@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_initlab.checks import check_int, check_str, fail
+from keras_initlab.checks import check_int, check_str, fail, shown
 
 _log = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ _MNIST_IMAGE_SIZE = (28, 28)
 _MNIST_NUM_CLASSES = 10
 _MNIST_VAL_SIZE = 10_000
 _IDX_UBYTE = 0x08
+_MNIST_FILES = f"{_TRAIN_STEMS[0]}.gz and {_TRAIN_STEMS[1]}.gz (or uncompressed) or Keras' mnist.npz"
+"""What a directory of the full MNIST holds."""
 
 
 class DataFileError(ValueError):
@@ -160,20 +162,18 @@ def load_dataset(name: str = "mnist-10k", data_dir: str | os.PathLike | None = N
             works offline. Validation = indices `i % 5 == 4` (2,000), training = the rest.
             `data_dir` must be None.
         `"mnist"`: the 60,000 MNIST training images; validation = the last 10,000.
-            Looked for, in this order, in `data_dir`, in the directory named by
-            `$KERAS_INITLAB_DATA`, in Keras' cache (`$KERAS_HOME/datasets`, default
-            `~/.keras/datasets`), and finally through TensorFlow Datasets, which downloads
-            when the network allows. A directory may hold `train-images-idx3-ubyte` and
-            `train-labels-idx1-ubyte` (each `.gz` or not; `.gz` is preferred) or Keras'
-            `mnist.npz`. TFDS stores MNIST in its own order, so its last 10,000 are not
-            the same images as the files' (the checksum tells them apart).
+            Read from `data_dir` alone when it is given (without the files: an error at once).
+            Else looked for in `$KERAS_INITLAB_DATA`, in Keras' cache (`$KERAS_HOME/datasets`,
+            default `~/.keras/datasets`), then through TensorFlow Datasets, which downloads
+            when the network allows. A directory holds `train-images-idx3-ubyte` and
+            `train-labels-idx1-ubyte` (`.gz` or not) or Keras' `mnist.npz`. TFDS's MNIST is
+            in its own order (its last 10,000 differ; the checksum tells them apart).
         Any other name: a TensorFlow Datasets image-classification dataset with
             fixed-size uint8 images (e.g. `"fashion_mnist"`), loaded whole into memory
             from its `train` split; validation = the last `n // 6` examples. `data_dir`
             is TFDS's data directory (None: TFDS's default).
 
     Offline, TFDS retries a download for minutes (about 200 s for MNIST) before it gives up.
-
     Examples:
 
     >>> ds = load_dataset()  # "mnist-10k"
@@ -184,14 +184,16 @@ def load_dataset(name: str = "mnist-10k", data_dir: str | os.PathLike | None = N
 
     Args:
         name: `"mnist-10k"`, `"mnist"`, or a TFDS dataset name.
-        data_dir: where to look first (see above).
+        data_dir: for `"mnist"`, the directory of its files; for a TFDS name, TFDS's data
+            directory (see above).
 
     Returns:
         A `Dataset`.
 
     Raises:
         DataFileError: a file found is corrupt or not what its name says.
-        DatasetNotFoundError: `"mnist"` is nowhere; the message lists each place and why.
+        DatasetNotFoundError: `"mnist"` is not in `data_dir`, or (without it) nowhere; the message
+            names each place tried and what it must hold.
         ValueError, TypeError: an unknown name or a bad argument.
     """
     check_str(name, "name")
@@ -201,7 +203,7 @@ def load_dataset(name: str = "mnist-10k", data_dir: str | os.PathLike | None = N
         if data_dir is not None:
             raise ValueError(
                 f"'mnist-10k' is bundled with the package and takes no `data_dir`. "
-                f"Received: data_dir={data_dir!r}"
+                f"Received: data_dir={shown(data_dir)}"
             )
         return _load_bundled()
     if name == "mnist":
@@ -299,14 +301,21 @@ class _NotHere(Exception):
 
 
 def _load_mnist(data_dir: str | os.PathLike | None) -> Dataset:
+    if data_dir is not None:  # the place the caller named: there or nowhere (no other copy, no download)
+        directory = Path(data_dir).expanduser()
+        try:
+            return _load_mnist_dir(directory)
+        except _NotHere as exc:
+            raise DatasetNotFoundError(
+                f"data_dir {shown(str(directory))}: {exc}; for 'mnist' it must hold {_MNIST_FILES}"
+            ) from None
     env_dir = os.environ.get(DATA_ENV_VAR)
     keras_home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
     places = [
-        ("`data_dir` argument", data_dir),
         (f"${DATA_ENV_VAR}", env_dir or None),
         ("Keras' cache", os.path.join(keras_home, "datasets")),
     ]
-    tried = []
+    tried = ["`data_dir` argument: not given"]
     for label, directory in places:
         if directory is None:
             tried.append(f"{label}: not given")
@@ -324,17 +333,19 @@ def _load_mnist(data_dir: str | os.PathLike | None) -> Dataset:
     listing = "\n".join(f"  {i}. {line}" for i, line in enumerate(tried, 1))
     raise DatasetNotFoundError(
         f"Dataset 'mnist' not found. Places tried, in order:\n{listing}\n"
-        f"To provide it, put train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz (from "
-        f"the MNIST distribution; uncompressed also works) or Keras' mnist.npz in a directory "
-        f"and pass it as `data_dir` or set ${DATA_ENV_VAR} to it; or run "
-        f"keras.datasets.mnist.load_data() once with network access. "
-        f"'mnist-10k' ships with the package and needs no files."
+        f"To provide it, put {_MNIST_FILES} in a directory and pass it as `data_dir` or set "
+        f"${DATA_ENV_VAR} to it; or run keras.datasets.mnist.load_data() once with network "
+        f"access. 'mnist-10k' ships with the package and needs no files."
     )
 
 
 def _load_mnist_dir(directory: Path) -> Dataset:
     """MNIST from the IDX files (preferred) or `mnist.npz` in `directory`; `_NotHere` if none."""
-    if not directory.is_dir():
+    try:
+        is_dir = directory.is_dir()
+    except OSError as exc:  # a name too long, no permission
+        raise _NotHere(f"cannot be read ({exc.strerror})") from None
+    if not is_dir:
         raise _NotHere("not a directory" if directory.exists() else "no such directory")
     images_path, labels_path = (
         next((p for p in (directory / f"{stem}.gz", directory / stem) if p.is_file()), None)
@@ -404,7 +415,7 @@ def _load_tfds(name: str, data_dir: str | os.PathLike | None) -> Dataset:
         import tensorflow_datasets as tfds
     except ImportError as exc:
         raise ImportError(
-            f"Dataset {name!r} comes from TensorFlow Datasets, which is not installed "
+            f"Dataset {shown(name)} comes from TensorFlow Datasets, which is not installed "
             f"(pip install tensorflow-datasets). Built-in names: 'mnist-10k', 'mnist'."
         ) from exc
     try:
@@ -412,8 +423,9 @@ def _load_tfds(name: str, data_dir: str | os.PathLike | None) -> Dataset:
     except ValueError as exc:  # tfds' DatasetNotFoundError and bad config names
         first_line = str(exc).splitlines()[0]
         raise ValueError(
-            f"Unknown dataset name: {name!r} ({first_line}). Allowed: 'mnist-10k', 'mnist', "
-            f"or a TensorFlow Datasets image-classification name such as 'fashion_mnist'."
+            f"Unknown dataset name: {shown(name)} (TensorFlow Datasets: {shown(first_line)}). "
+            f"Allowed: 'mnist-10k', 'mnist', or a TensorFlow Datasets image-classification name "
+            f"such as 'fashion_mnist'."
         ) from None
     features, keys = builder.info.features, builder.info.supervised_keys
     image, label = (
@@ -426,7 +438,7 @@ def _load_tfds(name: str, data_dir: str | os.PathLike | None) -> Dataset:
         and image.np_dtype == np.uint8
     ):
         raise ValueError(
-            f"Dataset {name!r} is not an image-classification dataset with fixed-size uint8 "
+            f"Dataset {shown(name)} is not an image-classification dataset with fixed-size uint8 "
             f"images (supervised keys {keys}); only such TFDS datasets can be loaded."
         )
     if not builder.is_prepared():  # say so before TFDS goes to the network, which can take minutes
@@ -443,7 +455,7 @@ def _load_tfds(name: str, data_dir: str | os.PathLike | None) -> Dataset:
     n_val = len(images) // 6
     if n_val == 0:
         raise ValueError(
-            f"Dataset {name!r} has {len(images)} training examples; at least 6 are needed"
+            f"Dataset {shown(name)} has {len(images)} training examples; at least 6 are needed"
         )
     checksum = hashlib.md5(np.ascontiguousarray(images).data)
     checksum.update(np.ascontiguousarray(labels, dtype=np.int64).data)

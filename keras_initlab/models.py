@@ -253,13 +253,13 @@ def load_factory(reference: str | Callable, base_dir: str | os.PathLike | None =
         sys.modules[module_name] = module  # what dataclasses and pickling in the file look up
         try:
             module_spec.loader.exec_module(module)
-        except Exception as e:
+        except (Exception, SystemExit) as e:  # sys.exit() in the user's file is an error of the file, not an exit
             del sys.modules[module_name]
             raise FactoryError(f"{reference!r}: loading {path} raised {_described(e)}") from None
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise FactoryError(f"{reference!r}: importing {where} raised {_described(e)}") from None
     factory = module
     for part in name.split("."):
@@ -291,7 +291,7 @@ def build_from_factory(
     values: images are reshaped) and give one output ``(batch, num_classes)``.
     A ``keras.Sequential`` without an ``Input`` is built for ``input_shape``.
     Raises a `FactoryError` naming the factory for a signature without the
-    `FACTORY_ARGUMENTS`, an exception inside it (with its file and line), a
+    `FACTORY_ARGUMENTS`, an exception inside it (with its file and line; ``sys.exit()`` too), a
     return value that is not a ``keras.Model``, or shapes that do not fit.
     """
     name = factory_name(factory)
@@ -307,7 +307,7 @@ def build_from_factory(
         pass
     try:
         model = factory(scheme=scheme, input_shape=input_shape, num_classes=num_classes)
-    except Exception as e:
+    except (Exception, SystemExit) as e:  # sys.exit() in the factory is its error, not the program's end
         raise FactoryError(f"{name} raised {_described(e)}") from None
     if not isinstance(model, keras.Model):
         raise FactoryError(f"{name} returned a {type(model).__name__}, not a keras.Model")

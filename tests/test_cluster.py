@@ -4,20 +4,28 @@ both on 127.0.0.1 only; an address where nothing answers.
 The tests connect this process to Ray with `connect`, which sets Ray's loopback setting before Ray is imported
 (Ray reads it once); the head node and the Ctrl-C test's command are processes of their own. Everything runs
 with ``RAY_AUTH_MODE=disabled`` (Ray 2.60 turns token authentication on for a new cluster and would write
-``~/.ray/auth_token``)."""
+``~/.ray/auth_token``), but for the head node with token authentication, whose home folder is the test's."""
 
+import contextlib
 import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
 from initlab.cluster import (
-    LOOPBACK_VARIABLE, PROBE_TIMEOUT, Cluster, ClusterUnavailableError, check_store_reachable, connect, disconnect,
-    parse_address,
+    LOOPBACK_VARIABLE, PROBE_TIMEOUT, Cluster, ClusterUnavailableError, _listeners_are_mine, check_store_reachable,
+    connect, disconnect, parse_address,
 )
 
-from conftest import free_port, listening, on_loopback, ray_env
+from conftest import RAY_ENV, free_port, listening, on_loopback, ray_env
 
 
 def test_addresses_are_checked_before_anything_starts():
@@ -108,3 +116,77 @@ def test_a_store_on_this_disk_is_refused_for_a_cluster_of_other_machines(tmp_pat
             check_store_reachable(uri, elsewhere)
         check_store_reachable(uri, here)  # workers on this machine share its disk
     check_store_reachable("http://127.0.0.1:5000", elsewhere)
+
+
+@contextlib.contextmanager
+def head_node(env: dict):
+    """``ray start --head`` on 127.0.0.1:PORT with ``env``, in a session of its own (stopped by killing it); yields
+    PORT."""
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
+    start = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
+         str(port), "--num-cpus", "1", "--disable-usage-stats", "--include-dashboard=false", "--temp-dir", folder],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        output, _ = start.communicate(timeout=180)
+        assert start.returncode == 0, output
+        yield port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(start.pid, signal.SIGTERM)
+            time.sleep(1)  # the raylet ends; the GCS server and the autoscaler's monitor go on
+            os.killpg(start.pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+DRIVER = """
+import sys
+
+import ray
+
+from initlab.cluster import ClusterUnavailableError, connect
+
+try:
+    connect(sys.argv[1])
+except ClusterUnavailableError as e:
+    sys.exit(f"refused: {e}")
+print(ray.get(ray.remote(lambda: 6 * 7).remote()))
+"""
+"""What ``initlab compare CONFIG --ray ADDRESS`` does first: `connect` in a new process, then a task."""
+
+
+@pytest.mark.integration
+@pytest.mark.xdist_group("ray")
+def test_this_users_head_node_with_token_authentication_is_reached_with_the_users_token(tmp_path):
+    """After ``initlab compare --ray`` (a local instance: Ray 2.60 turns token authentication on and writes
+    ``~/.ray/auth_token``), ``ray start --head`` uses the token, and ``--ray 127.0.0.1:PORT`` sends it; without
+    it, the refusal says how to send one."""
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))  # what Ray writes
+    env = {key: value for key, value in RAY_ENV.items() if not key.startswith("RAY_AUTH")}
+    env.update(HOME=str(home), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # initlab.cluster.LOOPBACK_VARIABLE
+    with head_node(env) as port:
+        address = f"127.0.0.1:{port}"
+        connected = subprocess.run([sys.executable, "-c", DRIVER, address], env=env, capture_output=True, text=True,
+                                   timeout=120)
+        assert connected.returncode == 0 and connected.stdout == "42\n", connected.stderr[-3000:]
+        assert "Token authentication is enabled" not in connected.stderr  # Ray's notice for a cluster it starts
+        (home / ".ray" / "auth_token").unlink()  # a user without the token: the head node asks for one
+        refused = subprocess.run([sys.executable, "-c", DRIVER, address], env=env, capture_output=True, text=True,
+                                 timeout=120)
+    assert refused.returncode == 1
+    assert f"refused: cannot connect to the Ray cluster at {address}: " in refused.stderr, refused.stderr[-3000:]
+    assert refused.stderr.rstrip().endswith(
+        "if the cluster uses token authentication, set RAY_AUTH_MODE=token here, with the cluster's token in "
+        "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"), refused.stderr[-3000:]
+
+
+def test_a_port_this_user_listens_on_is_told_from_one_nobody_listens_on():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        assert _listeners_are_mine(server.getsockname()[1])
+    assert not _listeners_are_mine(free_port())

@@ -94,3 +94,14 @@ def test_diagnose_a_factory_spec(factories, capsys):
     for layer in ("a", "b", "out"):
         assert f"| {layer} |" in out
     assert (factories / "figures" / "activations-glorot.png").is_file()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_diagnose_refuses_a_seed_a_spec_could_not_hold_in_one_line(tmp_path, capsys, seed):
+    assert main(["diagnose", str(write_spec(tmp_path)), "--seed", seed, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert one_error_line(err, "diagnose") == (
+        f"initlab diagnose: seed (--seed): must be an int between 0 and 4294967295; got {seed}"
+    )
+    assert not list((tmp_path / "out").glob("*.png"))

@@ -40,9 +40,10 @@ def test_what_the_spec_data_and_memory_show_is_refused_before_any_run(tmp_path, 
 @pytest.mark.parametrize(
     "model, message",
     [
-        ({"factory": "models/missing.py:build"}, r"model.factory: no such file .*missing.py \(a factory file's path is relative to the spec's folder\)"),
+        ({"factory": "models/missing.py:build"}, r"model.factory: no such file models/missing.py in .* \(a factory file's path is relative to the spec's folder\)"),
         ({"factory": "models/factories.py:bulid"}, r"model.factory: .* has no 'bulid'"),
         ({"factory": "models/factories.py:raises"}, rf"model.factory: with scheme he: .*raised RuntimeError: no GPU here \(factories.py, line {RAISE_LINE}\)"),
+        ({"factory": "models/factories.py:exits"}, r"model.factory: with scheme he: .*raised SystemExit: 0 \(factories.py, line \d+\)"),
         ({"factory": "models/factories.py:not_a_model"}, r"model.factory: with scheme he: .*returned a str, not a keras.Model"),
         ({"factory": "models/factories.py:wrong_classes"}, r"output shape is \(11,\), not \(10,\)"),
         ({"factory": "models/factories.py:logits"}, r"model.factory: .*outputs on 8 validation images are not class probabilities"),
@@ -64,3 +65,13 @@ def test_logits_with_a_from_logits_loss_are_accepted(factories, store):
     ))
     outcome = run_comparison(spec, tracking_uri=store())
     assert not outcome.failures and outcome.summary[0].final > 0.5
+
+
+@pytest.mark.parametrize("experiment", ["a/b", "two\nlines", " ", "x" * 5000])
+def test_an_experiment_name_mlflow_would_mangle_is_refused_before_any_run(tmp_path, capsys, experiment):
+    store = tmp_path / "store.db"
+    spec = str(write_spec(tmp_path, epochs=1))
+    assert main(["compare", spec, "--tracking-uri", f"sqlite:///{store}", "--experiment", experiment]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith("initlab compare: experiment ") and "without '/'" in line and len(line) < 250
+    assert not store.exists()

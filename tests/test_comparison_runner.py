@@ -22,6 +22,7 @@ from conftest import (
     RANDOM_NORMAL,
     REPO,
     check_comparison,
+    one_error_line,
     runs_of,
     saved_model,
     write_factory_spec,
@@ -85,7 +86,9 @@ def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path, capsys):
             break
     assert progress and "epoch 2/60" in progress[-1], "".join(progress)
     first.send_signal(signal.SIGINT)
-    assert first.wait(timeout=120) != 0
+    rest = first.communicate(timeout=120)[0]
+    assert first.returncode == 130, rest  # one line, as a shell reports Ctrl-C
+    assert one_error_line(rest).startswith("initlab compare: interrupted (Ctrl-C); the runs in flight are KILLED")
     parents, children = runs_of(client, "tiny")
     assert parents[0].info.status == "KILLED"
     done_before = {c.data.tags["initlab.run_key"]: c.info.run_id for c in children if c.info.status == "FINISHED"}
@@ -100,6 +103,94 @@ def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path, capsys):
         key = child.data.tags["initlab.run_key"]
         if key in done_before:
             assert child.info.run_id == done_before[key]
+
+
+@pytest.mark.integration
+def test_kill_9_then_resume_keeps_every_finished_run_once_with_its_own_times(tmp_path, capsys):
+    """Killed (SIGKILL, nothing handled) as it reports its second run done, on a store it was still making: every run
+    that had ended is a record on disk, and ``--resume`` writes each once, with the times it trained at."""
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    spec = write_spec(tmp_path, epochs=2, subset={"train": 400, "val": 200})
+    command = [sys.executable, "-m", "initlab", "compare", str(spec), "--tracking-uri", uri, "--no-stack"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    progress = []
+    for line in first.stdout:
+        progress.append(line)
+        if line.startswith("[2/4 runs done]"):
+            break
+    first.kill()
+    first.wait()
+    assert progress[-1].startswith("[2/4 runs done]"), "".join(progress)
+    orphan = first.stdout.read()  # until the tracking process, which shares the pipe, ends too: quietly
+    assert "Traceback" not in orphan, orphan
+    ended = {}  # run key -> (start, end) of every run that finished, on disk or in MLflow
+    for record in (tmp_path / "pending").glob("*/*/*/run.json"):
+        saved = json.loads(record.read_text())
+        ended[saved["run_key"]] = (saved["start_time"], saved["end_time"])
+    if (tmp_path / "new.db").exists() and MlflowClient(uri).get_experiment_by_name("tiny"):
+        for child in runs_of(MlflowClient(uri), "tiny")[1]:
+            if child.info.status == "FINISHED":
+                ended[child.data.tags["initlab.run_key"]] = (child.info.start_time, child.info.end_time)
+    assert len(ended) >= 2, (ended, "".join(progress))
+
+    assert main(command[3:] + ["--resume"]) == 0
+    assert f"resumed: {len(ended)} finished run(s) kept" in capsys.readouterr().out
+    _, children = check_comparison(MlflowClient(uri), "tiny", epochs=2)  # each (scheme, seed) once, whole
+    times = {c.data.tags["initlab.run_key"]: (c.info.start_time, c.info.end_time) for c in children}
+    assert {key: times[key] for key in ended} == ended  # kept as they were, not trained again
+    assert not list((tmp_path / "pending").glob("*/*/*/run.json"))  # every record written, then removed
+
+
+@pytest.mark.parametrize("signum, status, said", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
+                                                  (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(tmp_path, capsys, monkeypatch, store,
+                                                                          signum, status, said):
+    from initlab.comparison.progress import Progress
+
+    uri = store()
+    spec = write_spec(tmp_path, epochs=2)
+    on_epoch_end = Progress.on_epoch_end
+
+    def signalled(self, epoch, logs=None):  # the signal arrives while the second run trains
+        if self.done == 1:
+            os.kill(os.getpid(), signum)
+        on_epoch_end(self, epoch, logs)
+
+    monkeypatch.setattr(Progress, "on_epoch_end", signalled)
+    before = signal.getsignal(signum)
+    assert main(["compare", str(spec), "--tracking-uri", uri, "--no-stack"]) == status
+    line = one_error_line(capsys.readouterr().err)
+    assert line == f"initlab compare: {said}; the runs in flight are KILLED, the finished ones kept: rerun with --resume to finish"
+    (parent,), children = runs_of(MlflowClient(uri), "tiny")
+    assert parent.info.status == "KILLED"
+    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+    assert signal.getsignal(signum) == before  # as it was before the comparison
+
+
+def test_a_resume_is_refused_while_the_comparison_runs_and_one_with_nothing_to_reopen_is_said(tmp_path, capsys, store):
+    from initlab.tracking import ChildRun, Records
+
+    uri = store()
+    spec = write_spec(tmp_path, seeds=[0], epochs=1)
+    spec_hash = ComparisonSpec.from_file(spec).hash
+    with Records(uri, "tiny", spec_hash).running(resume=False, what="another"):  # as another process running it
+        assert main(["compare", str(spec), "--tracking-uri", uri, "--resume"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "is running in another process on this machine" in line and "then rerun with --resume" in line
+    assert MlflowClient(uri).get_experiment_by_name("tiny") is None  # nothing started
+    # A run that ended in an attempt killed before its parent existed (or whose store was deleted): --resume finds
+    # no parent to re-open, says so, and keeps the run.
+    run = ChildRun("nielsen-default/seed=0", {"scheme": "nielsen-default", "seed": 0})
+    run.add_epoch(1, {"val_accuracy": 0.5})
+    run.finish(None)
+    Records(uri, "tiny", spec_hash).stage(run)
+    assert main(["compare", str(spec), "--tracking-uri", uri, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "--resume: no comparison of tiny in " in captured.err and "with the 1 run record(s) left" in captured.err
+    assert "resumed: 1 finished run(s) kept: nielsen-default/seed=0" in captured.out
+    _, children = runs_of(MlflowClient(uri), "tiny")
+    assert sorted(c.data.tags["initlab.run_key"] for c in children) == ["nielsen-default/seed=0", "nielsen-large/seed=0"]
 
 
 @pytest.mark.parametrize("stack", [True, False])

@@ -68,6 +68,15 @@ def test_what_trains_nothing_runs_where_tensorflow_and_keras_cannot_be_imported(
     assert "ScaledGaussian" in listed.stdout
     spec = initlab("spec", "nielsen")
     assert spec.returncode == 0 and spec.stdout.startswith("#") and "nielsen-default" in spec.stdout, spec.stderr
+    with open("/dev/full", "w") as full:  # output that cannot be written: exit 120, one line
+        done = subprocess.run([str(INITLAB), "list"], env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 120 and done.stderr == "initlab list: cannot write the output (No space left on device)\n"
+    read, write = os.pipe()
+    os.close(read)  # a reader that went away (| head): quietly, as any Unix tool
+    done = subprocess.run([str(INITLAB), "spec", "nielsen"], env=env, stdout=write, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+    os.close(write)
+    assert done.returncode == 141 and done.stderr == ""
     refused = initlab("serve", "--host", "0.0.0.0")  # the server's rules, decided before MLflow's server starts
     assert refused.returncode == 2 and "needs a login" in refused.stderr, refused.stderr
     # The tracking process, started as the command starts it, makes the store and answers requests.

@@ -3,6 +3,7 @@
 import doctest
 import gzip
 import hashlib
+import re
 import shutil
 import sys
 import time
@@ -269,9 +270,41 @@ def test_search_order_data_dir_then_env_then_keras_cache(tmp_path, monkeypatch, 
     monkeypatch.setenv(data.DATA_ENV_VAR, str(env_dir))
     assert load_dataset("mnist", data_dir=arg_dir).source == str(arg_dir)
     assert load_dataset("mnist").source == str(env_dir)
-    assert load_dataset("mnist", data_dir=tmp_path / "empty-or-missing").source == str(env_dir)
     monkeypatch.delenv(data.DATA_ENV_VAR)
     assert load_dataset("mnist").source == str(keras_npz)
+
+
+@pytest.mark.parametrize(
+    "data_dir, reason",
+    [
+        ("missing", "no such directory"),
+        ("empty", r"no train-images-idx3-ubyte\[\.gz\] \+ train-labels-idx1-ubyte\[\.gz\], no mnist\.npz"),
+        ("half", r"has train-images-idx3-ubyte\.gz but no train-labels-idx1-ubyte\[\.gz\]"),
+        ("a-file", "not a directory"),
+        ("z" * 5000, r"cannot be read \(File name too long\)"),
+    ],
+)
+def test_a_data_dir_without_mnist_fails_at_once_naming_it(tmp_path, monkeypatch, no_mnist_anywhere, data_dir, reason):
+    """A `data_dir` given is the one place looked at: not another copy (here a good one in $KERAS_INITLAB_DATA),
+    not TensorFlow Datasets, whose download hangs for minutes offline."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(write_idx_dir(tmp_path / "good")))
+    tfds = pytest.importorskip("tensorflow_datasets")
+    monkeypatch.setattr(tfds, "builder", lambda *args, **kwargs: pytest.fail("TensorFlow Datasets asked"))
+    started = time.monotonic()
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("mnist", data_dir=data_dir)
+    assert time.monotonic() - started < 5
+    shown = f"'{data_dir}'" if len(data_dir) < 80 else "'" + "z" * 79 + r"\.\.\. \(5002 characters\)"
+    assert re.fullmatch(
+        rf"data_dir {shown}: {reason}; for 'mnist' it must hold train-images-idx3-ubyte\.gz and "
+        r"train-labels-idx1-ubyte\.gz \(or uncompressed\) or Keras' mnist\.npz",
+        str(info.value),
+    )
 
 
 def test_bad_file_in_an_earlier_place_is_an_error_not_skipped(
@@ -291,17 +324,18 @@ def test_mnist_nowhere_is_one_error_listing_every_place(tmp_path, monkeypatch, n
     half = tmp_path / "half"
     half.mkdir()
     (half / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    monkeypatch.setenv(data.DATA_ENV_VAR, str(half))
     start = time.monotonic()
     with pytest.raises(DatasetNotFoundError) as info:
-        load_dataset("mnist", data_dir=half)
+        load_dataset("mnist")
     elapsed = time.monotonic() - start
     message = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
+    assert "1. `data_dir` argument: not given" in message
     assert (
-        f"1. `data_dir` argument {half}: has train-images-idx3-ubyte.gz "
+        f"2. ${data.DATA_ENV_VAR} {half}: has train-images-idx3-ubyte.gz "
         "but no train-labels-idx1-ubyte[.gz]" in message
     )
-    assert f"2. ${data.DATA_ENV_VAR}: not given" in message
     keras_cache = tmp_path / "keras_home" / "datasets"
     assert f"3. Keras' cache {keras_cache}: no such directory" in message
     assert "4. TensorFlow Datasets ('mnist'): " in message
@@ -486,6 +520,10 @@ def test_unknown_tfds_name_is_a_value_error():
         ValueError, match=r"Unknown dataset name: 'no_such_dataset_xyz'.*'fashion_mnist'"
     ):
         load_dataset("no_such_dataset_xyz")
+    with pytest.raises(ValueError) as info:  # a long name is shown in at most 80 characters
+        load_dataset("z" * 5000)
+    assert "'" + "z" * 79 + "... (5002 characters)" in str(info.value)
+    assert not re.search("z{81}", str(info.value))
 
 
 def test_tfds_dataset_that_is_not_image_classification_is_refused():
@@ -533,6 +571,6 @@ def test_mnist_without_local_files_says_it_goes_to_the_network_first(tmp_path, m
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.delenv("KERAS_INITLAB_DATA", raising=False)
     with pytest.raises(DatasetNotFoundError, match="TensorFlow Datasets .*network is unreachable"):
-        load_dataset("mnist", data_dir=tmp_path)
+        load_dataset("mnist")
     ((_, said_before),) = events
     assert any("downloads it now; this needs network access" in m for m in said_before), said_before

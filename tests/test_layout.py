@@ -51,6 +51,7 @@ APPLICATION = [
     "initlab.tracking.process",
     "initlab.tracking.queue",
     "initlab.tracking",
+    "initlab.spec_keras",
     "initlab.spec",
     "initlab.plots",
     "initlab.comparison.builder",

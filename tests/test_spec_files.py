@@ -2,15 +2,17 @@
 (``initlab list``) and printed as a starting point (``initlab spec NAME``); reading a spec file, bounded."""
 
 import json
+import re
 import time
 
 import pytest
 
+from initlab.cli import main
 from initlab.spec import ComparisonSpec
-from initlab.spec_files import BUILTIN_SPECS, SpecError, builtin_specs, spec_path
+from initlab.spec_files import BUILTIN_SPECS, SpecError, builtin_specs, read_spec_file, spec_path
 from keras_initlab.schemes import list_schemes
 
-from conftest import RANDOM_NORMAL, TINY, write_spec
+from conftest import RANDOM_NORMAL, TINY, one_error_line, write_spec
 
 BOMB = """name: bomb
 schemes: [he]
@@ -91,3 +93,68 @@ def test_specs_are_bounded(tmp_path, content, message):
         ComparisonSpec.from_file(path)
     assert time.perf_counter() - started < 10  # refused, not parsed or expanded for minutes
     assert len(str(info.value)) < 600 and "\n" not in str(info.value)  # one line; a huge value is not echoed
+
+
+SCHEME_TWICE = {"name": "rn", "kernel": {"class_name": "RandomNormal", "config": {"stddev": 0.1}}, "bias": "zeros"}
+
+
+@pytest.mark.parametrize(
+    "file, text, message",
+    [
+        ("spec.yaml", "name: a\nschemes: [he]\nname: b\n",
+         r"^name: the key is given twice in its mapping; keep one \(lines 1 and 3\)$"),
+        ("spec.yaml", "name: a\nschemes: [he]\nmodel:\n  sizes: [784, 10]\n  activation: relu\n  activation: tanh\n",
+         r"^model\.activation: the key is given twice in its mapping; keep one \(lines 5 and 6\)$"),
+        ("spec.yml", ("name: a\nschemes:\n- he\n- name: rn\n  kernel: {class_name: RandomNormal, config: {stddev: 0.1, "
+                      "stddev: 9}}\n  bias: zeros\n"),
+         r"^schemes\[1\]\.kernel\.config\.stddev: the key is given twice in its mapping; keep one \(lines 5 and 5\)$"),
+        ("spec.json", '{"name": "a", "schemes": ["he"], "name": "b"}',
+         r"^name: the key is given twice in its mapping; keep one$"),
+        ("spec.json", json.dumps({"name": "a", "schemes": ["he", SCHEME_TWICE]}).replace(
+            '"stddev": 0.1', '"stddev": 0.1, "stddev": 9'),
+         r"^schemes\[1\]\.kernel\.config\.stddev: the key is given twice in its mapping; keep one$"),
+    ],
+)
+def test_a_key_given_twice_is_refused_with_its_key_path(tmp_path, file, text, message):
+    """YAML and JSON parsers keep the later value silently: ``stddev: 9`` would train another scheme than the one
+    read first."""
+    (tmp_path / file).write_text(text)
+    with pytest.raises(SpecError, match=message):
+        ComparisonSpec.from_file(tmp_path / file)
+
+
+def test_a_merge_may_repeat_a_key_of_its_mapping(tmp_path):
+    """A YAML merge (``<<``) gives defaults that the mapping's own keys override: not a key given twice."""
+    (tmp_path / "spec.yaml").write_text("name: a\nschemes: [he]\nmodel: {activation: tanh, <<: {activation: relu}}\n")
+    assert read_spec_file(tmp_path / "spec.yaml")["model"] == {"activation": "tanh"}
+
+
+def test_a_directory_is_not_a_spec_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "specs").mkdir()
+    said = r"specs: a directory, not a spec file; give a \.yaml, \.yml or \.json file \(or a built-in spec's name"
+    for given in ("specs/", "specs", str(tmp_path / "specs"), tmp_path / "specs"):
+        with pytest.raises(SpecError, match=said):
+            spec_path(given)
+    with pytest.raises(SpecError, match=said):
+        ComparisonSpec.from_file(tmp_path / "specs")
+    assert main(["compare", "specs/"]) == 2
+    assert re.fullmatch(f"initlab compare: {said}.*", one_error_line(capsys.readouterr().err))
+
+
+@pytest.mark.parametrize("given", ["z" * 200, "z" * 5000, "z" * 5000 + ".yaml", "configs/" + "z" * 5000])
+def test_a_long_spec_argument_is_shown_in_at_most_80_characters(tmp_path, monkeypatch, given):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as info:
+        ComparisonSpec.from_file(spec_path(given))
+    message = str(info.value)
+    shown = 80 - len("configs/") * given.startswith("configs/")  # the first 80 characters
+    assert re.fullmatch(rf"(configs/)?z{{{shown}}}\.\.\. \(\d+ characters\): .+", message)
+    assert "\n" not in message and len(message) < 300
+
+
+def test_a_long_key_given_twice_is_shown_in_at_most_80_characters(tmp_path):
+    key = "k" * 5000
+    (tmp_path / "spec.json").write_text(f'{{"name": "a", "schemes": ["he"], "{key}": 1, "{key}": 2}}')
+    with pytest.raises(SpecError, match=r"^k{80}\.\.\. \(5000 characters\): the key is given twice"):
+        read_spec_file(tmp_path / "spec.json")

@@ -68,7 +68,7 @@ def test_a_comparison_on_a_server_that_dies_is_reported_quickly_and_resume_keeps
         assert f"the MLflow store {server.uri} stopped working" in line and "rerun with --resume" in line
         # Training the run in flight goes on without the server (and, while the writer's requests fail, perhaps
         # the next one); every run that finished is a complete record; the report takes seconds, not minutes.
-        records = list((tmp_path / "cache" / "keras-initlab" / "pending").glob("*/*/run.json"))
+        records = list((tmp_path / "cache" / "keras-initlab" / "pending").glob("*/*/*/run.json"))
         saved = [json.loads(r.read_text()) for r in records]
         assert [r["status"] for r in saved] == ["FINISHED"] * len(records) and 1 <= len(records) <= 3, saved
         assert "nielsen-default/seed=0" not in [r["run_key"] for r in saved]  # the first run is in MLflow

@@ -2,12 +2,13 @@
 a record written whole, and the error a failed store becomes."""
 
 import json
+import os
 
 import pytest
 
 from initlab.tracking.layout import FAILURE_TAG, MAX_TAG_LENGTH
-from initlab.tracking.records import ChildRun, TrackerBase
-from initlab.tracking.store import TrackingLostError
+from initlab.tracking.records import ChildRun, Records, TrackerBase, remove_record
+from initlab.tracking.store import TrackingLostError, TrackingUnavailableError
 
 
 def test_a_run_keeps_its_epochs_in_order_and_gets_its_summary_when_it_finishes():
@@ -30,31 +31,82 @@ def test_a_failed_run_gets_its_reason_cut_to_a_tag_and_no_summary():
     assert not [key for key, *_ in run.metrics if key.endswith("_val_accuracy")]
 
 
-class Records(TrackerBase):
-    def __init__(self, folder):
-        self.uri, self.parent_id = f"sqlite:///{folder / 's.db'}", "parent1"
-
-
-def test_a_record_is_written_whole_beside_the_store(tmp_path):
-    run = ChildRun("he/seed=0", {"scheme": "he"})
-    run.files["init/diagnostics.md"] = b"| table |\n"
+def finished(key, status="FINISHED"):
+    run = ChildRun(key, {"scheme": key.split("/")[0]})
     run.add_epoch(1, {"val_accuracy": 0.9})
-    run.finish(None)
-    stage = Records(tmp_path).stage(run)
-    assert stage == tmp_path / "pending" / "parent1" / "he__seed=0"
+    run.finish(None, status)
+    return run
+
+
+def test_a_record_is_written_whole_beside_the_store_when_the_run_ends(tmp_path):
+    run = finished("he/seed=0")
+    run.files["init/diagnostics.md"] = b"| table |\n"
+    records = Records(f"sqlite:///{tmp_path / 's.db'}", "tiny", "h1")
+    stage = records.stage(run)  # no parent run yet: the record does not wait for the store
+    assert stage.parent == records.attempt and records.attempt.parent == records.root
+    assert records.root.parent == tmp_path / "pending" and records.attempt.name.endswith(f"-{os.getpid()}")
     assert sorted(p.name for p in stage.iterdir()) == ["artifacts", "run.json"]  # no run.json.partial left
     record = json.loads((stage / "run.json").read_text())
     assert (record["run_key"], record["status"], record["params"]) == ("he/seed=0", "FINISHED", {"scheme": "he"})
     assert ["val_accuracy", 0.9, 1] == record["metrics"][0][:3]
+    assert (record["start_time"], record["end_time"]) == (run.start_time, run.end_time)  # its own times
     assert (stage / "artifacts" / "init" / "diagnostics.md").read_bytes() == b"| table |\n"
+    other = Records(f"sqlite:///{tmp_path / 's.db'}", "another experiment", "h1")
+    assert other.root != records.root  # a comparison is its spec and its experiment
 
 
-def test_a_store_that_fails_says_where_the_finished_runs_wait():
-    from pathlib import Path
+def test_a_resume_finds_the_records_of_its_parent_and_of_attempts_that_died_before_theirs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 's.db'}"
+    killed_early = Records(uri, "tiny", "h1")  # killed before its parent existed
+    early = killed_early.stage(finished("he/seed=0"))
+    mine = Records(uri, "tiny", "h1", parent_id="p1")
+    kept = mine.stage(finished("he/seed=1"))
+    mine.attempt.joinpath("cut__short").mkdir()  # a run killed while its record was written: no run.json
+    elsewhere = Records(uri, "tiny", "h1", parent_id="p0")  # an older parent's: not this resume's
+    other = elsewhere.stage(finished("glorot/seed=0"))
+    resumed = Records(uri, "tiny", "h1")
+    assert resumed.waiting("p1") == [early, kept]  # oldest attempt first
+    assert not mine.attempt.joinpath("cut__short").exists()
+    assert resumed.waiting("p9", every=True) == [early, kept, other]  # the store lost its parents: all of them
+    remove_record(early)
+    assert not killed_early.attempt.exists()  # an attempt without records is gone
+    for stage in (kept, other):
+        remove_record(stage)
+    assert not resumed.root.exists()
 
-    error = Records(Path("/tmp/store")).lost(OSError("disk full"))
+
+def test_one_resume_at_a_time_and_no_resume_while_the_comparison_runs(tmp_path):
+    uri = f"sqlite:///{tmp_path / 's.db'}"
+    with Records(uri, "tiny", "h1").running(resume=False, what="tiny"):
+        with Records(uri, "tiny", "h1").running(resume=False, what="tiny"):  # two comparisons, two parents: fine
+            pass
+        with pytest.raises(TrackingUnavailableError, match="tiny is running in another process .* --resume"):
+            with Records(uri, "tiny", "h1").running(resume=True, what="tiny"):
+                pass
+    with Records(uri, "tiny", "h1").running(resume=True, what="tiny"):
+        with pytest.raises(TrackingUnavailableError, match="tiny is being resumed in another process"):
+            with Records(uri, "tiny", "h1").running(resume=False, what="tiny"):
+                pass
+        with Records(uri, "other", "h1").running(resume=True, what="other"):  # another comparison: its own lock
+            pass
+
+
+def test_a_record_that_cannot_be_written_is_said_and_nothing_half_written_stays(tmp_path):
+    uri = f"sqlite:///{tmp_path / 's.db'}"
+    records = Records(uri, "tiny", "h1")
+    records.stage(finished("he/seed=0"))
+    (records.attempt / "he__seed=1").write_text("")  # a file where the record goes: it cannot be written (as root too)
+    assert records.stage(finished("he/seed=1")) is None
+    assert list(records.unwritten) == ["he/seed=1"] and "FileExistsError" in records.unwritten["he/seed=1"]
+    message = records.kept_message()
+    assert str(records.root) in message and "1 finished run(s) could not be written to disk either" in message
+    assert "he/seed=1" in message and not (records.attempt / "he__seed=1" / "run.json").exists()
+
+
+def test_a_store_that_fails_says_what_happened():
+    class Tracker(TrackerBase):
+        uri = "sqlite:///tmp/store/s.db"
+
+    error = Tracker().lost(OSError("disk full"))
     assert isinstance(error, TrackingLostError)
-    assert "stopped working (OSError: disk full)" in str(error)
-    assert "/tmp/store/pending/parent1" in str(error) and "--resume" in str(error)
-    with pytest.raises(TrackingLostError):
-        raise error
+    assert str(error) == "the MLflow store sqlite:///tmp/store/s.db stopped working (OSError: disk full)."

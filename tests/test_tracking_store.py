@@ -33,12 +33,26 @@ def test_default_store_is_tracking_sqlite_in_the_current_directory(tmp_path, mon
     assert f"mlflow ui --backend-store-uri sqlite:///{db}" in capsys.readouterr().out
 
 
-def test_unreachable_server_is_reported_before_training(tmp_path, capsys):
+def test_unreachable_server_is_reported_before_training_with_the_advice_for_where_its_uri_came_from(
+        tmp_path, capsys, monkeypatch):
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.time()
     assert main(["compare", str(write_spec(tmp_path)), "--tracking-uri", uri]) == 2
-    assert f"MLflow tracking server {uri} is unreachable" in capsys.readouterr().err
+    line = one_error_line(capsys.readouterr().err)
+    assert f"MLflow tracking server {uri} is unreachable" in line and "or leave out --tracking-uri to use" in line
     assert time.time() - start < 30
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert main(["compare", str(write_spec(tmp_path))]) == 2
+    assert "or unset MLFLOW_TRACKING_URI to use" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_uri_with_a_login_is_refused_naming_the_variables_and_never_shows_the_password(tmp_path, capsys):
+    uri = f"http://admin:s3cret-pw@127.0.0.1:{free_port()}/"
+    assert main(["compare", str(write_spec(tmp_path)), "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    line = one_error_line(err)
+    assert "s3cret-pw" not in err and "http://admin:***@" in line
+    assert f"pass http://127.0.0.1:{uri.split(':')[-1]} and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
 
 
 def test_store_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
@@ -50,6 +64,9 @@ def test_store_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
     assert main(["compare", spec, "--tracking-uri", "sqlite:////proc/no-such-folder/mlflow.db"]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "cannot use the MLflow store sqlite:////proc/no-such-folder/mlflow.db" in line and "writable folder" in line
+    (tmp_path / "folder.db").mkdir()  # a folder where the database goes: refused now, not after training
+    assert main(["compare", spec, "--tracking-uri", f"sqlite:///{tmp_path / 'folder.db'}"]) == 2
+    assert f"{tmp_path / 'folder.db'} is a folder" in one_error_line(capsys.readouterr().err)
     (tmp_path / "notes.db").write_text("a text file, not a store")
     assert main(["compare", spec, "--tracking-uri", f"sqlite:///{tmp_path / 'notes.db'}"]) == 2
     assert f"{tmp_path / 'notes.db'} is not a SQLite database" in one_error_line(capsys.readouterr().err)

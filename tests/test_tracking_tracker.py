@@ -5,7 +5,7 @@ import json
 
 from mlflow.tracking import MlflowClient
 
-from initlab.tracking import ChildRun, ComparisonTracker
+from initlab.tracking import ChildRun, ComparisonTracker, Records
 from initlab.tracking.layout import PARENT_TAG, ROLE_TAG, RUN_KEY_TAG, SPEC_HASH_TAG, VERSION_TAG, VIEW_TAG_PREFIX
 
 
@@ -13,7 +13,7 @@ def write(tracker, key, status):
     child = ChildRun(key, {"scheme": key.split("/")[0]})
     child.add_epoch(1, {"val_accuracy": 0.5})
     child.finish(None, status)
-    return tracker.write_record(tracker.stage(child))
+    return tracker.write_record(Records(tracker.uri, "tiny", tracker.spec_hash, tracker.parent_id).stage(child))
 
 
 def test_a_comparison_is_laid_out_resumed_and_joined(tmp_path, store):
@@ -30,7 +30,7 @@ def test_a_comparison_is_laid_out_resumed_and_joined(tmp_path, store):
     children = {run.data.tags[RUN_KEY_TAG]: run for run in tracker.children()}
     assert sorted(children) == ["he/seed=0", "he/seed=1"]
     assert {run.data.tags[PARENT_TAG] for run in children.values()} == {tracker.parent_id}
-    assert not tracker.pending_dir.exists()  # written, the records are gone
+    assert not Records(uri, "tiny", "h1").root.exists()  # written, the records are gone
     tracker.save_view(runs=2)
     view = json.loads(client.get_experiment(tracker.experiment_id).tags[VIEW_TAG_PREFIX + tracker.parent_id])
     assert view["searchFilter"] == f"tags.`{PARENT_TAG}` = '{tracker.parent_id}'"

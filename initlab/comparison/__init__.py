@@ -8,7 +8,7 @@ One module per job:
 - `initlab.comparison.group`: one group of runs trained and handed to tracking (`train_group`).
 - `initlab.comparison.local`: the runs trained on this machine (`LocalRunner`).
 - `initlab.comparison.on_ray`: the runs trained as Ray tasks (`RayRunner`).
-- `initlab.comparison.progress`: the progress line and Ctrl-C (`Progress`, `Interrupts`).
+- `initlab.comparison.progress`: the progress line, Ctrl-C and SIGTERM (`Progress`, `Interrupts`).
 - `initlab.comparison.runner`: `run_comparison`, which resolves its inputs once and picks a runner.
 - `initlab.comparison.diagnose`: ``initlab diagnose`` (`diagnose_spec`).
 

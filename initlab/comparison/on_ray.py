@@ -22,7 +22,7 @@ from initlab.comparison.progress import Interrupts, Progress
 from initlab.comparison.children import initial_diagnostics, prepare, record_initial
 from initlab.messages import one_line
 from initlab.spec import ComparisonSpec, Run, SpecError
-from initlab.tracking import TrackingQueue
+from initlab.tracking import Records, TrackingQueue
 
 UNIT_RETRIES = 3
 """How many times Ray runs a unit of work again after its worker died (a unit that raises is not retried)."""
@@ -143,7 +143,7 @@ def train_unit(spec: ComparisonSpec, data, keys: list[str], uri: str, experiment
     builder = ModelBuilder(spec, data)
     runs = {run.key: run for run in spec.runs()}
     group = [runs[key] for key in keys]
-    queue = TrackingQueue(uri, experiment, spec.hash)
+    queue = TrackingQueue(uri, experiment, spec.hash, Records(uri, experiment, spec.hash, parent_id))
     try:
         queue.submit(lambda tracker: tracker.join_parent(parent_id, keys))
         models, children, steps = prepare(builder, shared, group)

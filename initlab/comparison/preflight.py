@@ -19,7 +19,7 @@ from keras_initlab.training import resolve_device
 from keras_initlab.training.planning import memory_budget, mlp_bytes
 
 from initlab.comparison.builder import ModelBuilder
-from initlab.messages import one_line
+from initlab.messages import one_line, shown, shown_text
 from initlab.spec import ComparisonSpec, MLPModel, SpecError
 
 def load_spec_data(spec: ComparisonSpec) -> Dataset:
@@ -31,7 +31,7 @@ def load_spec_data(spec: ComparisonSpec) -> Dataset:
     try:
         data = load_dataset(spec.dataset, data_dir=spec.data_dir)
     except (ValueError, OSError, ImportError) as e:
-        raise SpecError(f"dataset: {spec.dataset!r} cannot be loaded: {one_line(e)}") from None
+        raise SpecError(f"dataset: {shown(spec.dataset)} cannot be loaded: {one_line(e)}") from None
     if spec.subset is None:
         return data
     for key, wanted, available in zip(("subset.train", "subset.val"), spec.subset, (data.n_train, data.n_val)):
@@ -73,7 +73,7 @@ def check_spec_fits(spec: ComparisonSpec, data: Dataset, device_name: str) -> Mo
         except FactoryError as e:
             raise SpecError(f"model.factory: with scheme {scheme.name}: {e}") from None
         except (ValueError, TypeError) as e:
-            raise SpecError(f"schemes[{i}] ({scheme.name}): {one_line(e)}") from None
+            raise SpecError(f"schemes[{i}] ({shown_text(scheme.name)}): {one_line(e)}") from None
         if builder.factory is not None and i == 0:
             _check_factory_outputs(spec, builder, model)
     return builder

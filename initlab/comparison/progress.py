@@ -1,4 +1,5 @@
-"""A comparison's progress line (`Progress`) and its Ctrl-C (`Interrupts`): the checks made after every epoch.
+"""A comparison's progress line (`Progress`) and its Ctrl-C and SIGTERM (`Interrupts`): the checks made after every
+epoch.
 
 >>> with Interrupts() as interrupts:                                       # doctest: +SKIP
 ...     bar = Progress(sys.stderr, runs=6, epochs=30, checks=[interrupts.check])
@@ -17,34 +18,47 @@ import keras
 from initlab.spec import Run
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (a `KeyboardInterrupt`: the runs in flight end KILLED, the finished ones are
+    kept); the ``initlab`` command exits with `exit_status` (128 + 15, as a shell reports a process it ended)."""
+
+    exit_status = 143
+
+
 class Interrupts:
-    """Ctrl-C that is never lost.
+    """Ctrl-C and SIGTERM, never lost.
 
     Python raises `KeyboardInterrupt` wherever the main thread is, and drops it when that is a
     finalizer (an object's ``__del__`` run by the garbage collector: "Exception ignored in ..."),
     so a comparison could go on to the end. While this context is active a SIGINT is also
-    remembered, and `check` (after every epoch and before every group) raises it again.
+    remembered, and `check` (after every epoch and before every group) raises it again. A SIGTERM
+    (``kill``, a job scheduler, a container stopping) raises `Terminated` the same way.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self):
-        self.received, self.installed, self.previous = False, False, None
+        self.received: KeyboardInterrupt | None = None
+        self.previous: dict[int, object] = {}
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():  # whatever a library installed before
-            self.previous, self.installed = signal.signal(signal.SIGINT, self._handle), True
+            self.previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
-        self.received = True
-        raise KeyboardInterrupt
+        self.received = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise self.received
 
     def check(self) -> None:
-        if self.received:
-            raise KeyboardInterrupt
+        if self.received is not None:
+            raise self.received
 
     def __exit__(self, *exc_info) -> None:
-        if self.installed:  # None: a handler installed outside Python; Python's own is the nearest
-            signal.signal(signal.SIGINT, signal.default_int_handler if self.previous is None else self.previous)
+        for signum, previous in self.previous.items():  # None: a handler installed outside Python
+            if previous is None:
+                previous = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, previous)
 
 
 class Progress(keras.callbacks.Callback):

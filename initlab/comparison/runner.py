@@ -24,13 +24,13 @@ from initlab.comparison.on_ray import RayRunner
 from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
 from initlab.comparison.progress import Interrupts, Progress
 from initlab.comparison.children import model_params, shared_params
-from initlab.messages import one_line
+from initlab.messages import one_line, shown
 from initlab.plots import plot_comparison, to_png
 from initlab.report import summarize, to_csv, to_markdown
-from initlab.spec import ComparisonSpec
+from initlab.spec import ComparisonSpec, SpecError
 from initlab.spec_files import spec_path
 from initlab.tracking import (
-    ComparisonTracker, TrackingQueue, TrackingUnavailableError, check_reachable, check_writable, http_limits,
+    ComparisonTracker, Records, TrackingQueue, TrackingUnavailableError, check_reachable, check_writable, http_limits,
     resolve_tracking_uri,
 )
 
@@ -114,50 +114,51 @@ def run_comparison(
     require_tensorflow("initlab compare")
     address = parse_address(ray) if isinstance(ray, str) else ray  # a malformed address before any work
     spec, spec_file = _resolve_spec(spec, spec_file)
-    experiment = experiment or spec.name
+    experiment = _check_experiment(experiment or spec.name)
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
     check_writable(uri)
     device = resolve_spec_device(spec)
     builder = check_spec_fits(spec, load_spec_data(spec), device)
-    runner = (LocalRunner(builder, device, stack) if address is None
-              else RayRunner(address, builder, uri, experiment, stack))
-    # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
-    with runner, http_limits(), quick_gil_handoff(), Interrupts() as interrupts:
-        queue = TrackingQueue(uri, experiment, spec.hash)
-        failures: dict[str, str] = {}
-        try:
-            started = queue.submit(lambda tracker: _start(tracker, spec, resume, spec_file))
-            if resume or runner.needs_parent or not uri.startswith("sqlite:///"):
-                queue.wait()  # what to train depends on the store (units elsewhere need the parent); a server's errors first
-            finished = started.result() if resume else {}
-            curves = {}  # run key -> val_accuracy by epoch, of every FINISHED run
-            if finished:
-                curves = queue.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
-            groups = runner.groups([run for run in spec.runs() if run.key not in finished])
-            bar = Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, queue.raise_if_lost])
-            trained, failures = runner.train(groups, queue, shared_params(spec, device), histograms, bar, interrupts)
-            curves.update(trained)
-            bar.close()
-            summary, files, description = _summarize(spec, builder.data.name, curves)  # while the last runs are written
-            status = "FAILED" if failures else "FINISHED"
-            queue.submit(lambda tracker: _finish_parent(tracker, files, description, status))
-            tracker = queue.wait()
-        except BaseException as error:  # Ctrl-C, MLflow failing, a bug
-            if isinstance(error, TrackingUnavailableError) or queue.lost is not None:
-                # No more requests to a store that failed (each could wait for the HTTP limits):
-                # what is left RUNNING, --resume repairs.
-                raise queue.lost or error from None
-            interrupted = isinstance(error, KeyboardInterrupt)
-            with contextlib.suppress(BaseException):  # nothing left RUNNING that can be marked
-                reason = "interrupted" if interrupted else f"aborted: {type(error).__name__}: {one_line(error)}"
-                status = "KILLED" if interrupted else "FAILED"
-                queue.submit(lambda tracker: tracker.kill_running_children(reason, status))
-                queue.submit(lambda tracker: tracker.finish_parent(status))
-                queue.wait()
-            raise
-        finally:
-            queue.close()
+    records = Records(uri, experiment, spec.hash)
+    with records.running(resume, f"the comparison of {spec.name} in experiment {experiment!r} of {uri}"):
+        runner = (LocalRunner(builder, device, stack) if address is None
+                  else RayRunner(address, builder, uri, experiment, stack))
+        # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
+        with runner, http_limits(), quick_gil_handoff(), Interrupts() as interrupts:
+            queue = TrackingQueue(uri, experiment, spec.hash, records)
+            try:
+                started = queue.submit(lambda tracker: _start(tracker, spec, resume, spec_file, records, progress))
+                if resume or runner.needs_parent or not uri.startswith("sqlite:///"):
+                    queue.wait()  # what to train depends on the store (units elsewhere need the parent); a server's errors first
+                finished = started.result() if resume else {}
+                curves = {}  # run key -> val_accuracy by epoch, of every FINISHED run
+                if finished:
+                    curves = queue.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
+                groups = runner.groups([run for run in spec.runs() if run.key not in finished])
+                bar = Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, queue.raise_if_lost])
+                trained, failures = runner.train(groups, queue, shared_params(spec, device), histograms, bar, interrupts)
+                curves.update(trained)
+                bar.close()
+                summary, files, description = _summarize(spec, builder.data.name, curves)  # while the last runs are written
+                status = "FAILED" if failures else "FINISHED"
+                queue.submit(lambda tracker: _finish_parent(tracker, files, description, status))
+                tracker = queue.wait()
+            except BaseException as error:  # Ctrl-C, SIGTERM, MLflow failing, a bug
+                if isinstance(error, TrackingUnavailableError) or queue.lost is not None:
+                    # No more requests to a store that failed (each could wait for the HTTP limits):
+                    # what is left RUNNING, --resume repairs.
+                    raise queue.failure() or error from None
+                interrupted = isinstance(error, KeyboardInterrupt)
+                with contextlib.suppress(BaseException):  # nothing left RUNNING that can be marked
+                    reason = "interrupted" if interrupted else f"aborted: {type(error).__name__}: {one_line(error)}"
+                    status = "KILLED" if interrupted else "FAILED"
+                    queue.submit(lambda tracker: tracker.kill_running_children(reason, status))
+                    queue.submit(lambda tracker: tracker.finish_parent(status))
+                    queue.wait()
+                raise
+            finally:
+                queue.close()
     return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
 
 
@@ -171,16 +172,26 @@ def _resolve_spec(spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file)
     return spec, spec_file
 
 
-def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_file) -> dict[str, str]:
+def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_file, records: Records,
+           progress) -> dict[str, str]:
     """Starts (or with ``resume`` re-opens) the parent run, named ``<spec> YYYY-MM-DD HH:MM``, and logs the
-    spec; writes the runs that finished while MLflow was unreachable last time. Returns ``{run_key: run_id}``
-    of the finished runs."""
+    spec; with ``resume``, writes the records of runs that ended without reaching MLflow last time (the store
+    failed, or the process died). Returns ``{run_key: run_id}`` of the finished runs.
+
+    A resume that finds no parent of the spec in the store (a store moved or deleted) starts one, says so on
+    ``progress``, and writes every record of the comparison waiting on this machine into it."""
     shared = {k: v for k, v in spec.to_json().items() if k not in ("name", "model")}
     shared.update(model_params(spec))
     shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
+    vanished = resume and tracker.latest_parent() is None
     finished = tracker.start_parent(params=shared, resume=resume, run_name=f"{spec.name} {datetime.now():%Y-%m-%d %H:%M}")
+    records.set_parent(tracker.parent_id)
     if resume:
-        finished.update(tracker.log_pending(finished))
+        waiting = records.waiting(tracker.parent_id, every=vanished)
+        if vanished and progress is not None:
+            progress.write(f"--resume: no comparison of {spec.name} in {tracker.uri} to re-open; starting one, with "
+                           f"the {len(waiting)} run record(s) left on this machine in {records.root}\n")
+        finished.update(tracker.log_records(waiting, finished))
     tracker.save_view(runs=len(spec.runs()))
     files = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
     if spec_file is not None:  # the file as written, beside what ran (overrides applied)
@@ -188,6 +199,18 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_
     tracker.log_parent_artifacts(files)
     return finished
 
+
+MAX_EXPERIMENT_NAME = 256
+"""Longest experiment name: what MLflow's SQL store keeps (``experiments.name``, 256 characters)."""
+
+
+def _check_experiment(name: str) -> str:
+    """``name`` if it can name an MLflow experiment here: one line of at most `MAX_EXPERIMENT_NAME` printable
+    characters, without ``/`` (a folder separator in the paths and links made of it)."""
+    if not name.strip() or not name.isprintable() or "/" in name or len(name) > MAX_EXPERIMENT_NAME:
+        raise SpecError(f"experiment {shown(name)}: give a name of at most {MAX_EXPERIMENT_NAME} printable "
+                        "characters on one line, without '/'")
+    return name
 
 
 def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, list[float]]) -> tuple:

@@ -10,9 +10,10 @@
 - `initlab.tracking.process`: the *tracking process*, which the ``initlab`` command starts before
   TensorFlow loads and which then answers those requests (`RemoteTracker`).
 
-Training never waits for MLflow, and nothing is lost when the store stops answering: a finished
-child run is first a record on local disk, then written to MLflow; if MLflow fails, the record stays
-and `ComparisonTracker.log_pending` writes it when the comparison is resumed. Requests to a tracking
+Training never waits for MLflow, and nothing is lost when the store stops answering or the process
+dies: a child run is a record on local disk as soon as it ends (`Records`), then written to MLflow;
+until MLflow has it, the record stays and `ComparisonTracker.log_records` writes it when the
+comparison is resumed. Requests to a tracking
 server give up after `HTTP_LIMITS` (seconds, not MLflow's minutes of retries). MLflow is imported
 only when used; nothing here imports Keras, TensorFlow or the library.
 
@@ -21,7 +22,7 @@ only when used; nothing here imports Keras, TensorFlow or the library.
 """
 
 from initlab.tracking.queue import TrackingQueue
-from initlab.tracking.records import ChildRun, initializer_param
+from initlab.tracking.records import ChildRun, Records, initializer_param
 from initlab.tracking.store import (
     HTTP_LIMITS, TrackingLostError, TrackingUnavailableError, check_reachable, check_writable, http_limits,
     pending_root, quiet_store_logging, resolve_tracking_uri,
@@ -30,7 +31,7 @@ from initlab.tracking.tracker import ComparisonTracker
 from initlab.tracking.ui import ui_command, ui_url, view_state
 
 __all__ = [
-    "HTTP_LIMITS", "ChildRun", "ComparisonTracker", "TrackingLostError", "TrackingQueue", "TrackingUnavailableError",
+    "HTTP_LIMITS", "ChildRun", "ComparisonTracker", "Records", "TrackingLostError", "TrackingQueue", "TrackingUnavailableError",
     "check_reachable", "check_writable", "http_limits", "initializer_param", "pending_root", "quiet_store_logging",
     "resolve_tracking_uri", "ui_command", "ui_url", "view_state",
 ]

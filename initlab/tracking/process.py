@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import fcntl
 import functools
+import glob
 import json
 import os
 import signal
@@ -74,7 +75,9 @@ def start_tracking_process(tracking_uri: str | None) -> TrackingProcess:
     else the default store). It also makes the comparison's SQLite store if that does not exist yet, unless another
     comparison holds the store's lock (that one makes it) or the folder cannot be used (the comparison says why)."""
     global _connections
-    lock, store = _lock_new_store(_sqlite_database(tracking_uri))
+    database = _sqlite_database(tracking_uri)
+    _remove_leftovers(database)
+    lock, store = _lock_new_store(database)
     requests = os.pipe()
     replies = os.pipe()
     descriptors = {"requests": requests[0], "replies": replies[1], "new_store": store,
@@ -99,6 +102,27 @@ def _sqlite_database(tracking_uri: str | None) -> Path | None:
     if not uri:
         return default_database()
     return sqlite_database(uri)
+
+
+def _remove_leftovers(database: Path | None) -> None:
+    """Removes the new stores (``.<name>.<pid>.new``, with ``.partial`` and SQLite's ``-journal``) that the tracking
+    processes of commands killed meanwhile (SIGTERM, kill -9) left beside ``database``."""
+    if database is None or not database.parent.is_dir():
+        return
+    for leftover in database.parent.glob(f".{glob.escape(database.name)}.*.new*"):
+        pid = leftover.name[len(database.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _lock_new_store(database: Path | None):
@@ -168,11 +192,13 @@ def serve(requests: int, replies: int, new_store: str | None = None, lock: int |
     It imports MLflow at once, then, with ``new_store``, makes an empty SQLite store in that file (holding the store's
     ``lock``, a file descriptor, until it is made; `initlab.tracking.store.adopt_prepared_store` renames it into place). The first request
     opens the `ComparisonTracker` (``"open"``), every other one calls its method of that name; each reply is
-    ``(ok, result or error, parent run id)``. Store errors come back as `ComparisonTracker.lost` makes them. Ctrl-C is
-    the command's to handle (it asks for the runs to be marked): this process ignores it, and runs niced like the
-    command's other background threads (`BACKGROUND_NICENESS`).
+    ``(ok, result or error, parent run id)``. Store errors come back as `ComparisonTracker.lost` makes them. Ctrl-C and
+    SIGTERM are the command's to handle (it asks for the runs to be marked): this process ignores them, ends quietly
+    when the command ends however it ends (its pipes close), and runs niced like the command's other background
+    threads (`BACKGROUND_NICENESS`).
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):  # sent to the command's process group: the command handles them
+        signal.signal(signum, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(BACKGROUND_NICENESS)
     quiet_store_logging()
@@ -198,7 +224,7 @@ def _answer(requests: Connection, replies: Connection) -> None:
     while True:
         try:
             name, args, kwargs = requests.recv()
-        except EOFError:
+        except (EOFError, OSError):  # the command ended (or was killed): so does this process
             return
         try:
             if name == "open":
@@ -215,4 +241,7 @@ def _answer(requests: Connection, replies: Connection) -> None:
             else:
                 reply = (False, RuntimeError(f"in the MLflow tracking process, {name} raised {type(e).__name__}: "
                                              f"{one_line(e)}"))
-        replies.send((*reply, tracker.parent_id if tracker is not None else None))
+        try:
+            replies.send((*reply, tracker.parent_id if tracker is not None else None))
+        except OSError:  # the command was killed (kill -9) while this request was answered: nobody to tell
+            return

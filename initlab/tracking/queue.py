@@ -5,9 +5,10 @@ MLflow's schema migrations) while the first models train, and every later reques
 behind training. Under the ``initlab`` command the requests go one step further, to the tracking
 process (`initlab.tracking.process`), so that MLflow's Python never competes with training for the GIL.
 
->>> queue = TrackingQueue("sqlite:///tracking/mlflow.db", "nielsen", spec_hash="ab12")   # doctest: +SKIP
->>> queue.submit(lambda tracker: tracker.start_parent({}, resume=False)).result()        # doctest: +SKIP
->>> queue.submit_runs(children); queue.wait()                                           # doctest: +SKIP
+>>> records = Records("sqlite:///tracking/mlflow.db", "nielsen", spec_hash="ab12")                # doctest: +SKIP
+>>> queue = TrackingQueue("sqlite:///tracking/mlflow.db", "nielsen", "ab12", records)              # doctest: +SKIP
+>>> queue.submit(lambda tracker: tracker.start_parent({}, resume=False)).result()                   # doctest: +SKIP
+>>> queue.submit_runs(children); queue.wait()                                                      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from initlab.background import lower_thread_priority
 from initlab.tracking.process import RemoteTracker, take_tracking_process
-from initlab.tracking.records import ChildRun
-from initlab.tracking.store import TrackingUnavailableError, is_tracking_error
+from initlab.tracking.records import ChildRun, Records
+from initlab.tracking.store import TrackingLostError, TrackingUnavailableError, is_tracking_error
 from initlab.tracking.tracker import ComparisonTracker
 
 
@@ -29,18 +30,19 @@ class TrackingQueue:
     SQLite store, MLflow's schema migrations, seconds) while the first models are built
     and train; in the tracking process that the ``initlab`` command started, if there is one
     (`RemoteTracker`: the same requests, answered there). `submit` queues ``job(tracker)``;
-    `submit_runs` queues ended child runs, each made a record on disk
-    (`initlab.tracking.records.TrackerBase.stage`), then a child run in MLflow
-    (`ComparisonTracker.write_record`). After the store fails, no request goes to MLflow
-    any more (records still go to disk): `raise_if_lost` raises that error in the
-    caller's thread without waiting (a comparison asks after every epoch), `wait` waits
-    for every job and raises it. An error that is not the store's (a model that cannot
-    be saved) is raised by `check` (between groups of runs) and `wait`; the queue goes on.
+    `submit_runs` makes ended child runs records on disk at once, in the caller's thread
+    (``records``: `initlab.tracking.records.Records.stage`), and queues each to become a child run
+    in MLflow (`ComparisonTracker.write_record`). After the store fails, or a record cannot be
+    written, no request goes to MLflow any more (records still go to disk): `raise_if_lost` raises
+    that error in the caller's thread without waiting (a comparison asks after every epoch), `wait`
+    waits for every job and raises it; its message says truthfully where the finished runs are
+    (`Records.kept_message`). An error that is not the store's (a model that cannot be saved) is
+    raised by `check` (between groups of runs) and `wait`; the queue goes on.
 
     """
 
-    def __init__(self, uri: str, experiment: str, spec_hash: str):
-        self.uri = uri
+    def __init__(self, uri: str, experiment: str, spec_hash: str, records: Records):
+        self.uri, self.records = uri, records
         self.tracker: ComparisonTracker | None = None
         self.lost: TrackingUnavailableError | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="initlab-mlflow", initializer=lower_thread_priority)
@@ -78,12 +80,14 @@ class TrackingQueue:
         return self._queue(run)
 
     def submit_runs(self, children: Sequence[ChildRun]) -> None:
-        """Queues ended child runs: each becomes a record on disk, then (while the store works) a child run."""
+        """Ended child runs: each a record on disk now, then (queued, while the store works) a child run. A record
+        that cannot be written stops the comparison like a failed store."""
+        stages = [self.records.stage(child) for child in children]
+        if None in stages and self.lost is None:
+            self.lost = TrackingLostError(f"cannot write the records of finished runs to {self.records.root}.")
 
         def run():
-            if self.tracker is None:  # the store never opened: there is no parent to keep records for
-                return
-            for stage in [self._guarded(lambda c=child: self.tracker.stage(c)) for child in children]:
+            for stage in stages:
                 if stage is not None and self.lost is None:
                     self._guarded(lambda s=stage: self.tracker.write_record(s))
 
@@ -94,10 +98,16 @@ class TrackingQueue:
         self._jobs.append(future)
         return future
 
+    def failure(self) -> TrackingUnavailableError | None:
+        """The store's error if it failed by now; a `TrackingLostError` says where the finished runs are."""
+        if isinstance(self.lost, TrackingLostError):
+            return TrackingLostError(f"{self.lost} {self.records.kept_message()}")
+        return self.lost
+
     def raise_if_lost(self) -> None:
-        """Raises the store's error if it failed by now."""
+        """Raises `failure`, if any."""
         if self.lost is not None:
-            raise self.lost
+            raise self.failure()
 
     def check(self) -> None:
         """Raises the store's error, or a job's, if one happened by now; never waits."""

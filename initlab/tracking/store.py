@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,9 +58,21 @@ def default_database() -> Path:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/tracking/mlflow.db`` (folder created)."""
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/tracking/mlflow.db`` (folder created).
+
+    Raises:
+        TrackingUnavailableError: a URI with a login in it (``http://user:password@host``), which MLflow does not
+            send: the message names the variables that hold it, and never shows the password.
+    """
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
+        login = urllib.parse.urlsplit(uri)
+        if login.username is not None or login.password is not None:
+            where = login._replace(netloc=login.netloc.rpartition("@")[2]).geturl()
+            raise TrackingUnavailableError(
+                f"the tracking URI holds a login ({login.scheme}://{login.username}:***@...); MLflow reads it from the "
+                f"environment: pass {where} and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+            )
         return uri
     store = default_database().parent
     try:
@@ -166,6 +179,8 @@ def check_writable(uri: str) -> None:
     database = sqlite_database(uri)
     if database is not None:
         lock_file(uri).close()
+        if database.is_dir():
+            raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {database} is a folder. {STORE_FIX}")
         with contextlib.suppress(OSError), open(database, "rb") as file:
             header = file.read(len(_SQLITE_HEADER))
             if header and header != _SQLITE_HEADER:
@@ -206,9 +221,11 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             if response.status != 200:
                 raise TrackingUnavailableError(f"MLflow tracking server {uri} answered HTTP {response.status}.")
     except (urllib.error.URLError, OSError) as e:
+        local = ("unset MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri
+                 else "leave out --tracking-uri")
         raise TrackingUnavailableError(
-            f"MLflow tracking server {uri} is unreachable ({e}). Start one (initlab serve) or unset "
-            "MLFLOW_TRACKING_URI to use the local SQLite store."
+            f"MLflow tracking server {uri} is unreachable ({e}). Start one (initlab serve) or {local} to use the "
+            "local SQLite store."
         ) from None
 
 

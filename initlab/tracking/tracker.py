@@ -8,10 +8,8 @@ The layout is `initlab.tracking.layout`'s; MLflow is imported when the tracker o
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
-import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from importlib.metadata import version
@@ -22,7 +20,7 @@ from initlab.tracking.layout import (
     FAILURE_TAG, MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, ROLE_TAG, RUN_KEY_TAG, SPEC_HASH_TAG, VERSION_TAG,
     VIEW_TAG_PREFIX,
 )
-from initlab.tracking.records import TrackerBase
+from initlab.tracking.records import TrackerBase, remove_record
 from initlab.tracking.store import (
     STORE_FIX, TrackingUnavailableError, adopt_prepared_store, artifact_root, refusal, store_lock,
 )
@@ -111,23 +109,17 @@ class ComparisonTracker(TrackerBase):
         """
         from mlflow.entities import Param
 
-        if resume:
-            previous = self.client.search_runs(
-                [self.experiment_id],
-                filter_string=f"tags.`{ROLE_TAG}` = 'comparison' and tags.`{SPEC_HASH_TAG}` = '{self.spec_hash}'",
-                order_by=["attributes.start_time DESC"],
-                max_results=1,
-            )
-            if previous:
-                self.parent_id = previous[0].info.run_id
-                self.client.update_run(self.parent_id, status="RUNNING")
-                finished = {}
-                for child in self.children():
-                    if child.info.status == "FINISHED":
-                        finished[child.data.tags[RUN_KEY_TAG]] = child.info.run_id
-                    else:
-                        self.client.delete_run(child.info.run_id)
-                return finished
+        previous = self.latest_parent() if resume else None
+        if previous is not None:
+            self.parent_id = previous
+            self.client.update_run(self.parent_id, status="RUNNING")
+            finished = {}
+            for child in self.children():
+                if child.info.status == "FINISHED":
+                    finished[child.data.tags[RUN_KEY_TAG]] = child.info.run_id
+                else:
+                    self.client.delete_run(child.info.run_id)
+            return finished
         run = self.client.create_run(
             self.experiment_id,
             run_name=run_name,
@@ -136,6 +128,16 @@ class ComparisonTracker(TrackerBase):
         self.parent_id = run.info.run_id
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()])
         return {}
+
+    def latest_parent(self) -> str | None:
+        """The id of the latest parent run of this spec's hash in the experiment (what ``--resume`` re-opens), if any."""
+        previous = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE_TAG}` = 'comparison' and tags.`{SPEC_HASH_TAG}` = '{self.spec_hash}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return previous[0].info.run_id if previous else None
 
     @_one_writer
     def join_parent(self, parent_id: str, run_keys: Sequence[str]) -> None:
@@ -212,31 +214,24 @@ class ComparisonTracker(TrackerBase):
                 tags=[RunTag(k, v) for k, v in saved["tags"].items()],
             )
             self.client.set_terminated(run_id, saved["status"], end_time=saved.get("end_time"))
-        shutil.rmtree(stage)
-        with contextlib.suppress(OSError):  # no empty folder left behind (the shared pending/ root stays)
-            self.pending_dir.rmdir()
+        remove_record(stage)
         return run_id
 
-    def log_pending(self, finished: Mapping[str, str]) -> dict[str, str]:
-        """Writes the pending records of the parent (runs that finished while MLflow did not answer)
-        as child runs, skipping run keys in ``finished``; returns ``{run_key: run_id}`` written.
-
-        Records of runs that did not finish (no ``run.json``, or a failed run) are removed: those runs train again.
-        """
+    def log_records(self, stages: Sequence[Path], finished: Mapping[str, str]) -> dict[str, str]:
+        """Writes the records ``stages`` (`initlab.tracking.records.Records.waiting`: runs that ended while MLflow
+        did not answer, or before the process died) of FINISHED runs as child runs, with their own times, skipping
+        run keys in ``finished`` and keys written already; returns ``{run_key: run_id}`` written. The other records
+        (failed or interrupted runs, which train again) are removed."""
         written = {}
-        for stage in sorted(self.pending_dir.iterdir()) if self.pending_dir.is_dir() else []:
+        for stage in stages:
             try:
                 saved = json.loads((stage / "run.json").read_text())
             except (OSError, ValueError):  # no record: the run did not finish, and trains again
-                saved = {"status": None}
-            if saved["status"] == "FINISHED" and saved["run_key"] not in finished:
-                written[saved["run_key"]] = self.write_record(stage)  # removes the stage
-            elif stage.is_dir():
-                shutil.rmtree(stage)
-            else:  # a stray file
-                stage.unlink()
-        with contextlib.suppress(OSError):
-            self.pending_dir.rmdir()
+                saved = {"status": None, "run_key": None}
+            if saved["status"] == "FINISHED" and saved["run_key"] not in {**finished, **written}:
+                written[saved["run_key"]] = self.write_record(stage)  # removes the record
+            else:
+                remove_record(stage)
         return written
 
     @_one_writer
