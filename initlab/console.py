@@ -30,6 +30,7 @@ import importlib
 import logging
 import os
 import re
+import signal
 import sys
 import tempfile
 from typing import NoReturn
@@ -57,11 +58,12 @@ def _command(argv: list[str]) -> int:
     tracking = start_tracking_process(args.tracking_uri) if args.command == "compare" else None
     try:
         if args.command in TRAINING_COMMANDS:
-            _import_library()
+            received = _import_library_deferring_signals()
+            if received is not None:  # while TensorFlow loaded: nothing ran yet
+                said = "terminated (SIGTERM)" if received == signal.SIGTERM else "interrupted (Ctrl-C)"
+                print(f"initlab {args.command}: {said} before anything ran", file=sys.stderr)
+                return 128 + received
         return cli.run(args)
-    except KeyboardInterrupt:  # while TensorFlow loads: nothing ran yet
-        print(f"initlab {args.command}: interrupted (Ctrl-C) before anything ran", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # the reader of the output went away (| head): nothing more to say, as any Unix tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -74,6 +76,28 @@ def _command(argv: list[str]) -> int:
     finally:
         if tracking is not None:  # its requests are answered by now; a new store not adopted is not left behind
             tracking.end()
+
+
+def _import_library_deferring_signals() -> int | None:
+    """`_import_library`, with Ctrl-C and SIGTERM held until it is done (one raised inside TensorFlow's or JAX's import
+    leaves half-imported modules and a traceback, or lands in a garbage-collection callback and is lost); returns the
+    signal received meanwhile, if any. Afterwards SIGTERM raises `initlab.comparison.progress.Terminated`, as Ctrl-C
+    raises `KeyboardInterrupt`: the command ends in one line wherever it is."""
+    received = []
+    handlers = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _import_library()
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    from initlab.comparison.progress import Terminated
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    return received[0] if received else None
 
 
 def _import_library() -> None:

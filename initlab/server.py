@@ -46,6 +46,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+MIN_PASSWORD_LENGTH = 12
+"""Shortest password MLflow's basic-auth app takes (its server fails at start with a traceback otherwise)."""
+
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 """MLflow basic-auth's permissions, for ``--default-permission``."""
 
@@ -114,12 +117,16 @@ def server_command(options: argparse.Namespace, environ: Mapping[str, str]) -> t
     ``MLFLOW_AUTH_CONFIG_PATH`` (its text: `auth_settings`), and a random CSRF key unless one is set.
 
     Raises:
-        ServeError: a host beyond this machine without a login or ``--insecure``; among the options for
+        ServeError: a host beyond this machine without a login or ``--insecure``; an admin password shorter than
+            `MIN_PASSWORD_LENGTH`; among the options for
             ``mlflow server``, a `LISTEN_OPTIONS` in any spelling Click reads (the login check reads ``--host``),
             a `WEB_SERVER_OPTIONS` (or its variable in ``environ``) without a login or ``--insecure``, or
             ``--app-name`` with a login.
     """
     login = bool(environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"))
+    if login and len(environ["MLFLOW_AUTH_ADMIN_PASSWORD"]) < MIN_PASSWORD_LENGTH:
+        raise ServeError(f"MLFLOW_AUTH_ADMIN_PASSWORD has {len(environ['MLFLOW_AUTH_ADMIN_PASSWORD'])} characters; "
+                         f"MLflow's login needs at least {MIN_PASSWORD_LENGTH}")
     _check_mlflow_options(options, environ, login)
     argv = [sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", options.backend_store_uri,

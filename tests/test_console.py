@@ -3,8 +3,10 @@ tracking process, nothing left behind by a refused spec, and no TensorFlow for w
 
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,28 @@ def test_what_trains_nothing_runs_where_tensorflow_and_keras_cannot_be_imported(
                           timeout=120)
     assert done.stdout.strip() == "0", done.stdout + done.stderr
     assert len(MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("blocked").experiment_id])) == 1
+
+
+def test_a_signal_while_tensorflow_loads_is_one_line_and_a_killed_commands_new_store_is_not_left(tmp_path):
+    """SIGTERM (and Ctrl-C alike) that arrives while the library loads is held until it has loaded (raised inside
+    TensorFlow's import it left half-imported modules and a traceback, or was lost in a garbage-collection callback),
+    then ends the command in one line. A command killed (SIGKILL) meanwhile: its tracking process, which was making
+    the new store, removes it and ends."""
+    spec = str(write_spec(tmp_path, epochs=1))
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}  # TensorFlow's lines hidden
+
+    def started(store: str) -> subprocess.Popen:
+        command = [str(INITLAB), "compare", spec, "--tracking-uri", f"sqlite:///{tmp_path / store}"]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)  # the arguments parsed, the tracking process started, TensorFlow loading (5-10 s here)
+        return process
+
+    terminated = started("a.db")
+    terminated.send_signal(signal.SIGTERM)
+    _, err = terminated.communicate(timeout=120)
+    assert terminated.returncode == 143 and err == "initlab compare: terminated (SIGTERM) before anything ran\n", err
+    killed = started("b.db")
+    killed.kill()
+    _, err = killed.communicate(timeout=120)  # until the tracking process, which shares the pipes, ends
+    assert "Traceback" not in err, err
+    assert [p.name for p in tmp_path.iterdir() if ".db" in p.name] == []  # no store, no .b.db.<pid>.new left

@@ -17,6 +17,9 @@ from initlab.cli import main
 
 from conftest import Server, free_port, one_error_line, runs_of, write_spec
 
+PASSWORD = "a password of 24 letters"
+"""An admin password MLflow's login takes (at least 12 characters)."""
+
 
 def mode(path) -> int:
     """The permission bits of the file ``path`` (``0o600``: its owner's alone)."""
@@ -73,7 +76,10 @@ def test_serve_refuses_to_listen_beyond_this_machine_without_a_login(tmp_path):
 
 
 def test_serve_command_line_and_login_settings(tmp_path, monkeypatch):
-    from initlab.server import auth_settings, parser, server_command
+    from initlab.server import ServeError, auth_settings, parser, server_command
+
+    with pytest.raises(ServeError, match="MLFLOW_AUTH_ADMIN_PASSWORD has 11 characters; MLflow's login needs at least 12"):
+        server_command(parser().parse_args([]), {"MLFLOW_AUTH_ADMIN_PASSWORD": "x" * 11})  # its server fails at start
 
     monkeypatch.chdir(tmp_path)
     options = parser().parse_args([])
@@ -90,7 +96,7 @@ def test_serve_command_line_and_login_settings(tmp_path, monkeypatch):
     argv, _ = server_command(parser().parse_args(["--host", "0.0.0.0", "--insecure", "--", "--dev"]), {})
     assert argv[-1] == "--dev"
     options = parser().parse_args(["--host", "0.0.0.0", "--default-permission", "NO_PERMISSIONS"])
-    secret = {"MLFLOW_AUTH_ADMIN_PASSWORD": "pw"}
+    secret = {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD}
     (argv, first), (_, second) = server_command(options, secret), server_command(options, secret)
     assert argv[-2:] == ["--app-name", "basic-auth"] and first["MLFLOW_AUTH_CONFIG_PATH"] == options.auth_config
     assert re.fullmatch("[0-9a-f]{64}", first["MLFLOW_FLASK_SERVER_SECRET_KEY"])
@@ -100,7 +106,7 @@ def test_serve_command_line_and_login_settings(tmp_path, monkeypatch):
     text = auth_settings(options, {"MLFLOW_AUTH_ADMIN_USERNAME": "root", **secret})
     assert text == ("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
                     f"database_uri = sqlite:///{tmp_path / 'tracking' / 'auth.db'}\nadmin_username = root\n")
-    assert "pw" not in text  # the password stays in the environment
+    assert PASSWORD not in text  # the password stays in the environment
 
 
 LISTENING = [(["--host", "0.0.0.0"], "--host"), (["--host=0.0.0.0"], "--host=0.0.0.0"), (["-h", "0.0.0.0"], "-h"),
@@ -123,7 +129,7 @@ def test_serve_refuses_where_to_listen_after_the_double_dash_in_every_spelling(t
     defaults = mlflow.cli.server.make_context("server", []).params
     read = mlflow.cli.server.make_context("server", list(tokens)).params  # Click's own parser: it sets the option
     assert read[name] != defaults[name], (tokens, read[name])
-    for before, environ in (([], {}), (["--insecure"], {}), ([], {"MLFLOW_AUTH_ADMIN_PASSWORD": "pw"})):
+    for before, environ in (([], {}), (["--insecure"], {}), ([], {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD})):
         with pytest.raises(ServeError) as refused:
             server_command(parser().parse_args([*before, "--", *tokens]), environ)
         assert str(refused.value) == (f"{option} sets mlflow server's --{name}: pass --{name} to initlab serve, "
@@ -163,15 +169,15 @@ def test_serve_refuses_the_web_server_options_without_a_login(monkeypatch):
                                              "--host 127.0.0.1, so it needs a login: set MLFLOW_AUTH_ADMIN_PASSWORD"):
             server_command(parser().parse_args(["--", *tokens]), {})
         server_command(parser().parse_args(["--insecure", "--", *tokens]), {})  # the user's call
-        server_command(parser().parse_args(["--", *tokens]), {"MLFLOW_AUTH_ADMIN_PASSWORD": "pw"})  # behind a login
+        server_command(parser().parse_args(["--", *tokens]), {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD})  # behind a login
     environ = {"MLFLOW_GUNICORN_OPTS": "-b 0.0.0.0:5000"}  # what Click reads when the option is not given
     with pytest.raises(ServeError, match="^MLFLOW_GUNICORN_OPTS='-b 0.0.0.0:5000' in the environment can make"):
         server_command(parser().parse_args([]), environ)
-    server_command(parser().parse_args([]), {**environ, "MLFLOW_AUTH_ADMIN_PASSWORD": "pw"})
+    server_command(parser().parse_args([]), {**environ, "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD})
     server_command(parser().parse_args([]), {"MLFLOW_GUNICORN_OPTS": ""})  # empty: Click reads none
     # With a login, the app is initlab serve's: another --app-name would replace basic-auth.
     with pytest.raises(ServeError, match="^--app-name=custom would replace the login"):
-        server_command(parser().parse_args(["--", "--app-name=custom"]), {"MLFLOW_AUTH_ADMIN_PASSWORD": "pw"})
+        server_command(parser().parse_args(["--", "--app-name=custom"]), {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD})
     argv, _ = server_command(parser().parse_args(["--", "--app-name", "custom"]), {})  # no login: the user's app
     assert argv[-2:] == ["--app-name", "custom"]
 
@@ -182,7 +188,7 @@ def test_serve_makes_the_login_files_private_whatever_the_umask(tmp_path, monkey
 
     started = []
     monkeypatch.setattr(os, "execve", lambda *command: started.append(command))  # no server: the files only
-    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "pw")
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", PASSWORD)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tracking").mkdir()  # writable whatever the umask below
     auth_db, settings = tmp_path / "tracking" / "auth.db", tmp_path / "tracking" / "basic_auth.ini"

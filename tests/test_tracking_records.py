@@ -110,3 +110,5 @@ def test_a_store_that_fails_says_what_happened():
     error = Tracker().lost(OSError("disk full"))
     assert isinstance(error, TrackingLostError)
     assert str(error) == "the MLflow store sqlite:///tmp/store/s.db stopped working (OSError: disk full)."
+    sql = str(Tracker().lost(OSError("(sqlite3.OperationalError) no such table [SQL: INSERT ...] " + "x" * 2000)))
+    assert len(sql) < 300 and sql.endswith("...).")  # the statement and its parameters are not the message

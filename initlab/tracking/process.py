@@ -194,11 +194,12 @@ def serve(requests: int, replies: int, new_store: str | None = None, lock: int |
     opens the `ComparisonTracker` (``"open"``), every other one calls its method of that name; each reply is
     ``(ok, result or error, parent run id)``. Store errors come back as `ComparisonTracker.lost` makes them. Ctrl-C and
     SIGTERM are the command's to handle (it asks for the runs to be marked): this process ignores them, ends quietly
-    when the command ends however it ends (its pipes close), and runs niced like the command's other background
-    threads (`BACKGROUND_NICENESS`).
+    when the command ends however it ends (its pipes close; a command killed while this process made its store:
+    the store is removed), and runs niced like the command's other background threads (`BACKGROUND_NICENESS`).
     """
     for signum in (signal.SIGINT, signal.SIGTERM):  # sent to the command's process group: the command handles them
         signal.signal(signum, signal.SIG_IGN)
+    command = os.getppid()
     with contextlib.suppress(OSError):
         os.nice(BACKGROUND_NICENESS)
     quiet_store_logging()
@@ -206,12 +207,17 @@ def serve(requests: int, replies: int, new_store: str | None = None, lock: int |
 
     if new_store is not None:
         try:
-            MlflowClient(f"sqlite:///{new_store}.partial").search_experiments()
-            os.replace(new_store + ".partial", new_store)
+            if os.getppid() == command:  # not for a command killed while MLflow loaded
+                MlflowClient(f"sqlite:///{new_store}.partial").search_experiments()
+                os.replace(new_store + ".partial", new_store)
         except Exception:  # nothing adopted: opening the store (the first request) makes it or says what is wrong
             pass
         finally:
             os.close(lock)
+        if os.getppid() != command:  # the command was killed: nobody adopts the store
+            for leftover in Path(new_store).parent.glob(glob.escape(Path(new_store).name) + "*"):
+                leftover.unlink(missing_ok=True)
+            return
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401  (what opening a SQLite store needs, loaded now)
 
     with http_limits():

@@ -239,6 +239,10 @@ def remove_record(path: Path) -> None:
             attempt.parent.rmdir()
 
 
+MAX_REASON = 200
+"""Characters of a store's error that the one line reporting it keeps."""
+
+
 class TrackerBase:
     """What a comparison's tracker does on this machine, without MLflow: the error that a failed store becomes
     (`lost`)."""
@@ -249,6 +253,8 @@ class TrackerBase:
         """The error to raise when MLflow fails mid-comparison: what happened (`Records.kept_message` says where the
         runs are and what to do). A refused login or permission is not a store that stopped: a
         `TrackingUnavailableError` says so."""
+        reason = one_line(error)  # MLflow's SQL errors hold the statement and its parameters: the first words say it
+        reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON] + "..."
         return refusal(self.uri, error) or TrackingLostError(
-            f"the MLflow store {self.uri} stopped working ({type(error).__name__}: {one_line(error)})."
+            f"the MLflow store {self.uri} stopped working ({type(error).__name__}: {reason})."
         )
