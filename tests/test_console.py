@@ -93,26 +93,42 @@ def test_what_trains_nothing_runs_where_tensorflow_and_keras_cannot_be_imported(
     assert len(MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("blocked").experiment_id])) == 1
 
 
-def test_a_signal_while_tensorflow_loads_is_one_line_and_a_killed_commands_new_store_is_not_left(tmp_path):
-    """SIGTERM (and Ctrl-C alike) that arrives while the library loads is held until it has loaded (raised inside
-    TensorFlow's import it left half-imported modules and a traceback, or was lost in a garbage-collection callback),
-    then ends the command in one line. A command killed (SIGKILL) meanwhile: its tracking process, which was making
-    the new store, removes it and ends."""
-    spec = str(write_spec(tmp_path, epochs=1))
-    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}  # TensorFlow's lines hidden
-
-    def started(store: str) -> subprocess.Popen:
-        command = [str(INITLAB), "compare", spec, "--tracking-uri", f"sqlite:///{tmp_path / store}"]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)  # the arguments parsed, the tracking process started, TensorFlow loading (5-10 s here)
-        return process
-
-    terminated = started("a.db")
-    terminated.send_signal(signal.SIGTERM)
-    _, err = terminated.communicate(timeout=120)
-    assert terminated.returncode == 143 and err == "initlab compare: terminated (SIGTERM) before anything ran\n", err
-    killed = started("b.db")
+def test_a_killed_commands_tracking_process_removes_the_new_store_it_was_making(tmp_path):
+    """A command killed (SIGKILL) while TensorFlow loads: its tracking process, which was making the new store, removes
+    it and ends quietly (it used to leave ``.<store>.<pid>.new`` for the next start to find)."""
+    command = [str(INITLAB), "compare", str(write_spec(tmp_path, epochs=1)), "--tracking-uri", f"sqlite:///{tmp_path / 'b.db'}"]
+    killed = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # the arguments parsed, the tracking process started, TensorFlow loading (5-10 s here)
     killed.kill()
     _, err = killed.communicate(timeout=120)  # until the tracking process, which shares the pipes, ends
     assert "Traceback" not in err, err
     assert [p.name for p in tmp_path.iterdir() if ".db" in p.name] == []  # no store, no .b.db.<pid>.new left
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_tensorflow_loads_is_held_until_it_has_loaded(monkeypatch, capsys, signum):
+    """Ctrl-C or SIGTERM while the library loads is held until it has loaded (raised inside TensorFlow's import it
+    left half-imported modules and a traceback, or was lost in a garbage-collection callback); then the command ends
+    in one line (`_command`), and from then on SIGTERM raises `Terminated` as Ctrl-C raises KeyboardInterrupt."""
+    from initlab import console
+    from initlab.comparison.progress import Terminated
+
+    loaded = []
+
+    def loading():  # the signal lands in the middle of the import
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)
+        loaded.append(True)
+
+    monkeypatch.setattr(console, "_import_library", loading)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        assert console._command(["diagnose", "nielsen"]) == 128 + signum and loaded == [True]  # then nothing runs
+        said = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
+        assert capsys.readouterr().err == f"initlab diagnose: {said} before anything ran\n"
+        assert signal.getsignal(signal.SIGINT) == before[signal.SIGINT]
+        with pytest.raises(Terminated):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)
+    finally:
+        signal.signal(signal.SIGTERM, before[signal.SIGTERM])

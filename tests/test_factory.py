@@ -65,7 +65,7 @@ def test_an_importable_module_and_a_function_are_factories(factories, monkeypatc
     "reference, message",
     [
         ("models/missing.py:build", r"no such file .*missing.py"),
-        ("models/factories.py:bulid", r"has no 'bulid'; its functions: build, dense, logits, no_arguments"),
+        ("models/factories.py:bulid", r"has no 'bulid'; its functions: build, dense, exits, logits, no_arguments"),
         ("models/factories.py", r"is not a factory reference; write 'file.py:function'"),
         ("no_such_module_here:build", r"importing no_such_module_here raised ModuleNotFoundError"),
     ],

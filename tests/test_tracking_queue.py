@@ -42,7 +42,7 @@ def test_a_store_that_cannot_be_written_fails_in_one_line_and_resume_finishes(tm
 def test_a_comparison_on_a_server_that_dies_is_reported_quickly_and_resume_keeps_every_run_there(tmp_path, monkeypatch):
     server = Server(tmp_path, free_port()).start()
     try:
-        spec = write_spec(tmp_path, epochs=60, subset={"train": 1000, "val": 200})
+        spec = write_spec(tmp_path, epochs=30, subset={"train": 1000, "val": 200})
         env = {**COMMAND_ENV, "MLFLOW_TRACKING_URI": server.uri, "XDG_CACHE_HOME": str(tmp_path / "cache")}
         first = subprocess.Popen(COMPARE + [str(spec), "--no-stack"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
@@ -50,9 +50,9 @@ def test_a_comparison_on_a_server_that_dies_is_reported_quickly_and_resume_keeps
         progress = []
         for line in first.stderr:  # kill the server while the second run trains (one progress line per epoch)
             progress.append(line)
-            if line.startswith("[1/4 runs done]") and "epoch 5/60" in line:
+            if line.startswith("[1/4 runs done]") and "epoch 5/30" in line:
                 break
-        assert progress and "epoch 5/60" in progress[-1], "".join(progress)
+        assert progress and "epoch 5/30" in progress[-1], "".join(progress)
         # Runs are written by a thread of their own while the next one trains: kill once the first is in MLflow.
         deadline = time.time() + 120
         experiment = client.get_experiment_by_name("tiny").experiment_id
@@ -81,7 +81,7 @@ def test_a_comparison_on_a_server_that_dies_is_reported_quickly_and_resume_keeps
             monkeypatch.setenv(key, env[key])
         monkeypatch.chdir(tmp_path)
         assert main(["compare", str(spec), "--no-stack", "--resume"]) == 0
-        check_comparison(client, "tiny", epochs=60)  # every (scheme, seed) once, FINISHED, with its whole history
+        check_comparison(client, "tiny", epochs=30)  # every (scheme, seed) once, FINISHED, with its whole history
         assert not any(r.exists() for r in records)  # the pending records were written to MLflow and removed
         assert not (tmp_path / "tracking").exists()  # nothing went to the local default store
     finally:
