@@ -31,10 +31,10 @@ SPARSE = {"name": "sp", "kernel": {"class_name": "keras_initlab>SparseGaussian",
     ]),
 )
 def test_what_the_spec_data_and_memory_show_is_refused_before_any_run(tmp_path, capsys, changes, message):
-    store = tmp_path / "store.db"
+    store = tmp_path / "tracking" / "store.db"
     assert main(["compare", str(write_spec(tmp_path, **changes)), "--tracking-uri", f"sqlite:///{store}"]) == 2
     assert re.search(message, one_error_line(capsys.readouterr().err))
-    assert not store.exists()  # no store, no experiment, no run
+    assert [p.name for p in tmp_path.iterdir()] == ["spec.yaml"]  # no store, no folder, lock file or records: nothing
 
 
 @pytest.mark.parametrize(
@@ -51,11 +51,13 @@ def test_what_the_spec_data_and_memory_show_is_refused_before_any_run(tmp_path, 
 )
 def test_a_bad_factory_exits_2_before_any_run(factories, capsys, model, message):
     store = factories / "store.db"
-    assert main(["compare", str(write_factory_spec(factories, model=model)), "--tracking-uri", f"sqlite:///{store}"]) == 2
+    spec = write_factory_spec(factories, model=model)
+    before = sorted(factories.iterdir())
+    assert main(["compare", str(spec), "--tracking-uri", f"sqlite:///{store}"]) == 2
     assert capsys.readouterr().err.startswith("initlab compare: ")
     with pytest.raises(SpecError, match=message):
-        run_comparison(write_factory_spec(factories, model=model), tracking_uri=f"sqlite:///{store}")
-    assert not store.exists()  # no store, so no run
+        run_comparison(spec, tracking_uri=f"sqlite:///{store}")
+    assert sorted(factories.iterdir()) == before  # no store, so no run; no lock file or records folder either
 
 
 def test_logits_with_a_from_logits_loss_are_accepted(factories, store):

@@ -51,7 +51,8 @@ def test_a_refused_spec_leaves_no_store_and_tensorflow_lines_show_when_asked_for
                           text=True, timeout=300)
     assert done.returncode == 2 and "initlab compare: schemes[0]: unknown scheme 'no-such-scheme'" in done.stderr
     assert [line for line in done.stderr.splitlines() if _CPP_LOG_LINE.match(line)], done.stderr
-    assert sorted(p.name for p in (tmp_path / "tracking").iterdir()) == ["mlflow.lock"]  # no store, made or half-made
+    # No store, made or half-made, and not the folder or the lock file its tracking process made for it.
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.yaml"]
 
 
 def test_what_trains_nothing_runs_where_tensorflow_and_keras_cannot_be_imported(tmp_path):

@@ -1,8 +1,11 @@
 """The tracking store (`initlab.tracking.store`): the default store, problems reported in one line before any work,
 a server that does not answer, two comparisons starting on a new store at once."""
 
+import fcntl
 import json
+import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from initlab.cli import main
+from initlab.tracking.store import store_lock
 
 from conftest import COMMAND_ENV, COMPARE, free_port, one_error_line, runs_of, write_spec
 
@@ -75,6 +79,40 @@ def test_store_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert main(["compare", spec]) == 2
     assert f"{tmp_path / 'tracking'} is a file, not a folder" in one_error_line(capsys.readouterr().err)
+
+
+def test_a_lock_file_removed_while_waited_on_is_opened_again(tmp_path):
+    """A command refused before its store existed removes the lock file it made, holding the lock; a comparison that
+    waited on that file must then lock the file at the path, not the removed one (else two would hold "the" lock)."""
+    path = tmp_path / "s.lock"
+    refused = open(path, "a")
+    fcntl.flock(refused, fcntl.LOCK_EX)
+    inside, leave, held_elsewhere = threading.Event(), threading.Event(), []
+
+    def comparison():
+        with store_lock(f"sqlite:///{tmp_path / 's.db'}"):
+            inside.set()
+            leave.wait(30)
+
+    waiting = threading.Thread(target=comparison)
+    waiting.start()
+    deadline = time.time() + 30
+    while sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(path) for fd in os.listdir("/proc/self/fd")) < 2:
+        assert time.time() < deadline  # until the comparison has the file open and waits for its lock
+        time.sleep(0.01)
+    path.unlink()
+    fcntl.flock(refused, fcntl.LOCK_UN)
+    refused.close()
+    assert inside.wait(30)
+    with open(path, "a") as another:  # a third comparison: the lock of the file at the path is held
+        try:
+            fcntl.flock(another, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held_elsewhere.append(False)
+        except BlockingIOError:
+            held_elsewhere.append(True)
+    leave.set()
+    waiting.join(30)
+    assert held_elsewhere == [True]
 
 
 @pytest.mark.integration

@@ -7,7 +7,8 @@ request of the comparison (`RemoteTracker`, which `initlab.tracking.queue.Tracki
 SQLite file that does not exist yet it first makes an empty MLflow store beside it (MLflow's schema
 migrations), under the store's lock file, which the comparison adopts when it opens its store
 (`initlab.tracking.store.PREPARED_STORE_VARIABLE`); a comparison refused before that (a bad spec)
-leaves no store behind (`TrackingProcess.end`). Nothing here imports Keras or TensorFlow.
+leaves nothing behind: no store, and not the folder or lock file made for it (`TrackingProcess.end`).
+Nothing here imports Keras or TensorFlow.
 
 >>> process = start_tracking_process(None)     # the default store, tracking/mlflow.db  # doctest: +SKIP
 >>> requests, replies = take_tracking_process()                                          # doctest: +SKIP
@@ -33,8 +34,8 @@ from initlab.background import BACKGROUND_NICENESS
 from initlab.messages import one_line
 from initlab.tracking.records import TrackerBase
 from initlab.tracking.store import (
-    PREPARED_STORE_VARIABLE, TrackingUnavailableError, default_database, http_limits, is_tracking_error, sqlite_database,
-    quiet_store_logging,
+    PREPARED_STORE_VARIABLE, TrackingUnavailableError, default_database, holds_lock_file, http_limits,
+    is_tracking_error, quiet_store_logging, sqlite_database,
 )
 from initlab.tracking.tracker import ComparisonTracker
 
@@ -50,16 +51,28 @@ class TrackingProcess:
 
     process: subprocess.Popen
     new_store: str | None
+    made: tuple[Path, ...] = ()
+    """The store's lock file and folder, where this command made them (removed with a store no comparison adopted)."""
 
     def end(self) -> None:
-        """Ends the process if it still runs (its requests are answered by now) and removes a new store that no
-        comparison adopted."""
+        """Ends the process if it still runs (its requests are answered by now). A new store that no comparison
+        adopted (a refused spec, a command interrupted early) is removed, and with it the lock file and the folder
+        made for it, unless another comparison uses them: nothing is left behind."""
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        if self.new_store is not None:  # the file, its .partial and SQLite's journal of a store killed while being made
-            for leftover in Path(self.new_store).parent.glob(Path(self.new_store).name + "*"):
-                leftover.unlink(missing_ok=True)
+        if self.new_store is None:
+            return
+        new_store = Path(self.new_store)
+        for leftover in new_store.parent.glob(new_store.name + "*"):  # with .partial and SQLite's journal
+            leftover.unlink(missing_ok=True)
+        database = new_store.parent / new_store.name[1:].rsplit(".", 2)[0]  # .<database>.<pid>.new
+        for path in self.made:
+            if path.suffix == ".lock":
+                _remove_lock_file(path, database)
+            else:
+                with contextlib.suppress(OSError):  # not empty: in use
+                    path.rmdir()
 
 
 def take_tracking_process() -> tuple[Connection, Connection] | None:
@@ -77,7 +90,7 @@ def start_tracking_process(tracking_uri: str | None) -> TrackingProcess:
     global _connections
     database = _sqlite_database(tracking_uri)
     _remove_leftovers(database)
-    lock, store = _lock_new_store(database)
+    lock, store, made = _lock_new_store(database)
     requests = os.pipe()
     replies = os.pipe()
     descriptors = {"requests": requests[0], "replies": replies[1], "new_store": store,
@@ -92,7 +105,7 @@ def start_tracking_process(tracking_uri: str | None) -> TrackingProcess:
     if lock is not None:
         lock.close()
     _connections = (Connection(requests[1], readable=False), Connection(replies[0], writable=False))
-    return TrackingProcess(process, store)
+    return TrackingProcess(process, store, made)
 
 
 def _sqlite_database(tracking_uri: str | None) -> Path | None:
@@ -126,22 +139,47 @@ def _alive(pid: int) -> bool:
 
 
 def _lock_new_store(database: Path | None):
-    """``(lock file, name to make the store under)`` when ``database`` does not exist yet and its lock
-    (``<database>.lock``) is free; ``(None, None)`` otherwise."""
+    """``(lock file, name to make the store under, what was made for it)`` when ``database`` does not exist yet and
+    its lock (``<database>.lock``) is free; ``(None, None, ())`` otherwise. Made: the default store's folder and the
+    lock file, where they did not exist."""
     if database is None or database.exists() or database.name in ("", ".", ".."):
-        return None, None
+        return None, None, ()
+    made = []
     try:
-        if database == default_database():
-            database.parent.mkdir(exist_ok=True)
-        lock = open(database.with_suffix(".lock"), "a")
+        if database == default_database() and not database.parent.exists():
+            database.parent.mkdir()
+            made.append(database.parent)
+        lock_path = database.with_suffix(".lock")
+        if not lock_path.exists():
+            made.insert(0, lock_path)
+        lock = open(lock_path, "a")
     except OSError:  # the comparison reports what is wrong with the folder
-        return None, None
+        return None, None, ()
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         lock.close()
-        return None, None
-    return lock, str(database.parent / f".{database.name}.{os.getpid()}.new")
+        return None, None, ()
+    if not holds_lock_file(lock):  # another command's, removed meanwhile: that command's comparison was refused
+        lock.close()
+        return None, None, ()
+    return lock, str(database.parent / f".{database.name}.{os.getpid()}.new"), tuple(made)
+
+
+def _remove_lock_file(path: Path, database: Path) -> None:
+    """Removes the lock file ``path`` of a store that was not made, if no other comparison holds it (nor waits: they
+    check `holds_lock_file` once they hold it) and its store still does not exist."""
+    try:
+        lock = open(path, "a")
+    except OSError:
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another comparison opens the store now
+            return
+        if holds_lock_file(lock) and not database.exists():
+            path.unlink()
 
 
 class RemoteTracker(TrackerBase):

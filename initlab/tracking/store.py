@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -58,7 +59,8 @@ def default_database() -> Path:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/tracking/mlflow.db`` (folder created).
+    """``uri``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<cwd>/tracking/mlflow.db`` (its folder is made when the
+    store is, not here: a comparison refused before that leaves nothing behind).
 
     Raises:
         TrackingUnavailableError: a URI with a login in it (``http://user:password@host``), which MLflow does not
@@ -75,18 +77,11 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
             )
         return uri
     store = default_database().parent
-    try:
-        store.mkdir(exist_ok=True)
-    except FileExistsError:
+    if store.exists() and not store.is_dir():
         raise TrackingUnavailableError(
             f"{store} is a file, not a folder: the default MLflow store goes there. "
             "Move the file away or pass --tracking-uri."
-        ) from None
-    except OSError as e:
-        raise TrackingUnavailableError(
-            f"cannot create {store} for the default MLflow store ({e.strerror}); "
-            "run from a writable folder or pass --tracking-uri."
-        ) from None
+        )
     return f"sqlite:///{default_database()}"
 
 
@@ -178,7 +173,15 @@ def check_writable(uri: str) -> None:
     (`pending_root`) cannot be written, or the store's file is not a SQLite database."""
     database = sqlite_database(uri)
     if database is not None:
-        lock_file(uri).close()
+        if database.name in ("", ".", ".."):
+            raise TrackingUnavailableError(f"the MLflow store {uri} names no database file. {STORE_FIX}")
+        try:
+            _try_writing_in(database.parent)
+        except OSError as e:
+            where = "run from a writable folder or pass --tracking-uri" if database == default_database() else STORE_FIX
+            raise TrackingUnavailableError(
+                f"cannot use the MLflow store {uri}: {database.parent} is not a writable folder ({e.strerror}). {where}"
+            ) from None
         if database.is_dir():
             raise TrackingUnavailableError(f"cannot use the MLflow store {uri}: {database} is a folder. {STORE_FIX}")
         with contextlib.suppress(OSError), open(database, "rb") as file:
@@ -188,12 +191,28 @@ def check_writable(uri: str) -> None:
                     f"cannot use the MLflow store {uri}: {database} is not a SQLite database. {STORE_FIX}"
                 )
     try:
-        pending_root(uri).mkdir(parents=True, exist_ok=True)
+        _try_writing_in(pending_root(uri))
     except OSError as e:
         raise TrackingUnavailableError(
             f"cannot write the records of child runs to {pending_root(uri)} ({e.strerror}); "
             "set XDG_CACHE_HOME to a writable folder."
         ) from None
+
+
+def _try_writing_in(folder: Path) -> None:
+    """Raises the `OSError` that making ``folder`` and a file in it raises; what it made to find out (the missing
+    folders, a nameless file) is removed: a check leaves nothing behind."""
+    made = []
+    try:
+        for path in reversed([path for path in (folder, *folder.parents) if not path.exists()]):
+            path.mkdir()
+            made.append(path)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    finally:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 @contextlib.contextmanager
@@ -203,12 +222,26 @@ def store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    with lock_file(uri) as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    while True:
+        with lock_file(uri) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if not holds_lock_file(lock):  # removed meanwhile by a command refused before its store existed
+                    continue
+                yield
+                return
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def holds_lock_file(lock) -> bool:
+    """Whether the locked file ``lock`` is still the lock file at its path. The ``initlab`` command removes the lock
+    file it made when its comparison was refused before the store existed (`initlab.tracking.process`), holding the
+    lock; a process that waited on the removed file must open the path again."""
+    try:
+        return os.path.samestat(os.fstat(lock.fileno()), os.stat(lock.name))
+    except FileNotFoundError:
+        return False
 
 
 
