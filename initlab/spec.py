@@ -13,8 +13,10 @@ Example (the built-in spec ``nielsen``: ``initlab spec nielsen``)::
     l2_lambda: 5.0
     device: auto
 
-Optional keys: ``data_dir`` (for ``dataset: mnist``) and ``subset: {train: N, val: M}``
-(the first N/M examples, for quick runs). A scheme is a built-in name or
+``dataset`` is a name (``mnist-10k``, ``mnist``, ``keras:NAME`` for Keras' own data sets in its cache, a
+TensorFlow Datasets name) or ``{npz: PATH}``, an ``.npz`` in Keras' layout (relative to the spec file's
+folder; `keras_initlab.Dataset.from_npz`). Optional keys: ``data_dir`` (for ``dataset: mnist`` or a TFDS name)
+and ``subset: {train: N, val: M}`` (the first N/M examples, for quick runs). A scheme is a built-in name or
 ``{name: NAME, kernel: INITIALIZER, bias: INITIALIZER}`` with initializers as
 Keras serializes them (``keras.initializers.serialize``) or as registered names; no number in
 them may be NaN or infinite.
@@ -188,6 +190,21 @@ ModelSpec = MLPModel | ConvNetModel | FactoryModel
 
 
 @dataclasses.dataclass(frozen=True)
+class NpzFile:
+    """``dataset: {npz: PATH}``: an ``.npz`` in Keras' layout (`keras_initlab.Dataset.from_npz`), its path as written
+    (relative to the spec file's folder, like a factory file's)."""
+
+    npz: str
+
+    def to_json(self) -> dict:
+        return {"npz": self.npz}
+
+    def path(self, base_dir: Path | None) -> Path:
+        """The file: ``npz`` from ``base_dir`` (the spec file's folder; default the current one)."""
+        return (base_dir or Path.cwd()) / Path(self.npz).expanduser()
+
+
+@dataclasses.dataclass(frozen=True)
 class ComparisonSpec:
     """A validated comparison: dataset, model, schemes x seeds and the training hyperparameters.
 
@@ -197,7 +214,8 @@ class ComparisonSpec:
     name: str
     schemes: tuple[SchemeSpec, ...]
     seeds: tuple[int, ...] = (0,)
-    dataset: str = "mnist-10k"
+    dataset: str | NpzFile = "mnist-10k"
+    """A `keras_initlab.load_dataset` name (``mnist-10k``, ``mnist``, ``keras:NAME``, a TFDS name) or an `NpzFile`."""
     data_dir: str | None = None
     subset: tuple[int, int] | None = None
     model: ModelSpec = MLPModel()
@@ -276,7 +294,7 @@ class ComparisonSpec:
             name=_name(raw["name"], "name"),
             schemes=tuple(schemes),
             seeds=tuple(seeds),
-            dataset=_dataset(raw.get("dataset", default["dataset"])),
+            dataset=_dataset(raw.get("dataset", default["dataset"]), data_dir, base_dir),
             data_dir=None if data_dir is None else check_str(data_dir, "data_dir", "a directory path"),
             subset=_subset(raw.get("subset", default["subset"])),
             model=model,
@@ -317,7 +335,7 @@ class ComparisonSpec:
         """
         out = {
             "name": self.name,
-            "dataset": self.dataset,
+            "dataset": self.dataset if isinstance(self.dataset, str) else self.dataset.to_json(),
             "model": self.model.to_json(),
             "schemes": [s.to_json() for s in self.schemes],
             "seeds": list(self.seeds),
@@ -393,13 +411,31 @@ def _name(value, path: str) -> str:
     return value
 
 
-def _dataset(value) -> str:
+def _dataset(value, data_dir, base_dir: Path | None) -> str | NpzFile:
     """``dataset``: a name (`keras_initlab.data.load_dataset` judges it when the data loads) of at most
-    `MAX_NAME_LENGTH` characters."""
-    check_str(value, "dataset", "a dataset name")
-    if len(value) > MAX_NAME_LENGTH:
-        fail(ValueError, "dataset", f"a dataset name of at most {MAX_NAME_LENGTH} characters", value)
-    return value
+    `MAX_NAME_LENGTH` characters, or ``{npz: PATH}`` of a file that exists; ``data_dir`` goes with a name
+    that reads files (``mnist``, a TFDS name)."""
+    forms = "a dataset name (mnist-10k, mnist, keras:NAME, a TensorFlow Datasets name) or {npz: PATH}"
+    if isinstance(value, Mapping):
+        _known_keys(value, {"npz"}, "dataset")
+        path = NpzFile(check_str(value.get("npz"), "dataset.npz", "the path of an .npz file")).path(base_dir)
+        try:
+            found = path.is_file()
+        except OSError as e:  # a name too long, no permission
+            raise SpecError(f"dataset.npz: cannot read {shown_text(path)} ({e.strerror})") from None
+        if not found:
+            raise SpecError(f"dataset.npz: no such file {shown_text(value['npz'])} in "
+                            f"{shown_text((base_dir or Path.cwd()).resolve())} (the path is relative to the spec's folder)")
+        dataset = NpzFile(value["npz"])
+    else:
+        dataset = check_str(value, "dataset", forms)
+        if not dataset or len(dataset) > MAX_NAME_LENGTH:
+            fail(ValueError, "dataset", f"{forms}, of at most {MAX_NAME_LENGTH} characters", value)
+    if data_dir is not None and (not isinstance(dataset, str) or dataset == "mnist-10k" or
+                                 dataset.startswith("keras:")):
+        shown_dataset = dataset if isinstance(dataset, str) else "{npz: ...}"
+        raise SpecError(f"data_dir: only for dataset: mnist or a TensorFlow Datasets name, not {shown_dataset}")
+    return dataset
 
 
 def check_seed(value, path: str) -> int:

@@ -239,7 +239,7 @@ COMMAND_ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3
 
 
 CHILD_PARAMS = {"scheme", "kernel_initializer", "bias_initializer", "sizes", "activation", "output", "parameters",
-                "seed", "dataset", "epochs", "batch_size", "optimizer", "learning_rate", "optimizer_config",
+                "seed", "dataset", "dataset_shapes", "dataset_hash", "epochs", "batch_size", "optimizer", "learning_rate", "optimizer_config",
                 "l2_lambda", "device"}
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
 INIT_METRICS = [f"init/layer{depth}/{metric}" for depth in (1, 2)

@@ -66,4 +66,5 @@ def test_a_long_value_is_not_echoed(tmp_path, capsys):
     path = write_spec(tmp_path, dataset=["x" * 500_000])
     assert main(["compare", str(path)]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert line.startswith("initlab compare: dataset: must be a dataset name; got ['xxx") and len(line) < 300
+    assert line.startswith("initlab compare: dataset: must be a dataset name (mnist-10k, mnist, keras:NAME, a TensorFlow "
+                           "Datasets name) or {npz: PATH}; got ['xxx") and len(line) < 300

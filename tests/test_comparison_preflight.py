@@ -20,7 +20,7 @@ SPARSE = {"name": "sp", "kernel": {"class_name": "keras_initlab>SparseGaussian",
     "changes, message",
     [
         ({"batch_size": 401}, r"batch_size: 401 is larger than the 400 training examples"),
-        ({"model": {"sizes": [100, 30, 10]}}, r"model.sizes\[0\]: 100 inputs, but the images of .* have 28x28x1 = 784"),
+        ({"model": {"sizes": [100, 30, 10]}}, r"model.sizes\[0\]: 100 inputs, but the examples of .* have 28x28x1 = 784"),
         ({"model": {"sizes": [784, 30, 5]}}, r"model.sizes\[-1\]: 5 outputs, but .* has 10 classes; use 10"),
         ({"model": {"sizes": [784, 1000000, 1000000, 10]}}, r"model.sizes: one model needs about \d+ MiB"),
         ({"schemes": [SPARSE]}, r"schemes\[0\] \(sp\): SparseGaussian\(connections=50\) needs fan_in >= 50"),

@@ -6,7 +6,9 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from initlab.cli import main
@@ -249,3 +251,66 @@ def test_a_factory_comparison_fails_alone_and_resumes(factories, capsys, store):
     assert again["he/seed=0"].info.run_id == children["he/seed=0"].info.run_id
     assert again["huge/seed=0"].info.run_id != children["huge/seed=0"].info.run_id
     assert len(client.search_runs([experiment], "tags.`initlab.role` = 'comparison'")) == 1
+
+
+def test_your_data_through_an_npz_spec_and_through_data_give_the_same_curves_and_resume_checks_them(tmp_path, store):
+    from sklearn.datasets import load_digits
+
+    from initlab.spec_files import SpecError
+    from keras_initlab import Dataset
+
+    bunch = load_digits()  # real 8x8 digits, not MNIST
+    x, y = (bunch.images / 16).astype("float32"), bunch.target
+    np.savez(tmp_path / "digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
+    spec = {"name": "digits", "model": {"sizes": [64, 16, 10]}, "schemes": ["he", "glorot"], "seeds": [0],
+            "epochs": 2, "batch_size": 20, "learning_rate": 0.5}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump({**spec, "dataset": {"npz": "digits.npz"}}))
+    uri = store()
+    from_file = run_comparison(tmp_path / "spec.yaml", tracking_uri=uri, experiment="npz")
+    arrays = Dataset.from_arrays(x[:1400], y[:1400], x[1400:], y[1400:], name="digits")
+    from_arrays = run_comparison(spec, tracking_uri=uri, experiment="arrays", data=arrays)
+    client = MlflowClient(uri)
+    curves = {}
+    for outcome in (from_file, from_arrays):
+        for child in client.search_runs([outcome.experiment_id], "tags.`mlflow.parentRunId` != ''"):
+            assert (child.data.params["dataset"], child.data.params["dataset_hash"]) == ("digits", arrays.checksum)
+            assert child.data.params["dataset_shapes"] == "train (1400, 8, 8, 1), val (397, 8, 8, 1)"
+            history = client.get_metric_history(child.info.run_id, "val_accuracy")
+            curves.setdefault(child.data.params["scheme"], []).append([m.value for m in sorted(history, key=lambda m: m.step)])
+    assert all(len(pair) == 2 and pair[0] == pair[1] and len(pair[0]) == 2 for pair in curves.values())
+    assert curves["he"][0][-1] > 0.5  # it learned the digits
+    other = y[1400:].copy()
+    other[0] = (other[0] + 1) % 10
+    with pytest.raises(SpecError, match=rf"--resume: the data differ from those the comparison trained on \(dataset_hash: "
+                                        rf"{arrays.checksum} there, md5:\w+ now\)"):
+        run_comparison(spec, tracking_uri=uri, experiment="arrays", resume=True,
+                       data=Dataset.from_arrays(x[:1400], y[:1400], x[1400:], other, name="digits"))
+    assert run_comparison(spec, tracking_uri=uri, experiment="arrays", resume=True, data=arrays).skipped == [
+        "glorot/seed=0", "he/seed=0"]
+
+
+def test_vectors_train_in_the_mlp_and_data_is_checked_before_any_run(tmp_path, store):
+    from sklearn.datasets import load_wine
+
+    from initlab.spec_files import SpecError
+    from keras_initlab import Dataset
+
+    wine = load_wine()  # 178 real 13-feature vectors of 3 classes
+    x = ((wine.data - wine.data.mean(0)) / wine.data.std(0)).astype("float32")
+    data = Dataset.from_arrays(x[::2], wine.target[::2], x[1::2], wine.target[1::2], name="wine")
+    spec = {"name": "wine", "model": {"sizes": [13, 8, 3]}, "schemes": ["he"], "seeds": [0, 1], "epochs": 3,
+            "batch_size": 10, "learning_rate": 0.3}
+    uri = store()
+    outcome = run_comparison(spec, tracking_uri=uri, data=data)
+    assert outcome.failures == {} and outcome.summary[0].final > 0.6
+    for changes, error, message in [
+        ({"model": {"sizes": [784, 8, 3]}}, SpecError, r"model.sizes\[0\]: 784 inputs, but the examples of wine have 13 = 13 values; use 13"),
+        ({"model": {"sizes": [13, 8, 10]}}, SpecError, r"model.sizes\[-1\]: 10 outputs, but wine has 3 classes; use 3"),
+        ({"model": {"kind": "convnet"}}, SpecError, r"model: the convnet takes images \(H, W, C\), but the examples of wine have shape \(13,\)"),
+        ({"dataset": "mnist-10k"}, ValueError, r"give the data once: the spec's dataset key or data=, not both"),
+    ]:
+        with pytest.raises(error, match=message):
+            run_comparison({**spec, **changes}, tracking_uri=uri, data=data)
+    with pytest.raises(TypeError, match=r"data must be a keras_initlab.Dataset .*; got \(array"):
+        run_comparison(spec, tracking_uri=uri, data=(x, wine.target))
+    assert len(MlflowClient(uri).search_runs([outcome.experiment_id])) == 3  # the parent and its 2 runs, no more

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from keras_initlab import data
-from keras_initlab.data import DataFileError, DatasetNotFoundError, load_dataset, read_idx
+from keras_initlab.data import DataFileError, Dataset, DatasetNotFoundError, load_dataset, read_idx
 
-BUNDLED = Path(data.__file__).parent / "data_files"
+BUNDLED = data.mnist.BUNDLED_DIR
 N_TINY = 10_012  # the 'mnist' split needs more than 10,000 training images
 
 
@@ -195,9 +195,10 @@ def test_subset_rejects_bad_sizes(args, error, match):
         load_dataset().subset(*args)
 
 
-def test_docstring_examples_run():
-    result = doctest.testmod(data)
-    assert result.attempted >= 5 and result.failed == 0
+@pytest.mark.parametrize("module", [data, data.dataset, data.mnist])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module)
+    assert result.attempted >= 3 and result.failed == 0
 
 
 # ---------------------------------------------------------------- mnist from local files
@@ -380,7 +381,7 @@ def test_bundled_file_corrupted_in_place_stops_mnist_10k(tmp_path, monkeypatch):
     (fake / "t10k-labels-idx1-ubyte.gz").write_bytes(
         gzip.compress(idx_bytes(np.zeros(10000, np.uint8)))
     )
-    monkeypatch.setattr(data, "_BUNDLED_DIR", fake)
+    monkeypatch.setattr(data.mnist, "BUNDLED_DIR", fake)
     with pytest.raises(DataFileError, match=r"t10k-labels-idx1-ubyte\.gz: md5 checksum mismatch"):
         load_dataset("mnist-10k")
 
@@ -494,7 +495,7 @@ def test_npz_with_wrong_contents_is_an_error(tmp_path, monkeypatch, no_mnist_any
         (
             {"name": ""},
             ValueError,
-            r"'mnist-10k', 'mnist' or a TensorFlow Datasets name. Received: name=''",
+            r"'mnist-10k', 'mnist', 'keras:NAME' or a TensorFlow Datasets name. Received: name=''",
         ),
     ],
 )
@@ -574,3 +575,105 @@ def test_mnist_without_local_files_says_it_goes_to_the_network_first(tmp_path, m
         load_dataset("mnist")
     ((_, said_before),) = events
     assert any("downloads it now; this needs network access" in m for m in said_before), said_before
+
+
+# ---------------------------------------------------------------- your own data: arrays, .npz, Keras' cache
+
+
+def digits():
+    """scikit-learn's digits (1,797 real 8x8 images of 10 classes, shipped in its wheel): ``(x, y)``, pixels 0..1."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return (bunch.images / 16).astype(np.float32), bunch.target
+
+
+def test_arrays_become_a_dataset_of_images_or_vectors_named_by_their_content():
+    from sklearn.datasets import load_wine
+
+    x, y = digits()
+    images = Dataset.from_arrays(x[:1500], y[:1500], x[1500:], y[1500:], name="digits")
+    assert (images.image_shape, images.n_train, images.n_val, images.num_classes) == ((8, 8, 1), 1500, 297, 10)
+    assert images.x_train.dtype == np.float32 and images.y_train.dtype == np.int32 and images.source == "arrays"
+    np.testing.assert_array_equal(images.x_train[..., 0], x[:1500])
+    wine = load_wine()
+    vectors = Dataset.from_arrays(wine.data[:150], wine.target[:150], wine.data[150:], wine.target[150:, None])
+    assert (vectors.image_shape, vectors.num_classes, vectors.name) == ((13,), 3, "arrays")
+    assert vectors.y_val.shape == (28,)  # a (n, 1) column of labels, as CIFAR's, flattened
+    # The checksum is the content: the same arrays however given, another as soon as one value differs.
+    again = Dataset.from_arrays(list(x[:1500]), y[:1500].astype(np.uint8), x[1500:], y[1500:], name="digits")
+    assert again.checksum == images.checksum and images.checksum.startswith("md5:")
+    changed = y[1500:].copy()
+    changed[0] = (changed[0] + 1) % 10
+    assert Dataset.from_arrays(x[:1500], y[:1500], x[1500:], changed).checksum != images.checksum
+    pixels = (x * 255).round().astype(np.uint8)  # uint8 arrays are pixels: scaled to [0, 1]
+    scaled = Dataset.from_arrays(pixels[:10], y[:10], pixels[10:20], y[10:20])
+    np.testing.assert_array_equal(scaled.x_train[..., 0], pixels[:10].astype(np.float32) / np.float32(255))
+
+
+GOOD = (np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1]), np.zeros((2, 3), np.float32), np.array([1, 0]))
+
+
+@pytest.mark.parametrize("position, value, kwargs, error, message", [
+    (0, np.array([[0, 1, np.nan]] * 4, np.float32), {}, ValueError, r"x_train\[0, 2\] is nan; features must be finite"),
+    (2, np.full((2, 3), np.inf, np.float32), {}, ValueError, r"x_val\[0, 0\] is inf"),
+    (0, np.zeros((4, 3), np.int16), {}, TypeError, r"`x_train` must be an array of uint8 pixels or of floating-point"),
+    (1, np.array([0.0, 1, 0, 1]), {}, TypeError, r"`y_train` must be an array of integer class labels"),
+    (3, np.array([1, -1]), {}, ValueError, r"y_val holds the label -1; labels are class indices"),
+    (1, np.array([0, 1, 0]), {}, ValueError, r"y_train must hold one label per example, shape \(4,\); got shape \(3,\)"),
+    (2, np.zeros((2, 4), np.float32), {}, ValueError, r"x_train's are \(3,\), x_val's \(4,\)"),
+    (0, np.zeros((0, 3), np.float32), {}, ValueError, r"`x_train` must be examples .* with n >= 1"),
+    (0, np.zeros(4, np.float32), {}, ValueError, r"`x_train` must be examples \(n, F\), \(n, H, W\) or \(n, H, W, C\)"),
+    (3, np.array([1, 0]), {"num_classes": 1}, ValueError, r"label 1 is not below num_classes=1"),
+    (3, np.array([1, 0]), {"name": ""}, ValueError, r"`name` must be a dataset name of 1 to 100 characters"),
+])
+def test_arrays_that_are_not_examples_and_labels_are_refused_naming_the_array(position, value, kwargs, error, message):
+    arrays = list(GOOD)
+    arrays[position] = value
+    with pytest.raises(error, match=message):
+        Dataset.from_arrays(*arrays, **kwargs)
+
+
+def test_an_npz_in_keras_layout_is_a_dataset_and_anything_else_is_said(tmp_path):
+    x, y = digits()
+    np.savez(tmp_path / "digits.npz", x_train=x[:1500], y_train=y[:1500], x_test=x[1500:], y_test=y[1500:])
+    np.savez(tmp_path / "val.npz", x_train=x[:1500], y_train=y[:1500], x_val=x[1500:], y_val=y[1500:])
+    from_file = Dataset.from_npz(tmp_path / "digits.npz")
+    arrays = Dataset.from_arrays(x[:1500], y[:1500], x[1500:], y[1500:], name="digits")
+    assert (from_file.name, from_file.source, from_file.checksum) == ("digits", str(tmp_path / "digits.npz"), arrays.checksum)
+    assert Dataset.from_npz(tmp_path / "val.npz", name="digits").checksum == arrays.checksum
+    np.savez(tmp_path / "half.npz", x_train=x, y_train=y)
+    with pytest.raises(DataFileError, match=r"half.npz: needs arrays x_train, y_train and x_val, y_val \(or x_test, "
+                                            r"y_test\); holds x_train, y_train"):
+        Dataset.from_npz(tmp_path / "half.npz")
+    np.savez(tmp_path / "objects.npz", x_train=np.array([{"a": 1}] * 3, dtype=object), y_train=y[:3],
+             x_val=x[:1], y_val=y[:1])
+    with pytest.raises(DataFileError, match=r"objects.npz: not a readable .npz file .*allow_pickle"):
+        Dataset.from_npz(tmp_path / "objects.npz")  # never unpickled
+    np.savez(tmp_path / "nan.npz", x_train=np.full((3, 2), np.nan), y_train=y[:3], x_val=x[:1, 0], y_val=y[:1])
+    with pytest.raises(ValueError, match=r"nan.npz: x_train\[0, 0\] is nan"):
+        Dataset.from_npz(tmp_path / "nan.npz")
+    with pytest.raises(FileNotFoundError, match="no such .npz file"):
+        Dataset.from_npz(tmp_path / "missing.npz")
+
+
+def test_keras_data_sets_come_from_keras_cache_or_fail_at_once_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    cache = tmp_path / "datasets" / "fashion-mnist"  # the files keras.datasets.fashion_mnist keeps (IDX, gzipped)
+    cache.mkdir(parents=True)
+    for split, source in (("train", "t10k"), ("t10k", "t10k")):  # MNIST's real test files, in that layout
+        for kind in ("labels-idx1", "images-idx3"):
+            shutil.copy(BUNDLED / f"{source}-{kind}-ubyte.gz", cache / f"{split}-{kind}-ubyte.gz")
+    ds = load_dataset("keras:fashion_mnist")
+    assert (ds.name, ds.source, ds.image_shape, ds.n_train, ds.n_val) == ("keras:fashion_mnist", "keras:fashion_mnist",
+                                                                          (28, 28, 1), 10_000, 10_000)
+    np.testing.assert_array_equal(ds.y_train, read_idx(BUNDLED / "t10k-labels-idx1-ubyte.gz"))
+    start = time.perf_counter()
+    with pytest.raises(DatasetNotFoundError, match=rf"keras:cifar10: Keras' cache has no {tmp_path}/datasets/"
+                                                   r"cifar-10-batches-py-target_archive; fetch it once"):
+        load_dataset("keras:cifar10")
+    assert time.perf_counter() - start < 5  # no download tried
+    with pytest.raises(ValueError, match=r"Unknown Keras data set 'imagenet'; Keras' data sets: keras:mnist, "):
+        load_dataset("keras:imagenet")
+    with pytest.raises(ValueError, match=r"takes no `data_dir`"):
+        load_dataset("keras:mnist", data_dir=tmp_path)

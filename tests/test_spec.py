@@ -186,7 +186,8 @@ LONG = "z" * 5000
          r"^schemes\[0\].kernel: Keras cannot build this initializer: Could not interpret initializer identifier: z+\.\.\."),
         ({"schemes": [{**RANDOM_NORMAL, "kernel": {"class_name": "RandomNormal", "config": {LONG: 1}}}]},
          r"^schemes\[0\].kernel: Keras cannot build this initializer: RandomNormal.__init__\(\) got an unexpected"),
-        ({"dataset": LONG}, r"^dataset: must be a dataset name of at most 100 characters; got 'z{79}\.\.\. \(5002 characters\)$"),
+        ({"dataset": LONG}, r"^dataset: must be a dataset name \(mnist-10k, mnist, keras:NAME, a TensorFlow Datasets name\) "
+                            r"or {npz: PATH}, of at most 100 characters; got 'z{79}\.\.\. \(5002 characters\)$"),
         ({LONG: 1}, r"^z{80}\.\.\. \(5000 characters\): unknown key; allowed: "),
         ({"model": {"sizes": [784, 10], LONG: 1}}, r"^model.z{80}\.\.\. \(5000 characters\): unknown key"),
         ({"model": {"activation": LONG}}, r"^model.activation: unknown activation 'z{79}\.\.\. \(5002 characters\)$"),

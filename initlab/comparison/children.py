@@ -2,7 +2,7 @@
 untrained models with step-0 diagnostics (`prepare`, `initial_diagnostics`), and the callback that records
 their epochs (`EpochMetricsLogger`).
 
->>> shared = shared_params(spec, device="/CPU:0")                                        # doctest: +SKIP
+>>> shared = shared_params(spec, data, device="/CPU:0")                                        # doctest: +SKIP
 >>> models, children, steps = prepare(builder, shared, spec.runs()[:2])                 # doctest: +SKIP
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 
 import keras
+
+from keras_initlab.data import Dataset
 
 from initlab.comparison.builder import ModelBuilder
 from initlab.messages import one_line
@@ -41,11 +43,21 @@ def optimizer_params(spec: ComparisonSpec) -> dict[str, str]:
     }
 
 
-def shared_params(spec: ComparisonSpec, device: str) -> dict:
+def data_params(data: Dataset) -> dict[str, str]:
+    """What identifies the data a comparison trains on: its name (with a subset's suffix), shapes and content hash
+    (`keras_initlab.data.Dataset.checksum`); ``--resume`` refuses other data by them."""
+    return {
+        "dataset": data.name,
+        "dataset_shapes": f"train {data.x_train.shape}, val {data.x_val.shape}",
+        "dataset_hash": data.checksum,
+    }
+
+
+def shared_params(spec: ComparisonSpec, data: Dataset, device: str) -> dict:
     """The params every child run of ``spec`` has in common (computed once per comparison)."""
     return {
         **model_params(spec),
-        "dataset": spec.dataset if spec.subset is None else f"{spec.dataset}[:{spec.subset[0]},:{spec.subset[1]}]",
+        **data_params(data),
         "epochs": spec.epochs,
         "batch_size": spec.batch_size,
         **optimizer_params(spec),

@@ -20,18 +20,24 @@ from keras_initlab.training.planning import memory_budget, mlp_bytes
 
 from initlab.comparison.builder import ModelBuilder
 from initlab.messages import one_line, shown, shown_text
-from initlab.spec import ComparisonSpec, MLPModel, SpecError
+from initlab.spec import ComparisonSpec, ConvNetModel, MLPModel, NpzFile, SpecError
 
-def load_spec_data(spec: ComparisonSpec) -> Dataset:
-    """The spec's dataset (`keras_initlab.data.load_dataset`), cut to ``subset`` when it has one.
+def load_spec_data(spec: ComparisonSpec, data: Dataset | None = None) -> Dataset:
+    """The spec's dataset (`keras_initlab.data.load_dataset`, or `keras_initlab.Dataset.from_npz` for
+    ``{npz: PATH}``), or ``data`` when given, cut to ``subset`` when the spec has one.
 
-    A dataset that cannot be loaded (unknown name, missing or corrupt files) or a
-    subset larger than the data is a `SpecError` naming the key.
+    A dataset that cannot be loaded (unknown name, missing or corrupt files, arrays that are not
+    examples and labels) or a subset larger than the data is a `SpecError` naming the key.
     """
-    try:
-        data = load_dataset(spec.dataset, data_dir=spec.data_dir)
-    except (ValueError, OSError, ImportError) as e:
-        raise SpecError(f"dataset: {shown(spec.dataset)} cannot be loaded: {one_line(e)}") from None
+    if data is None:
+        try:
+            if isinstance(spec.dataset, NpzFile):
+                data = Dataset.from_npz(spec.dataset.path(spec.base_dir))
+            else:
+                data = load_dataset(spec.dataset, data_dir=spec.data_dir)
+        except (ValueError, OSError, ImportError) as e:
+            key, given = ("dataset.npz", spec.dataset.npz) if isinstance(spec.dataset, NpzFile) else ("dataset", spec.dataset)
+            raise SpecError(f"{key}: {shown(given)} cannot be loaded: {one_line(e)}") from None
     if spec.subset is None:
         return data
     for key, wanted, available in zip(("subset.train", "subset.val"), spec.subset, (data.n_train, data.n_val)):
@@ -53,7 +59,7 @@ def check_spec_fits(spec: ComparisonSpec, data: Dataset, device_name: str) -> Mo
     returns the spec's `ModelBuilder`.
 
     A batch must fit the training set. For the MLP the first size must be the
-    number of pixels of an image and the last the number of classes, and one
+    number of values of an example and the last the number of classes, and one
     model (weights, gradients, activations and the data on the device,
     `mlp_bytes`) must fit the memory budget (`memory_budget`). Every scheme's
     model is built once, so initializers that do not fit their layers (e.g. a
@@ -66,6 +72,11 @@ def check_spec_fits(spec: ComparisonSpec, data: Dataset, device_name: str) -> Mo
         raise SpecError(f"batch_size: {spec.batch_size} is larger than the {data.n_train} training examples")
     if isinstance(spec.model, MLPModel):
         _check_mlp_fits(spec.model, spec.batch_size, data, device_name)
+    if isinstance(spec.model, ConvNetModel) and len(data.image_shape) != 3:
+        raise SpecError(
+            f"model: the convnet takes images (H, W, C), but the examples of {data.name} have shape "
+            f"{data.image_shape}; use the MLP (model: {{sizes: [{math.prod(data.image_shape)}, ...]}}) or a factory"
+        )
     builder = ModelBuilder(spec, data)
     for i, scheme in enumerate(spec.schemes):
         try:
@@ -83,7 +94,7 @@ def _check_mlp_fits(model: MLPModel, batch_size: int, data: Dataset, device_name
     pixels = math.prod(data.image_shape)
     if model.sizes[0] != pixels:
         raise SpecError(
-            f"model.sizes[0]: {model.sizes[0]} inputs, but the images of {data.name} have "
+            f"model.sizes[0]: {model.sizes[0]} inputs, but the examples of {data.name} have "
             f"{'x'.join(map(str, data.image_shape))} = {pixels} values; use {pixels}"
         )
     if model.sizes[-1] != data.num_classes:

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from keras_initlab.backend import require_tensorflow
+from keras_initlab.data import Dataset
 
 from initlab.background import quick_gil_handoff
 from initlab.cluster import RayAddress, parse_address
@@ -23,12 +24,12 @@ from initlab.comparison.local import LocalRunner
 from initlab.comparison.on_ray import RayRunner
 from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
 from initlab.comparison.progress import Interrupts, Progress
-from initlab.comparison.children import model_params, shared_params
+from initlab.comparison.children import data_params, model_params, shared_params
 from initlab.messages import one_line, shown
 from initlab.plots import plot_comparison, to_png
 from initlab.report import summarize, to_csv, to_markdown
 from initlab.spec import ComparisonSpec, SpecError
-from initlab.spec_files import spec_path
+from initlab.spec_files import read_spec_file, spec_path
 from initlab.tracking import (
     ComparisonTracker, Records, TrackingQueue, TrackingUnavailableError, check_reachable, check_writable, http_limits,
     resolve_tracking_uri,
@@ -58,12 +59,16 @@ def run_comparison(
     spec_file: str | os.PathLike | None = None,
     histograms: bool = False,
     ray: str | RayAddress | None = None,
+    data: Dataset | None = None,
 ) -> ComparisonOutcome:
     """Trains every (scheme, seed) run of ``spec`` and tracks it in MLflow (see `initlab.tracking`).
 
     ``spec`` is a `ComparisonSpec`, a built-in spec's name (``"nielsen"``; `initlab.spec_files.spec_path`), a
     spec file's path, or a spec as a mapping (in Python, ``model: {factory: build}`` may hold the factory
-    function itself).
+    function itself). ``data`` (a `keras_initlab.Dataset`, e.g. ``Dataset.from_arrays(...)``) trains on your
+    data instead of the spec's ``dataset`` key, which the spec then leaves out; every child run records the
+    data's name, shapes and content hash (``dataset``, ``dataset_shapes``, ``dataset_hash``), and ``resume``
+    with other data is refused naming the difference.
 
     It resolves its inputs once (the spec, the store, the device, the data, the model builder: every check
     before any run exists), then picks one runner: this machine's (`initlab.comparison.local.LocalRunner`)
@@ -100,11 +105,15 @@ def run_comparison(
     >>> def build(scheme, input_shape, num_classes): ...         # a notebook's own model  # doctest: +SKIP
     >>> outcome = run_comparison({"name": "mine", "model": {"factory": build}, "schemes": ["he", "glorot"],
     ...                           "optimizer": "adam", "epochs": 5, "batch_size": 64})     # doctest: +SKIP
+    >>> digits = Dataset.from_arrays(x_train, y_train, x_val, y_val, name="digits")     # doctest: +SKIP
+    >>> outcome = run_comparison({"name": "digits", "model": {"sizes": [64, 32, 10]}, "schemes": ["he"]},
+    ...                          data=digits)                                             # doctest: +SKIP
 
     Raises:
         BackendError: under a Keras backend other than TensorFlow, before anything is tracked.
         SpecError: for anything the spec, the data and the memory plan show to be wrong
-            (`check_spec_fits`), before anything is tracked.
+            (`check_spec_fits`), or a resume with other data, before anything is tracked.
+        ValueError, TypeError: ``data`` that is not a `Dataset`, or given beside the spec's ``dataset``.
         TrackingUnavailableError: when the store cannot be opened or a server does not answer,
             before any run exists; `TrackingLostError` when it stops working during the comparison
             (finished runs are kept as pending records, written by ``resume``).
@@ -113,13 +122,13 @@ def run_comparison(
     """
     require_tensorflow("initlab compare")
     address = parse_address(ray) if isinstance(ray, str) else ray  # a malformed address before any work
-    spec, spec_file = _resolve_spec(spec, spec_file)
+    spec, spec_file = _resolve_spec(spec, spec_file, data)
     experiment = _check_experiment(experiment or spec.name)
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
     check_writable(uri)
     device = resolve_spec_device(spec)
-    builder = check_spec_fits(spec, load_spec_data(spec), device)
+    builder = check_spec_fits(spec, load_spec_data(spec, data), device)
     records = Records(uri, experiment, spec.hash)
     with records.running(resume, f"the comparison of {spec.name} in experiment {experiment!r} of {uri}"):
         runner = (LocalRunner(builder, device, stack) if address is None
@@ -128,7 +137,8 @@ def run_comparison(
         with runner, http_limits(), quick_gil_handoff(), Interrupts() as interrupts:
             queue = TrackingQueue(uri, experiment, spec.hash, records)
             try:
-                started = queue.submit(lambda tracker: _start(tracker, spec, resume, spec_file, records, progress))
+                started = queue.submit(lambda tracker: _start(tracker, spec, builder.data, resume, spec_file, records,
+                                                               progress))
                 if resume or runner.needs_parent or not uri.startswith("sqlite:///"):
                     queue.wait()  # what to train depends on the store (units elsewhere need the parent); a server's errors first
                 finished = started.result() if resume else {}
@@ -137,7 +147,7 @@ def run_comparison(
                     curves = queue.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
                 groups = runner.groups([run for run in spec.runs() if run.key not in finished])
                 bar = Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, queue.raise_if_lost])
-                trained, failures = runner.train(groups, queue, shared_params(spec, device), histograms, bar, interrupts)
+                trained, failures = runner.train(groups, queue, shared_params(spec, builder.data, device), histograms, bar, interrupts)
                 curves.update(trained)
                 bar.close()
                 summary, files, description = _summarize(spec, builder.data.name, curves)  # while the last runs are written
@@ -162,28 +172,47 @@ def run_comparison(
     return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
 
 
-def _resolve_spec(spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file) -> tuple[ComparisonSpec, object]:
-    """``(spec, the file it was read from)``: a built-in spec's name or a file is read, a mapping validated."""
+def _resolve_spec(spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file,
+                  data: Dataset | None) -> tuple[ComparisonSpec, object]:
+    """``(spec, the file it was read from)``: a built-in spec's name or a file is read, a mapping validated. With
+    ``data`` (which the spec then leaves out), the spec's ``dataset`` is the data's name."""
     if isinstance(spec, (str, os.PathLike)):
         path = spec_path(spec)  # a built-in spec's name, or a file
-        return ComparisonSpec.from_file(path), path if spec_file is None else spec_file
-    if not isinstance(spec, ComparisonSpec):
-        return ComparisonSpec.from_dict(spec), spec_file
-    return spec, spec_file
+        spec, spec_file = ComparisonSpec.from_file(path), path if spec_file is None else spec_file
+        given = read_spec_file(path) if data is not None else {}
+    elif not isinstance(spec, ComparisonSpec):
+        spec, given = ComparisonSpec.from_dict(spec), spec
+    else:
+        given = {"dataset": spec.dataset} if spec.dataset != ComparisonSpec.dataset or spec.data_dir else {}
+    if data is None:
+        return spec, spec_file
+    if not isinstance(data, Dataset):
+        raise TypeError(f"data must be a keras_initlab.Dataset (Dataset.from_arrays, Dataset.from_npz, load_dataset); "
+                        f"got {shown(data)}")
+    for key in ("dataset", "data_dir"):
+        if key in given:
+            raise ValueError(f"give the data once: the spec's {key} key or data=, not both (leave {key} out of the spec)")
+    return dataclasses.replace(spec, dataset=data.name), spec_file
 
 
-def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_file, records: Records,
-           progress) -> dict[str, str]:
+def _start(tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, resume: bool, spec_file,
+           records: Records, progress) -> dict[str, str]:
     """Starts (or with ``resume`` re-opens) the parent run, named ``<spec> YYYY-MM-DD HH:MM``, and logs the
     spec; with ``resume``, writes the records of runs that ended without reaching MLflow last time (the store
     failed, or the process died). Returns ``{run_key: run_id}`` of the finished runs.
 
     A resume that finds no parent of the spec in the store (a store moved or deleted) starts one, says so on
-    ``progress``, and writes every record of the comparison waiting on this machine into it."""
+    ``progress``, and writes every record of the comparison waiting on this machine into it. A resume with other
+    data than the parent's (`data_params`) is a `SpecError` naming the difference, before the parent is touched."""
     shared = {k: v for k, v in spec.to_json().items() if k not in ("name", "model")}
     shared.update(model_params(spec))
     shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
-    vanished = resume and tracker.latest_parent() is None
+    data_now = data_params(data)
+    shared.update({key: data_now[key] for key in ("dataset_shapes", "dataset_hash")})
+    previous = tracker.latest_parent() if resume else None
+    if previous is not None:
+        _check_same_data(tracker.run_params(previous), data_now)
+    vanished = resume and previous is None
     finished = tracker.start_parent(params=shared, resume=resume, run_name=f"{spec.name} {datetime.now():%Y-%m-%d %H:%M}")
     records.set_parent(tracker.parent_id)
     if resume:
@@ -198,6 +227,17 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, resume: bool, spec_
         files[f"original-{Path(spec_file).name}"] = Path(spec_file).read_bytes()
     tracker.log_parent_artifacts(files)
     return finished
+
+
+def _check_same_data(parent: Mapping[str, str], data_now: Mapping[str, str]) -> None:
+    """A `SpecError` unless the data of a resumed comparison's parent run (its params; older parents lack them) are
+    the data now."""
+    for key in ("dataset_shapes", "dataset_hash"):
+        if key in parent and parent[key] != data_now[key]:
+            raise SpecError(
+                f"--resume: the data differ from those the comparison trained on ({key}: {parent[key]} there, "
+                f"{data_now[key]} now); resume with the same data, or leave out --resume to start a new comparison"
+            )
 
 
 MAX_EXPERIMENT_NAME = 256

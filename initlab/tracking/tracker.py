@@ -139,6 +139,10 @@ class ComparisonTracker(TrackerBase):
         )
         return previous[0].info.run_id if previous else None
 
+    def run_params(self, run_id: str) -> dict[str, str]:
+        """The params of the run ``run_id``."""
+        return dict(self.client.get_run(run_id).data.params)
+
     @_one_writer
     def join_parent(self, parent_id: str, run_keys: Sequence[str]) -> None:
         """Writes from now on child runs of the existing parent ``parent_id`` (a unit of work on a cluster's worker);
