@@ -7,6 +7,7 @@ MLflow tracking process, load only what they use. The names below that train loa
 >>> import initlab
 >>> outcome = initlab.run_comparison("nielsen")          # doctest: +SKIP
 >>> spec = initlab.ComparisonSpec.from_file(initlab.spec_path("deep-relu"))   # doctest: +SKIP
+>>> with initlab.Comparison("my-study") as comparison: ...  # your own training loop   # doctest: +SKIP
 """
 
 from initlab.spec_files import SpecError, SpecTypeError, builtin_specs, spec_path
@@ -15,7 +16,7 @@ from initlab.spec_files import SpecError, SpecTypeError, builtin_specs, spec_pat
 
 def __getattr__(name: str):
     # The names that load the library (TensorFlow): imported when first used.
-    if name in ("run_comparison", "diagnose_spec", "ComparisonOutcome"):
+    if name in ("run_comparison", "diagnose_spec", "ComparisonOutcome", "Comparison"):
         from initlab import comparison
 
         return getattr(comparison, name)
@@ -26,5 +27,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'initlab' has no attribute {name!r}")
 
 
-__all__ = ["ComparisonOutcome", "ComparisonSpec", "SpecError", "SpecTypeError", "builtin_specs", "diagnose_spec",
+__all__ = ["Comparison", "ComparisonOutcome", "ComparisonSpec", "SpecError", "SpecTypeError", "builtin_specs", "diagnose_spec",
            "run_comparison", "spec_path"]

@@ -30,9 +30,16 @@ MOVED_TO_APPLICATION = ("ComparisonSpec", "SpecError", "run_comparison")
 """Names exported here before 0.5.0, now the application's: ``from initlab import NAME``."""
 
 
+APPLICATION_NAMES = ("Comparison",)
+"""Names of the application that users look for here: ``from initlab import NAME``."""
+
+
 def __getattr__(name: str):
     if name in MOVED_TO_APPLICATION:
         raise AttributeError(f"keras_initlab.{name} moved to the application package in 0.5.0: use "
+                             f"`from initlab import {name}` (the library never imports the application)")
+    if name in APPLICATION_NAMES:
+        raise AttributeError(f"keras_initlab.{name} is the application's (it tracks in MLflow): use "
                              f"`from initlab import {name}` (the library never imports the application)")
     raise AttributeError(f"module 'keras_initlab' has no attribute {name!r}")
 

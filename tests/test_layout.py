@@ -67,6 +67,7 @@ APPLICATION = [
     "initlab.comparison.local",
     "initlab.comparison.on_ray",
     "initlab.comparison.runner",
+    "initlab.comparison.own_loop",
     "initlab.comparison",
     "initlab",
     "initlab.cli",

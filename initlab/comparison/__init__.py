@@ -10,6 +10,7 @@ One module per job:
 - `initlab.comparison.on_ray`: the runs trained as Ray tasks (`RayRunner`).
 - `initlab.comparison.progress`: the progress line, Ctrl-C and SIGTERM (`Progress`, `Interrupts`).
 - `initlab.comparison.runner`: `run_comparison`, which resolves its inputs once and picks a runner.
+- `initlab.comparison.own_loop`: your own training loop as a comparison (`Comparison`, `Comparison.run`).
 - `initlab.comparison.diagnose`: ``initlab diagnose`` (`diagnose_spec`).
 
 All of it needs the TensorFlow backend (`keras_initlab.backend`).
@@ -22,8 +23,9 @@ from initlab.comparison.diagnose import diagnose_spec
 from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
 from initlab.comparison.children import EpochMetricsLogger, model_params, optimizer_params, shared_params
 from initlab.comparison.runner import ComparisonOutcome, run_comparison
+from initlab.comparison.own_loop import Comparison, ComparisonRun
 
 __all__ = [
-    "ComparisonOutcome", "EpochMetricsLogger", "ModelBuilder", "check_spec_fits", "diagnose_spec", "diagnostic_batch",
+    "Comparison", "ComparisonOutcome", "ComparisonRun", "EpochMetricsLogger", "ModelBuilder", "check_spec_fits", "diagnose_spec", "diagnostic_batch",
     "load_spec_data", "model_params", "optimizer_params", "resolve_spec_device", "run_comparison", "shared_params",
 ]

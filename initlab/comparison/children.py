@@ -31,9 +31,13 @@ def model_params(spec: ComparisonSpec) -> dict[str, str]:
 
 
 def optimizer_params(spec: ComparisonSpec) -> dict[str, str]:
+    """`optimizer_config_params` of the spec's optimizer."""
+    return optimizer_config_params(spec.build_optimizer())
+
+
+def optimizer_config_params(optimizer: keras.optimizers.Optimizer) -> dict[str, str]:
     """``optimizer`` (the class name), ``learning_rate`` and ``optimizer_config`` (Keras' full config as
     JSON, without the instance name Keras numbers: equal optimizers, equal params)."""
-    optimizer = spec.build_optimizer()
     config = {k: v for k, v in keras.optimizers.serialize(optimizer)["config"].items() if k != "name"}
     return {
         "optimizer": type(optimizer).__name__,

@@ -31,8 +31,8 @@ from initlab.report import summarize, to_csv, to_markdown
 from initlab.spec import ComparisonSpec, SpecError
 from initlab.spec_files import read_spec_file, spec_path
 from initlab.tracking import (
-    ComparisonTracker, Records, TrackingQueue, TrackingUnavailableError, check_reachable, check_writable, http_limits,
-    resolve_tracking_uri,
+    ComparisonTracker, Records, TrackingQueue, TrackingUnavailableError, check_experiment, check_reachable,
+    check_writable, http_limits, resolve_tracking_uri,
 )
 
 
@@ -123,7 +123,7 @@ def run_comparison(
     require_tensorflow("initlab compare")
     address = parse_address(ray) if isinstance(ray, str) else ray  # a malformed address before any work
     spec, spec_file = _resolve_spec(spec, spec_file, data)
-    experiment = _check_experiment(experiment or spec.name)
+    experiment = check_experiment(experiment or spec.name)
     uri = resolve_tracking_uri(tracking_uri)
     check_reachable(uri)
     check_writable(uri)
@@ -238,19 +238,6 @@ def _check_same_data(parent: Mapping[str, str], data_now: Mapping[str, str]) -> 
                 f"--resume: the data differ from those the comparison trained on ({key}: {parent[key]} there, "
                 f"{data_now[key]} now); resume with the same data, or leave out --resume to start a new comparison"
             )
-
-
-MAX_EXPERIMENT_NAME = 256
-"""Longest experiment name: what MLflow's SQL store keeps (``experiments.name``, 256 characters)."""
-
-
-def _check_experiment(name: str) -> str:
-    """``name`` if it can name an MLflow experiment here: one line of at most `MAX_EXPERIMENT_NAME` printable
-    characters, without ``/`` (a folder separator in the paths and links made of it)."""
-    if not name.strip() or not name.isprintable() or "/" in name or len(name) > MAX_EXPERIMENT_NAME:
-        raise SpecError(f"experiment {shown(name)}: give a name of at most {MAX_EXPERIMENT_NAME} printable "
-                        "characters on one line, without '/'")
-    return name
 
 
 def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, list[float]]) -> tuple:

@@ -21,6 +21,7 @@ only when used; nothing here imports Keras, TensorFlow or the library.
 'http://127.0.0.1:5000/#/experiments/1/runs?'
 """
 
+from initlab.tracking.layout import check_experiment
 from initlab.tracking.queue import TrackingQueue
 from initlab.tracking.records import ChildRun, Records, initializer_param
 from initlab.tracking.store import (
@@ -32,6 +33,6 @@ from initlab.tracking.ui import ui_command, ui_url, view_state
 
 __all__ = [
     "HTTP_LIMITS", "ChildRun", "ComparisonTracker", "Records", "TrackingLostError", "TrackingQueue", "TrackingUnavailableError",
-    "check_reachable", "check_writable", "http_limits", "initializer_param", "pending_root", "quiet_store_logging",
+    "check_experiment", "check_reachable", "check_writable", "http_limits", "initializer_param", "pending_root", "quiet_store_logging",
     "resolve_tracking_uri", "ui_command", "ui_url", "view_state",
 ]

@@ -14,6 +14,9 @@ scheme, the learning curves first.
 'mlflow.parentRunId'
 """
 
+from initlab.messages import shown
+from initlab.spec_files import SpecError
+
 ROLE_TAG = "initlab.role"
 """``comparison`` on a parent run."""
 SPEC_HASH_TAG = "initlab.spec_hash"
@@ -30,3 +33,16 @@ NOTE_TAG = "mlflow.note.content"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 MAX_TAG_LENGTH = 4900
 """Tag values are cut to this length (older MLflow servers accept 5000 characters, MLflow 3 8000)."""
+
+
+MAX_EXPERIMENT_NAME = 256
+"""Longest experiment name: what MLflow's SQL store keeps (``experiments.name``, 256 characters)."""
+
+
+def check_experiment(name: str) -> str:
+    """``name`` if it can name an MLflow experiment here: one line of at most `MAX_EXPERIMENT_NAME` printable
+    characters, without ``/`` (a folder separator in the paths and links made of it)."""
+    if not isinstance(name, str) or not name.strip() or not name.isprintable() or "/" in name or len(name) > MAX_EXPERIMENT_NAME:
+        raise SpecError(f"experiment {shown(name)}: give a name of at most {MAX_EXPERIMENT_NAME} printable "
+                        "characters on one line, without '/'")
+    return name
