@@ -1,6 +1,7 @@
 """What the tests share: real MLflow tracking servers started through the project's own ``initlab serve``, new
 MLflow stores, a Ray head node, the small specs they run, and how they read a comparison back from MLflow."""
 
+import json
 import os
 import re
 import shutil
@@ -277,7 +278,11 @@ def check_comparison(client, experiment_name, epochs=2, histograms=False):
         for key in INIT_METRICS:  # diagnostics of the untrained model, at step 0
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [0], key
         init_files = {a.path for a in client.list_artifacts(child.info.run_id, "init")}
-        assert init_files == {"init/diagnostics.md"} | ({"init/activations.png"} if histograms else set())
+        assert init_files == {"init/diagnostics.md", "init/initializers.json"} | (
+            {"init/activations.png"} if histograms else set())
+        layers = json.loads(Path(client.download_artifacts(child.info.run_id, "init/initializers.json")).read_text())
+        assert len(layers) == len(json.loads(child.data.params["sizes"])) - 1  # every Dense layer's initializers
+        assert layers[0]["kernel"] == child.data.params["kernel_initializer"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"comparison.png", "summary.csv", "summary.md", "spec.json", "original-spec.yaml"} <= artifacts
     # The summary's numbers are the children's metric histories, summarized.

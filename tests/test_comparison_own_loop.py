@@ -2,6 +2,7 @@
 MLflow as ``initlab compare`` lays a spec out, on real data other than MNIST (scikit-learn's digits)."""
 
 import json
+from pathlib import Path
 
 import keras
 import pytest
@@ -61,6 +62,10 @@ def test_your_fit_loop_is_laid_out_as_initlab_compare_lays_out_a_spec(store, cap
     assert sorted(m.step for m in history) == [1, 2, 3]  # step = epoch, 1-based
     artifacts = {a.path for a in client.list_artifacts(own.info.run_id)}
     assert "model" in artifacts and "init" in artifacts  # asked for: the trained model; the step-0 table
+    layers = [json.loads(Path(client.download_artifacts(run.info.run_id, "init/initializers.json")).read_text())
+              for run in (own, from_spec)]
+    assert layers[0] == layers[1] and [layer["layer"] for layer in layers[0]] == ["dense_1", "dense_2"]
+    assert layers[0][1]["bias"].startswith("BiasConstant ")  # he: b = 0.01, every layer's initializers as built
 
 
 def test_a_loop_of_your_own_and_runs_that_fail_or_are_interrupted(store, capsys):
@@ -92,6 +97,8 @@ def test_a_loop_of_your_own_and_runs_that_fail_or_are_interrupted(store, capsys)
                 comparison.run("he", 3, model)
     with pytest.raises(RuntimeError, match=r"inside `with Comparison\(...\) as comparison:`"):
         comparison.run("he", 4, model)
+    with pytest.raises(RuntimeError, match=r"Comparison 'custom' was entered once; make a new Comparison"):
+        comparison.__enter__()
     assert capsys.readouterr().out == ""  # progress=None: nothing printed
     client = MlflowClient(uri)
     (parent,), children = runs_of(client, "custom")
@@ -110,3 +117,9 @@ def test_a_loop_of_your_own_and_runs_that_fail_or_are_interrupted(store, capsys)
             raise KeyboardInterrupt
     (stopped,), _ = runs_of(client, "stopped")
     assert stopped.info.status == "KILLED"
+
+
+def test_the_library_says_where_comparison_is():
+    with pytest.raises(AttributeError, match=r"keras_initlab.Comparison is the application's .* `from initlab import "
+                                             r"Comparison`"):
+        kil.Comparison  # noqa: B018 (the attribute access is the test)

@@ -13,6 +13,7 @@ import json
 import keras
 
 from keras_initlab.data import Dataset
+from keras_initlab.models import all_layers
 
 from initlab.comparison.builder import ModelBuilder
 from initlab.messages import one_line
@@ -83,6 +84,16 @@ def child_params(shared: dict, run: Run, model: keras.Model) -> dict:
     }
 
 
+def layer_initializers(model: keras.Model) -> bytes:
+    """Every layer's initializers as built (`initlab.tracking.initializer_param`), for a child run's
+    ``init/initializers.json``: ``[{"layer": name, "kernel": ..., "bias": ...}, ...]`` (the params hold the first
+    layer's only: a deep model's would pass MLflow's limit on a param's length)."""
+    layers = [{"layer": layer.name, **{part: initializer_param(getattr(layer, f"{part}_initializer"))
+                                      for part in ("kernel", "bias") if hasattr(layer, f"{part}_initializer")}}
+              for layer in all_layers(model) if hasattr(layer, "kernel_initializer")]
+    return (json.dumps(layers, indent=1) + "\n").encode()
+
+
 def prepare(builder: ModelBuilder, shared: dict, group: list[Run]) -> tuple[list[keras.Model], list[ChildRun], list]:
     """The untrained models of a group of runs, their child runs with the params and the LSUV steps, and those
     steps (`ModelBuilder.initial`)."""
@@ -93,6 +104,7 @@ def prepare(builder: ModelBuilder, shared: dict, group: list[Run]) -> tuple[list
         if lsuv_steps is not None:
             params["lsuv_examples"] = builder.lsuv_examples
         child = ChildRun(run.key, params)
+        child.files["init/initializers.json"] = layer_initializers(model)
         if lsuv_steps is not None:
             child.add_lsuv(lsuv_steps)
         models.append(model)

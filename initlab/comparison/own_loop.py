@@ -13,7 +13,7 @@ for a script around ``model.fit`` (or a loop of its own) instead of a spec.
 >>> comparison.url                                                                        # doctest: +SKIP
 
 A child run gets what a spec's child gets (`initlab.tracking.layout`): the params (``scheme``, ``seed``, the
-first layer's ``kernel_initializer`` and ``bias_initializer``, ``parameters``, the compiled optimizer's
+first layer's ``kernel_initializer`` and ``bias_initializer`` (every layer's in ``init/initializers.json``), ``parameters``, the compiled optimizer's
 ``optimizer``/``learning_rate``/``optimizer_config``, ``epochs`` as ``fit`` was asked), the step-0
 diagnostics of the model on ``x_sample`` (``init/layer<k>/...``; the gradient norms with ``y_sample``), each
 epoch's logs at step = epoch (Keras' ``loss`` and ``accuracy`` as ``train_loss`` and ``train_accuracy``, the
@@ -39,7 +39,7 @@ from keras_initlab.models import default_loss
 from keras_initlab.schemes import Scheme
 
 from initlab.background import quick_gil_handoff
-from initlab.comparison.children import optimizer_config_params
+from initlab.comparison.children import layer_initializers, optimizer_config_params
 from initlab.messages import one_line, shown
 from initlab.plots import plot_comparison, to_png
 from initlab.report import summarize, to_csv, to_markdown
@@ -62,8 +62,8 @@ class Comparison:
         experiment: the MLflow experiment (default ``name``).
         progress: where the summary and the link are printed (default standard output; ``None``: nowhere).
 
-    Raises (on entering, before any run): `initlab.spec.SpecError` for a name MLflow cannot hold,
-    `initlab.tracking.TrackingUnavailableError` for a store that cannot be used.
+    Raises, before any run: `initlab.spec.SpecError` for a name MLflow cannot hold (when made),
+    `initlab.tracking.TrackingUnavailableError` for a store that cannot be used (when entered).
     """
 
     def __init__(self, name: str, tracking_uri: str | None = None, experiment: str | None = None, progress="stdout"):
@@ -76,18 +76,22 @@ class Comparison:
         self._keys: set[str] = set()
         self._current: ComparisonRun | None = None
         self._queue: TrackingQueue | None = None
-        self._stack = contextlib.ExitStack()
+        self._stack: contextlib.ExitStack | None = None
 
     def __enter__(self) -> Comparison:
+        if self._queue is not None:
+            raise RuntimeError(f"Comparison {self.name!r} was entered once; make a new Comparison for another")
         check_reachable(self.uri)
         check_writable(self.uri)
         spec_hash = hashlib.sha256(f"own loop: {self.name}".encode()).hexdigest()[:16]
         records = Records(self.uri, self.experiment, spec_hash)
-        self._stack.enter_context(records.running(False, f"the comparison {self.name!r} in {self.uri}"))
-        self._stack.enter_context(http_limits())
-        self._stack.enter_context(quick_gil_handoff())
-        self._queue = TrackingQueue(self.uri, self.experiment, spec_hash, records)
-        self._stack.callback(self._queue.close)
+        with contextlib.ExitStack() as stack:  # closed again if anything below fails
+            stack.enter_context(records.running(False, f"the comparison {self.name!r} in {self.uri}"))
+            stack.enter_context(http_limits())
+            stack.enter_context(quick_gil_handoff())
+            self._queue = TrackingQueue(self.uri, self.experiment, spec_hash, records)
+            stack.callback(self._queue.close)
+            self._stack = stack.pop_all()
 
         def start(tracker):
             tracker.start_parent({"training": "own loop"}, resume=False,
@@ -206,6 +210,7 @@ class ComparisonRun:
             params.update(optimizer_config_params(model.optimizer))
         self.comparison, self.key, self.model, self.save_model = comparison, key, model, save_model
         self.child = ChildRun(key, params)
+        self.child.files["init/initializers.json"] = layer_initializers(model)
         if x_sample is not None:
             try:
                 loss = None if y_sample is None else (getattr(model, "loss", None) or default_loss(model))
