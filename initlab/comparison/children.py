@@ -72,15 +72,19 @@ def shared_params(spec: ComparisonSpec, data: Dataset, device: str) -> dict:
 
 
 def child_params(shared: dict, run: Run, model: keras.Model) -> dict:
-    """A child run's params: its scheme, its first layer's initializers, its size and seed, and ``shared``."""
+    """A child run's params: `run_params` of its scheme, seed and model, and ``shared``."""
+    return {**run_params(run.scheme.name, run.seed, model), **shared}
+
+
+def run_params(scheme: str, seed: int, model: keras.Model) -> dict:
+    """What every child run records of itself: its scheme, its first layer's initializers, its size and seed."""
     first = next((layer for layer in model.layers if hasattr(layer, "kernel_initializer")), None)
     return {
-        "scheme": run.scheme.name,
+        "scheme": scheme,
         "kernel_initializer": initializer_param(first.kernel_initializer) if first else "-",
         "bias_initializer": initializer_param(first.bias_initializer) if first and hasattr(first, "bias_initializer") else "-",
         "parameters": model.count_params(),
-        "seed": run.seed,
-        **shared,
+        "seed": seed,
     }
 
 

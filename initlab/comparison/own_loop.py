@@ -39,13 +39,13 @@ from keras_initlab.models import default_loss
 from keras_initlab.schemes import Scheme
 
 from initlab.background import quick_gil_handoff
-from initlab.comparison.children import layer_initializers, optimizer_config_params
+from initlab.comparison.children import layer_initializers, optimizer_config_params, run_params
 from initlab.messages import one_line, shown
 from initlab.plots import plot_comparison, to_png
 from initlab.report import summarize, to_csv, to_markdown
 from initlab.tracking import (
     ChildRun, Records, TrackingQueue, check_experiment, check_reachable, check_writable, http_limits,
-    initializer_param, resolve_tracking_uri, ui_command, ui_url,
+    resolve_tracking_uri, ui_command, ui_url,
 )
 
 KERAS_LOG_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy"}
@@ -198,14 +198,7 @@ class ComparisonRun:
 
     def __init__(self, comparison: Comparison, key: str, scheme: str, seed: int, model: keras.Model, x_sample,
                  y_sample, save_model: bool):
-        first = next((layer for layer in model.layers if hasattr(layer, "kernel_initializer")), None)
-        params = {
-            "scheme": scheme,
-            "kernel_initializer": initializer_param(first.kernel_initializer) if first else "-",
-            "bias_initializer": initializer_param(first.bias_initializer) if first and hasattr(first, "bias_initializer") else "-",
-            "parameters": model.count_params(),
-            "seed": seed,
-        }
+        params = run_params(scheme, seed, model)
         if getattr(model, "optimizer", None) is not None:
             params.update(optimizer_config_params(model.optimizer))
         self.comparison, self.key, self.model, self.save_model = comparison, key, model, save_model
