@@ -43,6 +43,7 @@ from initlab.comparison.children import layer_initializers, optimizer_config_par
 from initlab.messages import one_line, shown
 from initlab.plots import plot_comparison, to_png
 from initlab.report import summarize, to_csv, to_markdown
+from initlab.spec import Run, SchemeSpec
 from initlab.tracking import (
     ChildRun, Records, TrackingQueue, check_experiment, check_reachable, check_writable, http_limits,
     resolve_tracking_uri, ui_command, ui_url,
@@ -71,9 +72,7 @@ class Comparison:
         self.experiment = check_experiment(experiment or name)
         self.uri = resolve_tracking_uri(tracking_uri)
         self.progress = progress
-        self.curves: dict[str, list[float]] = {}  # run key -> val_accuracy by epoch, of the FINISHED runs
-        self.failed: list[str] = []
-        self._keys: set[str] = set()
+        self.runs: list[ComparisonRun] = []  # those that ended, in order
         self._current: ComparisonRun | None = None
         self._queue: TrackingQueue | None = None
         self._stack: contextlib.ExitStack | None = None
@@ -122,19 +121,15 @@ class Comparison:
         name = (scheme if isinstance(scheme, Scheme) else Scheme(scheme, seed)).name
         if not isinstance(model, keras.Model):
             raise TypeError(f"Argument `model` must be a keras.Model. Received: model={shown(model)}")
-        key = f"{name}/seed={seed}"
-        if key in self._keys:
-            raise ValueError(f"Comparison.run: {key} already ran in this comparison; give another seed or scheme")
-        self._keys.add(key)
-        self._current = ComparisonRun(self, key, name, seed, model, x_sample, y_sample, save_model)
+        run = Run(SchemeSpec(name), seed)
+        if run.key in {ended.key for ended in self.runs}:
+            raise ValueError(f"Comparison.run: {run.key} already ran in this comparison; give another seed or scheme")
+        self._current = ComparisonRun(self, run, model, x_sample, y_sample, save_model)
         return self._current
 
     def _ended(self, run: ComparisonRun) -> None:
         self._current = None
-        if run.child.status == "FINISHED" and run.child.curve("val_accuracy"):
-            self.curves[run.key] = run.child.curve("val_accuracy")
-        elif run.child.status != "FINISHED":
-            self.failed.append(run.key)
+        self.runs.append(run)
         self._queue.submit_runs([run.child])
 
     @property
@@ -160,9 +155,11 @@ class Comparison:
 
     def _finish(self) -> None:
         """The summary (printed, and on the parent with the plot), the shared view, the parent's status, the link."""
-        by_scheme: dict[str, list[dict]] = {}
-        for key, curve in sorted(self.curves.items()):
-            by_scheme.setdefault(key.split("/seed=")[0], []).append({"val_accuracy": curve})
+        by_scheme: dict[str, list[dict]] = {}  # the FINISHED runs' val_accuracy by epoch
+        for run in sorted(self.runs, key=lambda run: run.key):
+            curve = run.child.curve("val_accuracy")
+            if run.child.status == "FINISHED" and curve:
+                by_scheme.setdefault(run.scheme, []).append({"val_accuracy": curve})
         files, description, table = {}, None, "no finished run with val_accuracy: no summary"
         try:
             summary = summarize(by_scheme) if by_scheme else []
@@ -175,8 +172,8 @@ class Comparison:
             files = {"summary.csv": to_csv(summary), "summary.md": table,
                      "comparison.png": to_png(plot_comparison(by_scheme, title=title))}
             description = f"**{title}**, validation accuracy:\n\n{table}"
-        status = "FAILED" if self.failed else "FINISHED"
-        runs = len(self._keys)
+        status = "FINISHED" if all(run.child.status == "FINISHED" for run in self.runs) else "FAILED"
+        runs = len(self.runs)
 
         def finish(tracker):
             tracker.save_view(runs=runs)
@@ -196,13 +193,13 @@ class ComparisonRun:
     """One child run of a `Comparison`, while its ``with`` block runs: `callback` for ``fit``, `log_epoch` for a
     loop of your own. Made by `Comparison.run`."""
 
-    def __init__(self, comparison: Comparison, key: str, scheme: str, seed: int, model: keras.Model, x_sample,
-                 y_sample, save_model: bool):
-        params = run_params(scheme, seed, model)
+    def __init__(self, comparison: Comparison, run: Run, model: keras.Model, x_sample, y_sample, save_model: bool):
+        params = run_params(run.scheme.name, run.seed, model)
         if getattr(model, "optimizer", None) is not None:
             params.update(optimizer_config_params(model.optimizer))
-        self.comparison, self.key, self.model, self.save_model = comparison, key, model, save_model
-        self.child = ChildRun(key, params)
+        self.comparison, self.key, self.scheme, self.model, self.save_model = (
+            comparison, run.key, run.scheme.name, model, save_model)
+        self.child = ChildRun(run.key, params)
         self.child.files["init/initializers.json"] = layer_initializers(model)
         if x_sample is not None:
             try:
@@ -219,9 +216,10 @@ class ComparisonRun:
         epoch = check_int(epoch, "epoch", minimum=self._last_epoch + 1)
         values = {}
         for name, value in logs.items():
-            if not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-                raise TypeError(f"log_epoch: {name} must be a number; got {shown(value)}")
-            values[KERAS_LOG_NAMES.get(name, name)] = float(value)
+            try:
+                values[KERAS_LOG_NAMES.get(name, name)] = float(value)
+            except (TypeError, ValueError):
+                raise TypeError(f"log_epoch: {name} must be a number; got {shown(value)}") from None
         self._last_epoch = epoch
         self.child.add_epoch(epoch, values)
 

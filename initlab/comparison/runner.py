@@ -172,6 +172,13 @@ def run_comparison(
     return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
 
 
+DATA_KEYS = ("dataset", "data_dir")
+"""The spec's keys that name its data: left out when ``run_comparison`` is given ``data``."""
+
+RESUMED_DATA_PARAMS = ("dataset_shapes", "dataset_hash")
+"""The parent's params (`data_params`) that a ``resume`` must find equal: the data, not only their name."""
+
+
 def _resolve_spec(spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file,
                   data: Dataset | None) -> tuple[ComparisonSpec, object]:
     """``(spec, the file it was read from)``: a built-in spec's name or a file is read, a mapping validated. With
@@ -179,17 +186,17 @@ def _resolve_spec(spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file,
     if isinstance(spec, (str, os.PathLike)):
         path = spec_path(spec)  # a built-in spec's name, or a file
         spec, spec_file = ComparisonSpec.from_file(path), path if spec_file is None else spec_file
-        given = read_spec_file(path) if data is not None else {}
+        given = read_spec_file(path) if data is not None else {}  # the keys as written (a file read twice: rare)
     elif not isinstance(spec, ComparisonSpec):
         spec, given = ComparisonSpec.from_dict(spec), spec
-    else:
-        given = {"dataset": spec.dataset} if spec.dataset != ComparisonSpec.dataset or spec.data_dir else {}
+    else:  # the keys it holds are those that differ from the defaults
+        given = {key: None for key in DATA_KEYS if getattr(spec, key) != getattr(ComparisonSpec, key)}
     if data is None:
         return spec, spec_file
     if not isinstance(data, Dataset):
         raise TypeError(f"data must be a keras_initlab.Dataset (Dataset.from_arrays, Dataset.from_npz, load_dataset); "
                         f"got {shown(data)}")
-    for key in ("dataset", "data_dir"):
+    for key in DATA_KEYS:
         if key in given:
             raise ValueError(f"give the data once: the spec's {key} key or data=, not both (leave {key} out of the spec)")
     return dataclasses.replace(spec, dataset=data.name), spec_file
@@ -208,7 +215,7 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, resu
     shared.update(model_params(spec))
     shared = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in shared.items()}
     data_now = data_params(data)
-    shared.update({key: data_now[key] for key in ("dataset_shapes", "dataset_hash")})
+    shared.update({key: data_now[key] for key in RESUMED_DATA_PARAMS})
     previous = tracker.latest_parent() if resume else None
     if previous is not None:
         _check_same_data(tracker.run_params(previous), data_now)
@@ -232,7 +239,7 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, resu
 def _check_same_data(parent: Mapping[str, str], data_now: Mapping[str, str]) -> None:
     """A `SpecError` unless the data of a resumed comparison's parent run (its params; older parents lack them) are
     the data now."""
-    for key in ("dataset_shapes", "dataset_hash"):
+    for key in RESUMED_DATA_PARAMS:
         if key in parent and parent[key] != data_now[key]:
             raise SpecError(
                 f"--resume: the data differ from those the comparison trained on ({key}: {parent[key]} there, "

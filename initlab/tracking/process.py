@@ -51,6 +51,8 @@ class TrackingProcess:
 
     process: subprocess.Popen
     new_store: str | None
+    database: Path | None = None
+    """The store's database file (a SQLite store's; ``None`` for any other)."""
     made: tuple[Path, ...] = ()
     """The store's lock file and folder, where this command made them (removed with a store no comparison adopted)."""
 
@@ -66,10 +68,9 @@ class TrackingProcess:
         new_store = Path(self.new_store)
         for leftover in new_store.parent.glob(new_store.name + "*"):  # with .partial and SQLite's journal
             leftover.unlink(missing_ok=True)
-        database = new_store.parent / new_store.name[1:].rsplit(".", 2)[0]  # .<database>.<pid>.new
         for path in self.made:
-            if path.suffix == ".lock":
-                _remove_lock_file(path, database)
+            if path == self.database.with_suffix(".lock"):
+                _remove_lock_file(self.database)
             else:
                 with contextlib.suppress(OSError):  # not empty: in use
                     path.rmdir()
@@ -105,7 +106,7 @@ def start_tracking_process(tracking_uri: str | None) -> TrackingProcess:
     if lock is not None:
         lock.close()
     _connections = (Connection(requests[1], readable=False), Connection(replies[0], writable=False))
-    return TrackingProcess(process, store, made)
+    return TrackingProcess(process, store, database, made)
 
 
 def _sqlite_database(tracking_uri: str | None) -> Path | None:
@@ -166,9 +167,10 @@ def _lock_new_store(database: Path | None):
     return lock, str(database.parent / f".{database.name}.{os.getpid()}.new"), tuple(made)
 
 
-def _remove_lock_file(path: Path, database: Path) -> None:
-    """Removes the lock file ``path`` of a store that was not made, if no other comparison holds it (nor waits: they
-    check `holds_lock_file` once they hold it) and its store still does not exist."""
+def _remove_lock_file(database: Path) -> None:
+    """Removes the lock file of ``database``, a store that was not made, if no other comparison holds it (nor waits:
+    they check `holds_lock_file` once they hold it) and the store still does not exist."""
+    path = database.with_suffix(".lock")
     try:
         lock = open(path, "a")
     except OSError:

@@ -138,12 +138,17 @@ def pending_root(uri: str) -> Path:
     return Path(cache) / "keras-initlab" / "pending"
 
 
-def lock_file(uri: str):
-    """``<database>.lock`` of a SQLite store, opened for appending (created, with its folder, if need be)."""
+def _named_database(uri: str) -> Path:
+    """The database file of the SQLite store ``uri``; a `TrackingUnavailableError` when the URI names none."""
     database = sqlite_database(uri)
     if database.name in ("", ".", ".."):
         raise TrackingUnavailableError(f"the MLflow store {uri} names no database file. {STORE_FIX}")
-    lock_path = database.with_suffix(".lock")
+    return database
+
+
+def lock_file(uri: str):
+    """``<database>.lock`` of a SQLite store, opened for appending (created, with its folder, if need be)."""
+    lock_path = _named_database(uri).with_suffix(".lock")
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         return open(lock_path, "a")
@@ -171,10 +176,8 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 def check_writable(uri: str) -> None:
     """Fails fast, before any work, when the folder of a SQLite store or of the pending records
     (`pending_root`) cannot be written, or the store's file is not a SQLite database."""
-    database = sqlite_database(uri)
-    if database is not None:
-        if database.name in ("", ".", ".."):
-            raise TrackingUnavailableError(f"the MLflow store {uri} names no database file. {STORE_FIX}")
+    if uri.startswith("sqlite:///"):
+        database = _named_database(uri)
         try:
             _try_writing_in(database.parent)
         except OSError as e:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import os
 import zipfile
 from pathlib import Path
@@ -179,7 +178,7 @@ class Dataset:
         if not path.is_file():
             raise FileNotFoundError(f"{shown(str(path))}: no such .npz file")
         try:
-            with np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) as npz:
+            with np.load(path, allow_pickle=False) as npz:
                 held = set(npz.files)
                 splits = [split for split in NPZ_SPLITS if set(split) <= held]
                 whole = len(splits) >= 2 and splits[0] == NPZ_SPLITS[0]
@@ -203,7 +202,7 @@ def _features(x, name: str) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
         fail(TypeError, name, "an array of uint8 pixels or of floating-point features", f"an array of {x.dtype}")
-    if x.ndim < 2 or x.ndim > 4 or len(x) == 0 or 0 in x.shape:
+    if x.ndim < 2 or x.ndim > 4 or 0 in x.shape:
         fail(ValueError, name, "examples (n, F), (n, H, W) or (n, H, W, C) with n >= 1",
              f"an array of shape {x.shape}")
     if x.dtype == np.uint8:

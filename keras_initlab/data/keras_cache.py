@@ -42,13 +42,13 @@ def load_keras_dataset(name: str) -> Dataset:
         raise ValueError(
             f"Unknown Keras data set {name!r}; Keras' data sets: {', '.join(f'keras:{n}' for n in KERAS_DATASETS)}"
         )
-    missing = [keras_cache() / file for file in KERAS_DATASETS[name] if not (keras_cache() / file).is_file()]
+    folder = keras_cache()
+    missing = [folder / file for file in KERAS_DATASETS[name] if not (folder / file).is_file()]
     if missing:
         raise DatasetNotFoundError(
             f"keras:{name}: Keras' cache has no {missing[0]}; fetch it once with network access: "
             f'python -c "import keras; keras.datasets.{name}.load_data()" (or copy the file there)'
         )
-    folder = keras_cache()
     if name == "mnist":  # read here, as Keras reads them, from this process's $KERAS_HOME
         dataset = Dataset.from_npz(folder / "mnist.npz", name="keras:mnist")
     elif name == "fashion_mnist":
