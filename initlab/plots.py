@@ -5,6 +5,7 @@ figure is drawn, so that importing the application stays light. Each function
 returns the `matplotlib.figure.Figure`; save it with ``figure.savefig(path)``.
 
 - `plot_comparison`: a comparison's validation curves, mean and min-max band over seeds.
+- `plot_layers`: per scheme, the kernels' gradient norms by layer and epoch (`keras_initlab.watch`).
 - `plot_activation_histograms`: per layer, the histogram of activations at initialization.
 - `plot_preactivation_std_by_depth`: measured (and predicted) pre-activation std against depth.
 - `diagnose_with_histograms`: `keras_initlab.diagnose`'s table and the histograms from one forward pass.
@@ -130,6 +131,46 @@ def plot_comparison(results: Results, metric: str = "val_accuracy", title: str =
     axes.set_title(title or f"{metric} by epoch: mean and min-max over seeds")
     axes.grid(alpha=0.3)
     axes.legend()
+    return figure
+
+
+def plot_layers(results: Results, every: int = 1, title: str = ""):
+    """Per scheme a panel of the kernels' gradient norms (``layers/layer<k>/grad_norm``): layer ``k`` (rows, the
+    first on top) by epoch (columns: 0, ``every``, ``2 * every``, ...), the geometric mean over seeds, on one log
+    colour scale for all panels; a norm of 0 (or missing) is left blank. Runs without the metric are left out.
+    Raises ValueError when no run has it."""
+    matrices = {}
+    for scheme, histories in results.items():
+        watched = [h for h in histories if "layers/layer1/grad_norm" in h]
+        if watched:
+            depth = sum(1 for key in watched[0] if key.startswith("layers/layer") and key.endswith("/grad_norm"))
+            per_layer = [curves({scheme: watched}, f"layers/layer{k}/grad_norm")[scheme] for k in range(1, depth + 1)]
+            with np.errstate(divide="ignore"):
+                matrices[scheme] = np.exp(np.log(np.stack(per_layer)).mean(axis=1))  # (layers, epochs)
+    if not matrices:
+        raise ValueError("No run has layers/layer<k>/grad_norm: the layers were not watched.")
+    from matplotlib.colors import LogNorm
+
+    finite = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in matrices.values()])
+    norm = LogNorm(*(finite.min(), finite.max())) if finite.size else None
+    width = 1.2 + 3.2 * len(matrices)
+    figure = _figure(figsize=(width, 4.2), dpi=100)
+    figure.subplots_adjust(left=0.7 / width, right=1 - 1.1 / width, bottom=0.13, top=0.84, wspace=0.15)
+    for i, (scheme, matrix) in enumerate(matrices.items()):
+        axes = figure.add_subplot(1, len(matrices), i + 1)
+        shown = np.ma.masked_where(~(np.isfinite(matrix) & (matrix > 0)), matrix)
+        image = axes.imshow(shown, norm=norm, aspect="auto", interpolation="nearest", cmap="viridis",
+                            extent=(-0.5 * every, (matrix.shape[1] - 0.5) * every, matrix.shape[0] + 0.5, 0.5))
+        axes.set_title(scheme, fontsize=10)
+        axes.set_xlabel("epoch")
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        if i == 0:
+            axes.set_ylabel("layer")
+        else:
+            axes.tick_params(labelleft=False)
+    colorbar_axes = figure.add_axes((1 - 0.95 / width, 0.13, 0.15 / width, 0.71))
+    figure.colorbar(image, cax=colorbar_axes, label="kernel gradient norm")
+    figure.suptitle(title or "kernel gradient norm by layer and epoch: geometric mean over seeds")
     return figure
 
 

@@ -36,6 +36,8 @@ and finite (a schedule's: at its first step). ``loss`` (a Keras loss name or
 config) is for factory models; their default is sparse categorical cross-entropy on the
 model's probabilities. The built-in models' loss follows their ``output``. ``lsuv_examples``
 (default `LSUV_EXAMPLES`) is the batch of the ``lsuv`` scheme: the first training examples.
+``watch`` (``true``, the default; ``false``; or ``{every: N}``) measures every Dense/Conv layer's statistics
+after every (N-th) epoch, ``layers/layer<k>/<stat>`` (`keras_initlab.watch`).
 
 **Built-in specs** ship in the package and are addressed by name: ``initlab compare nielsen``
 (`initlab.spec_files.spec_path` has the rule for a name and a file that could both match).
@@ -64,25 +66,23 @@ import contextlib
 import copy
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import keras
 
 from keras_initlab.backend import DEVICES
 from keras_initlab.checks import check_choice, check_int, check_ints, check_list, check_number, check_str, fail
-from keras_initlab.models import (
-    OUTPUTS, build_convnet, build_mlp, factory_name,
-)
+from keras_initlab.models import OUTPUTS
 from keras_initlab.schemes import SchemeLike, list_schemes
 
 from initlab.messages import shown, shown_text
 from initlab.spec_files import SpecError, SpecTypeError, read_spec_file
 from initlab.spec_keras import check_factory, check_initializer, check_optimizer, keras_config, plain
+from initlab.spec_models import ConvNetModel, FactoryModel, MLPModel, ModelSpec
 
 
 MAX_NAME_LENGTH = 100
@@ -129,66 +129,6 @@ class Run:
         return f"{self.scheme.name}/seed={self.seed}"
 
 
-def _default(function: Callable, argument: str):
-    """A default argument of ``function``: the spec's defaults are the builders' own."""
-    return inspect.signature(function).parameters[argument].default
-
-
-@dataclasses.dataclass(frozen=True)
-class MLPModel:
-    """The built-in MLP (`keras_initlab.models.build_mlp`): ``{sizes, activation, output}``."""
-
-    sizes: tuple[int, ...] = tuple(_default(build_mlp, "sizes"))
-    activation: str = _default(build_mlp, "activation")
-    output: str = _default(build_mlp, "output")
-
-    def to_json(self) -> dict:
-        return {"sizes": list(self.sizes), "activation": self.activation, "output": self.output}
-
-    def describe(self) -> str:
-        """``MLP 784-100x29-10 relu``: runs of equal widths written once, with their count."""
-        runs: list[list[int]] = []
-        for size in self.sizes:
-            if runs and runs[-1][0] == size:
-                runs[-1][1] += 1
-            else:
-                runs.append([size, 1])
-        widths = "-".join(f"{size}x{count}" if count > 1 else str(size) for size, count in runs)
-        return f"MLP {widths} {self.activation}"
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvNetModel:
-    """The built-in conv net (`keras_initlab.models.build_convnet`): ``{kind: convnet, filters, activation, output}``."""
-
-    filters: tuple[int, ...] = tuple(_default(build_convnet, "filters"))
-    activation: str = _default(build_convnet, "activation")
-    output: str = _default(build_convnet, "output")
-
-    def to_json(self) -> dict:
-        return {"kind": "convnet", "filters": list(self.filters), "activation": self.activation, "output": self.output}
-
-    def describe(self) -> str:
-        return f"conv net {'-'.join(map(str, self.filters))} {self.activation}"
-
-
-@dataclasses.dataclass(frozen=True)
-class FactoryModel:
-    """A user's model: ``{factory: "file.py:function"}``, ``{factory: "package.module:function"}``,
-    or (in Python) the function itself, recorded by its qualified name."""
-
-    factory: str | Callable
-
-    def to_json(self) -> dict:
-        return {"factory": factory_name(self.factory)}
-
-    def describe(self) -> str:
-        return factory_name(self.factory)
-
-
-ModelSpec = MLPModel | ConvNetModel | FactoryModel
-
-
 @dataclasses.dataclass(frozen=True)
 class NpzFile:
     """``dataset: {npz: PATH}``: an ``.npz`` in Keras' layout (`keras_initlab.Dataset.from_npz`), its path as written
@@ -229,6 +169,8 @@ class ComparisonSpec:
     device: str = "auto"
     lsuv_examples: int = LSUV_EXAMPLES
     """How many training examples (the first ones) the ``lsuv`` scheme rescales on; at most the training set."""
+    watch: int = 1
+    """Every how many epochs the layers' statistics are measured (`keras_initlab.watch`); 0: never (``watch: false``)."""
     base_dir: Path | None = dataclasses.field(default=None, compare=False)
     """Where a factory file's relative path starts: the spec file's folder (default: the current one)."""
 
@@ -306,6 +248,7 @@ class ComparisonSpec:
             l2_lambda=l2_lambda,
             device=check_choice(raw.get("device", default["device"]), "device", DEVICES),
             lsuv_examples=check_int(raw.get("lsuv_examples", default["lsuv_examples"]), "lsuv_examples", minimum=2),
+            watch=_watch(raw.get("watch", True)),
             base_dir=base_dir,
         )
 
@@ -350,6 +293,8 @@ class ComparisonSpec:
                 out[key] = getattr(self, key)
         if self.lsuv_examples != LSUV_EXAMPLES:
             out["lsuv_examples"] = self.lsuv_examples
+        if self.watch != 1:
+            out["watch"] = False if self.watch == 0 else {"every": self.watch}
         if self.optimizer is not None:
             del out["learning_rate"]
         if self.subset is not None:
@@ -443,6 +388,16 @@ def check_seed(value, path: str) -> int:
     `SpecTypeError` or `SpecError` naming ``path``."""
     with _key_paths():
         return check_int(value, path, minimum=0, maximum=MAX_SEED)
+
+
+def _watch(value) -> int:
+    """``true`` -> 1, ``false`` -> 0, ``{every: N}`` -> N (an int from 1 to `MAX_EPOCHS`)."""
+    if isinstance(value, bool):
+        return int(value)
+    _mapping(value, "watch", "true, false or a mapping {every: N}")
+    if set(value) != {"every"}:
+        raise SpecError(f"watch: must have exactly the key every (watch: {{every: 5}}); got {shown(sorted(value))}")
+    return check_int(value["every"], "watch.every", minimum=1, maximum=MAX_EPOCHS)
 
 
 def _subset(value) -> tuple[int, int] | None:

@@ -24,6 +24,7 @@ from keras_initlab.models import build_convnet, build_mlp
 from keras_initlab.schemes import Scheme, get_scheme, list_schemes
 from keras_initlab.theory import predicted_preactivation_std, weight_variance
 from keras_initlab.training import NonFiniteLossError, train, train_stacked
+from keras_initlab.watch import LayerWatch, WatchLayers
 
 
 MOVED_TO_APPLICATION = ("ComparisonSpec", "SpecError", "run_comparison")
@@ -52,9 +53,11 @@ __all__ = [
     "NonFiniteLossError",
     "InverseSqrtUniform",
     "LSUVStep",
+    "LayerWatch",
     "ScaledGaussian",
     "SparseGaussian",
     "Scheme",
+    "WatchLayers",
     "build_convnet",
     "build_mlp",
     "compute_fans",

@@ -256,7 +256,7 @@ def _flat_inputs(layer) -> list:
         return []
 
 
-def _activation_after(model: keras.Model, layer) -> tuple[str, keras.layers.Layer | None]:
+def activation_after(model: keras.Model, layer) -> tuple[str, keras.layers.Layer | None]:
     """(activation name, activation layer or None) for a diagnosed layer."""
     own = activation_name(getattr(layer, "activation", None))
     if own != "linear":
@@ -394,7 +394,7 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
         raise ValueError(f"diagnose needs a functional or Sequential model; {model.name!r} has no symbolic inputs.")
     x = model_input(model, x_batch)
     layers = diagnosed_layers(model)
-    activations = [_activation_after(model, layer) for layer in layers]
+    activations = [activation_after(model, layer) for layer in layers]
     probe_outputs = [layer.input for layer in layers] + [
         (after if after is not None else layer).output for layer, (_, after) in zip(layers, activations)
     ]

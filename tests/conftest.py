@@ -1,7 +1,9 @@
 """What the tests share: real MLflow tracking servers started through the project's own ``initlab serve``, new
 MLflow stores, a Ray head node, the small specs they run, and how they read a comparison back from MLflow."""
 
+import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -245,6 +247,8 @@ CHILD_PARAMS = {"scheme", "kernel_initializer", "bias_initializer", "sizes", "ac
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
 INIT_METRICS = [f"init/layer{depth}/{metric}" for depth in (1, 2)
                 for metric in ("preact_std", "predicted_std", "saturated_fraction", "grad_norm")]
+WATCHED = ("preact_std", "activation_std", "saturated_fraction", "grad_norm")
+"""The watched statistics of `TINY`'s sigmoid layers at step 0 (the diagnostics') and after every epoch."""
 
 
 def check_comparison(client, experiment_name, epochs=2, histograms=False):
@@ -277,6 +281,14 @@ def check_comparison(client, experiment_name, epochs=2, histograms=False):
         assert "model/model.keras" in [a.path for a in client.list_artifacts(child.info.run_id, "model")]
         for key in INIT_METRICS:  # diagnostics of the untrained model, at step 0
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [0], key
+        for depth, stat in itertools.product((1, 2), WATCHED):  # the layers watched: step 0 is the diagnostics'
+            history = sorted(client.get_metric_history(child.info.run_id, f"layers/layer{depth}/{stat}"),
+                             key=lambda m: m.step)
+            assert [m.step for m in history] == list(range(epochs + 1)), (depth, stat)
+            (initial,) = client.get_metric_history(child.info.run_id, f"init/layer{depth}/{stat}")
+            assert history[0].value == initial.value and all(math.isfinite(m.value) for m in history)
+            ratios = client.get_metric_history(child.info.run_id, f"layers/layer{depth}/update_ratio")
+            assert sorted(m.step for m in ratios) == list(range(1, epochs + 1)) and all(m.value > 0 for m in ratios)
         init_files = {a.path for a in client.list_artifacts(child.info.run_id, "init")}
         assert init_files == {"init/diagnostics.md", "init/initializers.json"} | (
             {"init/activations.png"} if histograms else set())
@@ -284,7 +296,7 @@ def check_comparison(client, experiment_name, epochs=2, histograms=False):
         assert len(layers) == len(json.loads(child.data.params["sizes"])) - 1  # every Dense layer's initializers
         assert layers[0]["kernel"] == child.data.params["kernel_initializer"]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"comparison.png", "summary.csv", "summary.md", "spec.json", "original-spec.yaml"} <= artifacts
+    assert {"comparison.png", "layers.png", "summary.csv", "summary.md", "spec.json", "original-spec.yaml"} <= artifacts
     # The summary's numbers are the children's metric histories, summarized.
     expected = {row.scheme: row for row in summarize(results)}
     csv_path = client.download_artifacts(parent.info.run_id, "summary.csv")

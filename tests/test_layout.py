@@ -29,6 +29,7 @@ LIBRARY = [
     "keras_initlab.data",
     "keras_initlab.models",
     "keras_initlab.diagnostics",
+    "keras_initlab.watch",
     "keras_initlab.lsuv",
     "keras_initlab.training.driver",
     "keras_initlab.training.planning",
@@ -56,6 +57,7 @@ APPLICATION = [
     "initlab.tracking.queue",
     "initlab.tracking",
     "initlab.spec_keras",
+    "initlab.spec_models",
     "initlab.spec",
     "initlab.plots",
     "initlab.comparison.builder",
@@ -182,9 +184,10 @@ def test_what_trains_nothing_imports_no_heavy_library():
 def test_tensorflow_is_imported_only_behind_the_boundary():
     # The trainers and the diagnostics' gradient norms; each entry point calls backend.require_tensorflow.
     users = {name for name, tree in modules().items() if any(n.split(".")[0] == "tensorflow" for n in imported(tree))}
-    assert users == {"keras_initlab.diagnostics", "keras_initlab.training.driver", "keras_initlab.training.planning",
-                     "keras_initlab.training.single", "keras_initlab.training.stacked"}
-    for name in ("keras_initlab.diagnostics", "keras_initlab.training.single", "keras_initlab.training.stacked"):
+    assert users == {"keras_initlab.diagnostics", "keras_initlab.watch", "keras_initlab.training.driver",
+                     "keras_initlab.training.planning", "keras_initlab.training.single", "keras_initlab.training.stacked"}
+    for name in ("keras_initlab.diagnostics", "keras_initlab.watch", "keras_initlab.training.single",
+                 "keras_initlab.training.stacked"):
         assert "keras_initlab.backend" in imported(modules()[name]), name
 
 

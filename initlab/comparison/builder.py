@@ -8,15 +8,17 @@ step-0 diagnostics on the comparison's fixed batch (`diagnostic_batch`).
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 
 import keras
 
 from keras_initlab.data import Dataset
-from keras_initlab.diagnostics import diagnose
+from keras_initlab.diagnostics import diagnose, diagnosed_layers
 from keras_initlab.lsuv import LSUVStep, lsuv
 from keras_initlab.models import FactoryError, build_convnet, build_from_factory, build_mlp, default_loss, load_factory
 from keras_initlab.schemes import LSUV, Scheme
+from keras_initlab.watch import LayerWatch
 
 from initlab.plots import diagnose_with_histograms
 from initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, SchemeSpec, SpecError
@@ -81,6 +83,17 @@ class ModelBuilder:
         if title is None:
             return diagnose(model, x, y, loss=self.loss(model), predict=lsuv_steps is None), None
         return diagnose_with_histograms(model, x, y, loss=self.loss(model), predict=lsuv_steps is None, title=title)
+
+    @functools.cached_property
+    def depth(self) -> int:
+        """How many Dense/Conv layers the spec's model has (`keras_initlab.diagnostics.diagnosed_layers`)."""
+        return len(diagnosed_layers(self.build(self.spec.schemes[0], self.spec.seeds[0])))
+
+    @functools.cached_property
+    def watch(self) -> LayerWatch | None:
+        """The spec's `keras_initlab.watch.LayerWatch`: every ``watch`` epochs on `diagnostic_batch` (so that step 0
+        is the diagnostics'); ``None`` for ``watch: false``."""
+        return LayerWatch(*diagnostic_batch(self.data), every=self.spec.watch) if self.spec.watch else None
 
     @property
     def lsuv_examples(self) -> int:

@@ -14,6 +14,7 @@ import keras
 
 from keras_initlab.data import Dataset
 from keras_initlab.models import all_layers
+from keras_initlab.watch import step_zero
 
 from initlab.comparison.builder import ModelBuilder
 from initlab.messages import one_line
@@ -120,7 +121,7 @@ def prepare(builder: ModelBuilder, shared: dict, group: list[Run]) -> tuple[list
 def prepare_diagnosed(builder: ModelBuilder, shared: dict, group: list[Run], histograms: bool) -> tuple:
     """`prepare`, and the step-0 diagnostics of the models (before they train) in their child runs."""
     models, children, steps = prepare(builder, shared, group)
-    record_initial(children, initial_diagnostics(builder, group, models, steps, histograms))
+    record_initial(children, initial_diagnostics(builder, group, models, steps, histograms), builder.watch is not None)
     return models, children, steps
 
 
@@ -150,13 +151,16 @@ def diagnose_copies(builder: ModelBuilder, group: list[Run], weights: list[list]
     return initial_diagnostics(builder, group, copies, steps, histograms)
 
 
-def record_initial(children: list[ChildRun], results: list[tuple | str]) -> None:
-    """Adds `initial_diagnostics`' results to the child runs."""
+def record_initial(children: list[ChildRun], results: list[tuple | str], watched: bool) -> None:
+    """Adds `initial_diagnostics`' results to the child runs; ``watched``: their values of the watched statistics
+    also as step 0 of ``layers/layer<k>/<stat>`` (`keras_initlab.watch.step_zero`)."""
     for child, result in zip(children, results):
         if isinstance(result, str):
             child.skip_initial_diagnostics(result)
         else:
             child.add_initial_diagnostics(*result)
+            if watched:
+                child.add_epoch(0, step_zero(result[0]))
 
 
 class EpochMetricsLogger(keras.callbacks.Callback):

@@ -35,7 +35,7 @@ def train_group(
     spec, data = builder.spec, builder.data
     loggers = [EpochMetricsLogger(child) for child in children]
     callbacks = [[logger] for logger in loggers[:-1]] + [[loggers[-1], bar]]
-    common = dict(epochs=spec.epochs, batch_size=spec.batch_size, device=spec.device)
+    common = dict(epochs=spec.epochs, batch_size=spec.batch_size, device=spec.device, watch=builder.watch)
     bar.start(group)
     try:
         try:
@@ -54,13 +54,13 @@ def train_group(
             outcomes = [e] * len(children)
     except KeyboardInterrupt:  # keep the epochs that did complete
         if initial is not None and initial.done():
-            record_initial(children, initial.result())
+            record_initial(children, initial.result(), builder.watch is not None)
         for child in children:
             child.finish(None, "KILLED", "interrupted")
         queue.submit_runs(children)
         raise
     if initial is not None:
-        record_initial(children, initial.result())
+        record_initial(children, initial.result(), builder.watch is not None)
     failures = {}
     for child, model, outcome in zip(children, models, outcomes):
         if isinstance(outcome, Exception):

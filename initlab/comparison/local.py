@@ -58,7 +58,8 @@ class LocalRunner:
     def train(self, groups: list[list[Run]], queue: TrackingQueue, shared: dict, histograms: bool, bar: Progress,
               interrupts: Interrupts) -> tuple[dict, dict]:
         """Trains ``groups`` in turn (`train_group`), each run handed to ``queue`` when it ends. Returns
-        ``({run key: val_accuracy curve} of the FINISHED runs, {run key: failure})``. On any error the groups
+        ``({run key: its summary curves} of the FINISHED runs, {run key: failure})``
+        (`initlab.tracking.ChildRun.summary_curves`). On any error the groups
         not yet prepared are dropped, and the error raised."""
         builder, preparer = self.builder, self._preparer
         curves, failures, prepared = {}, {}, None
@@ -75,7 +76,7 @@ class LocalRunner:
                 if i + 1 < len(groups):  # the next group's models and diagnostics while this one trains
                     prepared = preparer.submit(prepare_diagnosed, builder, shared, groups[i + 1], histograms)
                 failures.update(train_group(builder, group, models, children, bar, queue, initial))
-                curves.update({child.run_key: child.curve("val_accuracy") for child in children
+                curves.update({child.run_key: child.summary_curves() for child in children
                                if child.status == "FINISHED"})
                 bar.finish(len(group))
         except BaseException:

@@ -81,7 +81,7 @@ class RayRunner:
               interrupts: Interrupts) -> tuple[dict, dict]:
         """Runs the units ``groups`` as Ray tasks (`train_unit`), the dataset sent once to the object store; the
         progress line follows the epochs they report, and makes its checks (``interrupts``, the store) meanwhile.
-        Returns ``({run key: val_accuracy curve} of the FINISHED runs, {run key: failure})``. On Ctrl-C each unit
+        Returns ``({run key: its summary curves} of the FINISHED runs, {run key: failure})``. On Ctrl-C each unit
         in flight is interrupted (a `KeyboardInterrupt` in its task: it writes its runs KILLED with the epochs they
         finished, as `train_group` does here) and waited for up to `CANCEL_GRACE` seconds; on any other error, and
         after that, the tasks left are stopped."""
@@ -108,7 +108,7 @@ class RayRunner:
                     try:
                         results = ray.get(ref)
                     except Exception as e:  # the worker died more often than retried, or the unit could not start
-                        results = {run.key: ("FAILED", f"{type(e).__name__}: {one_line(e)}", []) for run in unit}
+                        results = {run.key: ("FAILED", f"{type(e).__name__}: {one_line(e)}", {}) for run in unit}
                     for key, (status, failure, curve) in results.items():
                         if status == "FINISHED":
                             curves[key] = curve
@@ -133,7 +133,7 @@ def train_unit(spec: ComparisonSpec, data, keys: list[str], uri: str, experiment
     """One unit of work on a Ray worker: builds its runs' models, diagnoses them, trains them and writes each as a
     child run of ``parent_id`` (child runs of these keys left by an earlier attempt are replaced). Epochs are
     put on ``epochs`` (a `ray.util.queue.Queue` the driver drains) as ``(index, epoch, logs)``. Returns
-    ``{run key: (status, failure or None, val_accuracy curve)}``."""
+    ``{run key: (status, failure or None, summary curves)}`` (`initlab.tracking.ChildRun.summary_curves`)."""
     import ray
 
     # Ray stops a unit on Ctrl-C with `_thread.interrupt_main`, which does nothing where SIGINT is ignored: a worker
@@ -147,14 +147,14 @@ def train_unit(spec: ComparisonSpec, data, keys: list[str], uri: str, experiment
     try:
         queue.submit(lambda tracker: tracker.join_parent(parent_id, keys))
         models, children, steps = prepare(builder, shared, group)
-        record_initial(children, initial_diagnostics(builder, group, models, steps, histograms))
+        record_initial(children, initial_diagnostics(builder, group, models, steps, histograms), builder.watch is not None)
         bar = QueuedProgress(epochs, index, len(group), spec.epochs, [queue.raise_if_lost])
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)  # a lane per CPU it was given
         failures = train_group(builder, group, models, children, bar, queue, lanes=max(1, int(cpus)))
         queue.wait()
     finally:
         queue.close()
-    return {child.run_key: (child.status, failures.get(child.run_key), child.curve("val_accuracy")) for child in children}
+    return {child.run_key: (child.status, failures.get(child.run_key), child.summary_curves()) for child in children}
 
 
 class QueuedProgress(Progress):
@@ -166,7 +166,8 @@ class QueuedProgress(Progress):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        event = (self.index, epoch, {key: float(value) for key, value in (logs or {}).items()})
+        event = (self.index, epoch, {key: float(value) for key, value in (logs or {}).items()
+                                     if not key.startswith("layers/")})  # the watched layers: not for the line
         # Sent without waiting for it: a task waiting on Ray (`Queue.put_nowait` does) lends its CPU back to the
         # scheduler, which would start another unit, and a worker importing TensorFlow, on it meanwhile.
         self.queue.actor.put_nowait.remote(event)

@@ -15,8 +15,9 @@ for a script around ``model.fit`` (or a loop of its own) instead of a spec.
 A child run gets what a spec's child gets (`initlab.tracking.layout`): the params (``scheme``, ``seed``, the
 first layer's ``kernel_initializer`` and ``bias_initializer`` (every layer's in ``init/initializers.json``), ``parameters``, the compiled optimizer's
 ``optimizer``/``learning_rate``/``optimizer_config``, ``epochs`` as ``fit`` was asked), the step-0
-diagnostics of the model on ``x_sample`` (``init/layer<k>/...``; the gradient norms with ``y_sample``), each
-epoch's logs at step = epoch (Keras' ``loss`` and ``accuracy`` as ``train_loss`` and ``train_accuracy``, the
+diagnostics of the model on ``x_sample`` (``init/layer<k>/...``; the gradient norms with ``y_sample``), with
+both the layers' statistics on them at step 0 and after every epoch (``layers/layer<k>/...``, `keras_initlab.watch`;
+``watch=N``: every N epochs, ``False``: never), each epoch's logs at step = epoch (Keras' ``loss`` and ``accuracy`` as ``train_loss`` and ``train_accuracy``, the
 names a spec's runs have; ``val_*`` as they are), ``final_val_accuracy`` and ``best_val_accuracy``, the trained
 model with ``save_model=True``, and its status: FINISHED, FAILED (an exception, re-raised) or KILLED (Ctrl-C).
 A run that ends is a record on disk at once, written to MLflow by the comparison's background writer
@@ -34,14 +35,15 @@ from datetime import datetime
 import keras
 
 from keras_initlab.checks import check_int
-from keras_initlab.diagnostics import diagnose
+from keras_initlab.diagnostics import diagnose, model_input
 from keras_initlab.models import default_loss
 from keras_initlab.schemes import Scheme
+from keras_initlab.watch import LayerWatch, ModelProbe, step_zero
 
 from initlab.background import quick_gil_handoff
 from initlab.comparison.children import layer_initializers, optimizer_config_params, run_params
 from initlab.messages import one_line, shown
-from initlab.plots import plot_comparison, to_png
+from initlab.plots import plot_comparison, plot_layers, to_png
 from initlab.report import summarize, to_csv, to_markdown
 from initlab.spec import Run, SchemeSpec
 from initlab.tracking import (
@@ -62,12 +64,16 @@ class Comparison:
             else ``tracking/mlflow.db``).
         experiment: the MLflow experiment (default ``name``).
         progress: where the summary and the link are printed (default standard output; ``None``: nowhere).
+        watch: ``True`` (every epoch), every how many epochs (an int >= 1), or ``False``: when the runs' layers are
+            measured on their ``x_sample`` and ``y_sample`` (`keras_initlab.watch`).
 
     Raises, before any run: `initlab.spec.SpecError` for a name MLflow cannot hold (when made),
     `initlab.tracking.TrackingUnavailableError` for a store that cannot be used (when entered).
     """
 
-    def __init__(self, name: str, tracking_uri: str | None = None, experiment: str | None = None, progress="stdout"):
+    def __init__(self, name: str, tracking_uri: str | None = None, experiment: str | None = None, progress="stdout",
+                 watch: bool | int = True):
+        self.watch = int(watch) if isinstance(watch, bool) else check_int(watch, "watch", minimum=1)
         self.name = check_experiment(name)
         self.experiment = check_experiment(experiment or name)
         self.uri = resolve_tracking_uri(tracking_uri)
@@ -155,11 +161,11 @@ class Comparison:
 
     def _finish(self) -> None:
         """The summary (printed, and on the parent with the plot), the shared view, the parent's status, the link."""
-        by_scheme: dict[str, list[dict]] = {}  # the FINISHED runs' val_accuracy by epoch
+        by_scheme: dict[str, list[dict]] = {}  # the FINISHED runs' summary curves
         for run in sorted(self.runs, key=lambda run: run.key):
-            curve = run.child.curve("val_accuracy")
-            if run.child.status == "FINISHED" and curve:
-                by_scheme.setdefault(run.scheme, []).append({"val_accuracy": curve})
+            curves = run.child.summary_curves()
+            if run.child.status == "FINISHED" and curves.get("val_accuracy"):
+                by_scheme.setdefault(run.scheme, []).append(curves)
         files, description, table = {}, None, "no finished run with val_accuracy: no summary"
         try:
             summary = summarize(by_scheme) if by_scheme else []
@@ -171,12 +177,16 @@ class Comparison:
             table = to_markdown(summary)
             files = {"summary.csv": to_csv(summary), "summary.md": table,
                      "comparison.png": to_png(plot_comparison(by_scheme, title=title))}
+            try:
+                files["layers.png"] = to_png(plot_layers(by_scheme, self.watch, f"{title}: kernel gradient norms"))
+            except ValueError:  # no run was watched, or their seeds measured different numbers of epochs
+                pass
             description = f"**{title}**, validation accuracy:\n\n{table}"
         status = "FINISHED" if all(run.child.status == "FINISHED" for run in self.runs) else "FAILED"
-        runs = len(self.runs)
+        runs, depth = len(self.runs), max((run.depth for run in self.runs), default=0)
 
         def finish(tracker):
-            tracker.save_view(runs=runs)
+            tracker.save_view(runs=runs, depth=depth)
             if files:
                 tracker.log_parent_artifacts(files)
             if description is not None:
@@ -201,10 +211,16 @@ class ComparisonRun:
             comparison, run.key, run.scheme.name, model, save_model)
         self.child = ChildRun(run.key, params)
         self.child.files["init/initializers.json"] = layer_initializers(model)
+        self._watch, self.depth = None, 0
         if x_sample is not None:
             try:
                 loss = None if y_sample is None else (getattr(model, "loss", None) or default_loss(model))
-                self.child.add_initial_diagnostics(diagnose(model, x_sample, y_sample, loss=loss))
+                table = diagnose(model, x_sample, y_sample, loss=loss)
+                self.child.add_initial_diagnostics(table)
+                if comparison.watch and y_sample is not None:
+                    self._watch = _Watch(LayerWatch(x_sample, y_sample, comparison.watch), model, loss)
+                    self.child.add_epoch(0, step_zero(table))
+                    self.depth = len(table)
             except Exception as e:  # an initializer whose variance the theory lacks: the run goes on without
                 self.child.skip_initial_diagnostics(f"{type(e).__name__}: {one_line(e)}")
         self.callback = _EpochLogs(self)
@@ -220,6 +236,8 @@ class ComparisonRun:
                 values[KERAS_LOG_NAMES.get(name, name)] = float(value)
             except (TypeError, ValueError):
                 raise TypeError(f"log_epoch: {name} must be a number; got {shown(value)}") from None
+        if self._watch is not None and self._watch.watch.due(epoch - 1):
+            values.update(self._watch.measure())
         self._last_epoch = epoch
         self.child.add_epoch(epoch, values)
 
@@ -235,6 +253,22 @@ class ComparisonRun:
             self.child.finish(None, "FAILED", f"{type(error).__name__}: {one_line(error)}")
         self.comparison._ended(self)
         return False
+
+
+class _Watch:
+    """The layers of one run's model, measured on its sample (`keras_initlab.watch`) each time it is due."""
+
+    def __init__(self, watch: LayerWatch, model: keras.Model, loss):
+        self.watch = watch
+        self.probe = ModelProbe(model, keras.losses.get(loss) if isinstance(loss, str) else loss, jit_compile=False)
+        self.x = model_input(model, watch.x)
+        self.kernels = self.probe.kernels()
+
+    def measure(self) -> dict[str, float]:
+        """``{layers/layer<k>/<stat>: value}`` now; the update ratios against the last measurement."""
+        values = self.probe.measure(self.x, self.watch.y, self.kernels)
+        self.kernels = self.probe.kernels()
+        return values
 
 
 class _EpochLogs(keras.callbacks.Callback):

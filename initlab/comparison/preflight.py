@@ -14,6 +14,7 @@ import keras
 import numpy as np
 
 from keras_initlab.data import Dataset, load_dataset
+from keras_initlab.diagnostics import diagnosed_layers
 from keras_initlab.models import FactoryError, as_model_input, factory_name
 from keras_initlab.training import resolve_device
 from keras_initlab.training.planning import memory_budget, mlp_bytes
@@ -87,6 +88,11 @@ def check_spec_fits(spec: ComparisonSpec, data: Dataset, device_name: str) -> Mo
             raise SpecError(f"schemes[{i}] ({shown_text(scheme.name)}): {one_line(e)}") from None
         if builder.factory is not None and i == 0:
             _check_factory_outputs(spec, builder, model)
+        if spec.watch and i == 0:
+            try:
+                diagnosed_layers(model)
+            except ValueError as e:
+                raise SpecError(f"watch: {one_line(e)}; or give watch: false") from None
     return builder
 
 

@@ -26,7 +26,7 @@ from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolv
 from initlab.comparison.progress import Interrupts, Progress
 from initlab.comparison.children import data_params, model_params, shared_params
 from initlab.messages import one_line, shown
-from initlab.plots import plot_comparison, to_png
+from initlab.plots import plot_comparison, plot_layers, to_png
 from initlab.report import summarize, to_csv, to_markdown
 from initlab.spec import ComparisonSpec, SpecError
 from initlab.spec_files import read_spec_file, spec_path
@@ -137,14 +137,15 @@ def run_comparison(
         with runner, http_limits(), quick_gil_handoff(), Interrupts() as interrupts:
             queue = TrackingQueue(uri, experiment, spec.hash, records)
             try:
+                depth = builder.depth if spec.watch else None
                 started = queue.submit(lambda tracker: _start(tracker, spec, builder.data, resume, spec_file, records,
-                                                               progress))
+                                                               progress, depth))
                 if resume or runner.needs_parent or not uri.startswith("sqlite:///"):
                     queue.wait()  # what to train depends on the store (units elsewhere need the parent); a server's errors first
                 finished = started.result() if resume else {}
-                curves = {}  # run key -> val_accuracy by epoch, of every FINISHED run
+                curves = {}  # run key -> {metric: values by step} of its summary curves, of every FINISHED run
                 if finished:
-                    curves = queue.submit(lambda tracker: tracker.metric_histories(finished, "val_accuracy")).result()
+                    curves = queue.submit(lambda tracker: tracker.summary_curves(finished)).result()
                 groups = runner.groups([run for run in spec.runs() if run.key not in finished])
                 bar = Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, queue.raise_if_lost])
                 trained, failures = runner.train(groups, queue, shared_params(spec, builder.data, device), histograms, bar, interrupts)
@@ -203,9 +204,10 @@ def _resolve_spec(spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file,
 
 
 def _start(tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, resume: bool, spec_file,
-           records: Records, progress) -> dict[str, str]:
+           records: Records, progress, depth: int | None) -> dict[str, str]:
     """Starts (or with ``resume`` re-opens) the parent run, named ``<spec> YYYY-MM-DD HH:MM``, and logs the
-    spec; with ``resume``, writes the records of runs that ended without reaching MLflow last time (the store
+    spec and saves the chart view (with the "Layers" section for watched models of ``depth`` layers); with
+    ``resume``, writes the records of runs that ended without reaching MLflow last time (the store
     failed, or the process died). Returns ``{run_key: run_id}`` of the finished runs.
 
     A resume that finds no parent of the spec in the store (a store moved or deleted) starts one, says so on
@@ -228,7 +230,7 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, resu
             progress.write(f"--resume: no comparison of {spec.name} in {tracker.uri} to re-open; starting one, with "
                            f"the {len(waiting)} run record(s) left on this machine in {records.root}\n")
         finished.update(tracker.log_records(waiting, finished))
-    tracker.save_view(runs=len(spec.runs()))
+    tracker.save_view(runs=len(spec.runs()), depth=depth)
     files = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
     if spec_file is not None:  # the file as written, beside what ran (overrides applied)
         files[f"original-{Path(spec_file).name}"] = Path(spec_file).read_bytes()
@@ -247,13 +249,14 @@ def _check_same_data(parent: Mapping[str, str], data_now: Mapping[str, str]) -> 
             )
 
 
-def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, list[float]]) -> tuple:
-    """The summary of the FINISHED runs' ``val_accuracy`` curves (``{run key: curve}``), and what the parent
-    run gets of it: ``(summary rows, files, description)``: the plot and the tables; the table in Markdown."""
+def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, Mapping[str, list[float]]]) -> tuple:
+    """The summary of the FINISHED runs' curves (``{run key: {metric: values}}``: ``val_accuracy`` and the watched
+    gradient norms), and what the parent run gets of it: ``(summary rows, files, description)``: the plots
+    (``layers.png`` when the layers were watched) and the tables; the table in Markdown."""
     keys = {run.key: run.scheme.name for run in spec.runs()}
     results: dict[str, list[dict]] = {s.name: [] for s in spec.schemes}
     for key in sorted(curves):
-        results[keys[key]].append({"val_accuracy": curves[key]})
+        results[keys[key]].append(curves[key])
     results = {scheme: runs for scheme, runs in results.items() if runs}
     if not results:
         return [], {}, None
@@ -261,6 +264,8 @@ def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, list[f
     title = f"{spec.name}: {spec.model.describe()} on {data_name}"
     files = {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary),
              "comparison.png": to_png(plot_comparison(results, title=title))}
+    if spec.watch and any("layers/layer1/grad_norm" in run for runs in results.values() for run in runs):
+        files["layers.png"] = to_png(plot_layers(results, every=spec.watch, title=f"{title}: kernel gradient norms"))
     return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{to_markdown(summary)}"
 
 

@@ -7,12 +7,16 @@ metric names so that the MLflow UI's charts line them up. Per-epoch metrics use 
 number (1-based); each child also holds ``final_val_accuracy`` and ``best_val_accuracy``; the
 diagnostics of the untrained model (`keras_initlab.diagnostics`) are logged at step 0 as
 ``init/layer<depth>/<metric>``, with their table and activation histograms as artifacts under
-``init/``. The experiment carries a saved chart view (`initlab.tracking.ui`): the runs grouped by
-scheme, the learning curves first.
+``init/``. The layers' statistics during training (`keras_initlab.watch`) are
+``layers/layer<depth>/<stat>`` at step 0 (the diagnostics' values) and after every epoch; the parent holds
+``layers.png`` (the gradient norms by layer and epoch). The experiment carries a saved chart view
+(`initlab.tracking.ui`): the runs grouped by scheme, the learning curves first, then the layers.
 
 >>> PARENT_TAG
 'mlflow.parentRunId'
 """
+
+import re
 
 from initlab.messages import shown
 from initlab.spec_files import SpecError
@@ -33,6 +37,10 @@ NOTE_TAG = "mlflow.note.content"
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 MAX_TAG_LENGTH = 4900
 """Tag values are cut to this length (older MLflow servers accept 5000 characters, MLflow 3 8000)."""
+
+
+SUMMARY_METRICS = re.compile(r"val_accuracy|layers/layer\d+/grad_norm")
+"""The metrics of a FINISHED child run that its parent's summary and figures are made of."""
 
 
 MAX_EXPERIMENT_NAME = 256

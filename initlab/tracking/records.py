@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from initlab.messages import one_line
-from initlab.tracking.layout import DIAGNOSTICS_TAG, FAILURE_TAG, MAX_TAG_LENGTH
+from initlab.tracking.layout import DIAGNOSTICS_TAG, FAILURE_TAG, MAX_TAG_LENGTH, SUMMARY_METRICS
 from initlab.tracking.store import TrackingLostError, TrackingUnavailableError, pending_root, refusal
 
 if TYPE_CHECKING:
@@ -66,6 +66,10 @@ class ChildRun:
     def curve(self, key: str) -> list[float]:
         """The values of metric ``key`` so far, ordered by step."""
         return [value for _, value in sorted((step, value) for k, value, step, _ in self.metrics if k == key)]
+
+    def summary_curves(self) -> dict[str, list[float]]:
+        """``{metric: values by step}`` of its `initlab.tracking.layout.SUMMARY_METRICS`."""
+        return {key: self.curve(key) for key in sorted({key for key, *_ in self.metrics if SUMMARY_METRICS.fullmatch(key)})}
 
     def add_epoch(self, step: int, logs: Mapping[str, float]) -> None:
         """One epoch's metrics (``{name: value}``) at ``step``."""

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from initlab.messages import one_line
 from initlab.tracking.layout import (
-    FAILURE_TAG, MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, ROLE_TAG, RUN_KEY_TAG, SPEC_HASH_TAG, VERSION_TAG,
-    VIEW_TAG_PREFIX,
+    FAILURE_TAG, MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, ROLE_TAG, RUN_KEY_TAG, SPEC_HASH_TAG, SUMMARY_METRICS,
+    VERSION_TAG, VIEW_TAG_PREFIX,
 )
 from initlab.tracking.records import TrackerBase, remove_record
 from initlab.tracking.store import (
@@ -183,10 +183,11 @@ class ComparisonTracker(TrackerBase):
             self.client.log_artifacts(self.parent_id, tmp)
 
     @_one_writer
-    def save_view(self, runs: int) -> None:
-        """The parent's chart view (`view_state`) as the experiment's shared view named by the parent's id
-        (the tag ``mlflow.sharedViewState.<parent id>``), which `ui_url` opens."""
-        state = view_state(self.parent_id, runs)
+    def save_view(self, runs: int, depth: int | None = None) -> None:
+        """The parent's chart view (`view_state`, with the "Layers" section for watched models of ``depth``
+        layers) as the experiment's shared view named by the parent's id (the tag
+        ``mlflow.sharedViewState.<parent id>``), which `ui_url` opens."""
+        state = view_state(self.parent_id, runs, depth)
         self.client.set_experiment_tag(self.experiment_id, f"{VIEW_TAG_PREFIX}{self.parent_id}", json.dumps(state))
 
     # -- child runs --------------------------------------------------------------------
@@ -246,10 +247,13 @@ class ComparisonTracker(TrackerBase):
                 self.client.set_tag(child.info.run_id, FAILURE_TAG, reason[:MAX_TAG_LENGTH])
                 self.client.set_terminated(child.info.run_id, status)
 
-    def metric_histories(self, runs: Mapping[str, str], key: str) -> dict[str, list[float]]:
-        """``{name: values of key ordered by step}`` of the runs ``{name: run id}``."""
-        return {
-            name: [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
-            for name, run_id in runs.items()
-        }
+    def summary_curves(self, runs: Mapping[str, str]) -> dict[str, dict[str, list[float]]]:
+        """``{name: {metric: values by step}}`` of the `initlab.tracking.layout.SUMMARY_METRICS` of the runs
+        ``{name: run id}`` (what `initlab.tracking.ChildRun.summary_curves` gives of a run trained here)."""
+        out = {}
+        for name, run_id in runs.items():
+            keys = sorted(key for key in self.client.get_run(run_id).data.metrics if SUMMARY_METRICS.fullmatch(key))
+            out[name] = {key: [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
+                         for key in keys}
+        return out
 

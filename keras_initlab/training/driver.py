@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -109,8 +109,9 @@ class EpochReporter:
     """One model's side of a training run: its Keras callbacks and History, epoch by epoch.
 
     ``epoch_end`` checks the losses (a `NonFiniteLossError` names the epoch and
-    the model), hands ``{"train_loss", "val_loss", "val_accuracy"}`` to the
-    callbacks and returns whether the model asked to stop (``model.stop_training``).
+    the model), hands ``{"train_loss", "val_loss", "val_accuracy"}`` (and the epoch's
+    `keras_initlab.watch` statistics, if any) to the callbacks and returns whether the
+    model asked to stop (``model.stop_training``).
     """
 
     def __init__(
@@ -130,13 +131,14 @@ class EpochReporter:
     def epoch_begin(self, epoch: int) -> None:
         self.callbacks.on_epoch_begin(epoch)
 
-    def epoch_end(self, epoch: int, train_loss: float, val_loss: float, val_accuracy: float) -> bool:
+    def epoch_end(self, epoch: int, train_loss: float, val_loss: float, val_accuracy: float,
+                  watched: Mapping[str, float] | None = None) -> bool:
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise NonFiniteLossError(
                 f"Non-finite loss in epoch {epoch + 1} of model {self.model.name!r}: "
                 f"train_loss={train_loss}, val_loss={val_loss}."
             )
-        logs = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
+        logs = {"train_loss": train_loss, "val_loss": val_loss, "val_accuracy": val_accuracy, **(watched or {})}
         self.callbacks.on_epoch_end(epoch, logs)
         return bool(self.model.stop_training)
 

@@ -30,10 +30,12 @@ import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
 from keras_initlab.checks import check_number, fail
+from keras_initlab.diagnostics import diagnosed_layers, model_input
 from keras_initlab.models import all_layers, default_loss
 from keras_initlab.training.driver import (
     DeviceData, EpochReporter, accuracy, check_schedule, epoch_orders, resolve_device, run_minibatches,
 )
+from keras_initlab.watch import LayerWatch, ModelProbe, check_watch
 
 
 _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D,
@@ -56,6 +58,16 @@ class _CompiledEpoch:
         self.train = tf.function(self._train, jit_compile=jit_compile, reduce_retracing=True)
         self.evaluate = tf.function(self._evaluate, jit_compile=jit_compile)
         self.lock = threading.Lock()  # held by the run training in a shared loop's variables
+        self.jit_compile = jit_compile
+        self._probe: ModelProbe | None = None
+
+    def probe(self, loss: Callable | None) -> ModelProbe:
+        """The compiled `keras_initlab.watch` statistics pass of this loop's model (made once, with ``loss`` or the
+        loop's own)."""
+        loss = loss or self.loss
+        if self._probe is None or self._probe.loss is not loss:
+            self._probe = ModelProbe(self.model, loss, self.jit_compile)
+        return self._probe
 
     def load(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
         """The state of ``model`` (weights, seed states) and ``optimizer`` into this loop's variables."""
@@ -194,6 +206,7 @@ def train(
     callbacks: Sequence[keras.callbacks.Callback] | None = None,
     device: str = "auto",
     jit_compile: bool | str = "auto",
+    watch: LayerWatch | None = None,
 ) -> keras.callbacks.History:
     """Trains ``model`` on ``data`` with mini-batch SGD; returns Keras' ``History``.
 
@@ -222,6 +235,8 @@ def train(
             except for a model with convolutions on the CPU: XLA's CPU convolutions are
             several times slower than TensorFlow's own kernels (measured in
             ``scripts/bench_models.py``), while for Dense layers XLA is the faster.
+        watch: a `keras_initlab.watch.LayerWatch`: its per-layer statistics join the logs of the epochs it is
+            due (``layers/layer{k}/{stat}``), measured in the same compiled program for runs of one architecture.
 
     Raises:
         BackendError: under a Keras backend other than TensorFlow (`keras_initlab.backend`).
@@ -236,10 +251,14 @@ def train(
     elif not isinstance(jit_compile, bool):
         fail(TypeError, "jit_compile", 'True, False or "auto"', jit_compile)
     optimizer = optimizer or keras.optimizers.SGD(check_number(learning_rate, "learning_rate", positive=True))
+    check_watch(watch)
     reporter = EpochReporter(model, callbacks, epochs, len(data.x_train) // batch_size)
+    kernels = None if watch is None else [keras.ops.convert_to_numpy(layer.kernel) for layer in diagnosed_layers(model)]
     with tf.device(device_name):
         optimizer.build(model.trainable_variables)
         tensors = DeviceData.place(data, model)
+        if watch is not None:
+            probe_x, probe_y = tf.constant(model_input(model, watch.x)), tf.constant(watch.y, tf.int32)
         with _epoch_loop(model, loss or default_loss(model), optimizer, batch_size, jit_compile, device_name) as loop:
             reporter.begin()
             for epoch, order in enumerate(epoch_orders(seed, epochs, len(data.x_train))):
@@ -248,7 +267,12 @@ def train(
                 train_loss = float(loop.train(tensors.x_train, tensors.y_train, tf.constant(order)))
                 loop.store(model, optimizer)
                 val_loss, val_accuracy = (float(v) for v in loop.evaluate(tensors.x_val, tensors.y_val))
-                if reporter.epoch_end(epoch, train_loss, val_loss, val_accuracy):
+                watched = None
+                if watch is not None and watch.due(epoch):  # the loop's model holds this run's weights until `load`
+                    probe = loop.probe(watch.loss)
+                    watched = probe.measure(probe_x, probe_y, kernels)
+                    kernels = probe.kernels()
+                if reporter.epoch_end(epoch, train_loss, val_loss, val_accuracy, watched):
                     break
             reporter.end()
     return reporter.history

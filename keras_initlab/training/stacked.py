@@ -37,13 +37,14 @@ import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
 from keras_initlab.checks import check_ints, check_list, check_number, check_optional_int, fail
-from keras_initlab.models import activation_name, default_loss
+from keras_initlab.models import activation_name, as_model_input, default_loss
 from keras_initlab.training.driver import (
     DeviceData, EpochReporter, NonFiniteLossError, accuracy, check_schedule, epoch_orders, resolve_device,
     run_minibatches,
 )
 from keras_initlab.training.planning import parallel_lanes, plan_groups
 from keras_initlab.training.single import train
+from keras_initlab.watch import LayerWatch, check_watch, layer_key, unit_statistics, update_ratios
 
 
 class _Architecture:
@@ -162,6 +163,8 @@ class _StackedEpoch:
         # static values; converting the source would cost ~0.8 s of Python per trace, most of a trace.
         self.train = tf.function(self._train, jit_compile=True, autograph=False)
         self.evaluate = tf.function(self._evaluate, jit_compile=True, autograph=False)
+        self.activation_names = arch.activations
+        self.statistics = tf.function(self._statistics, jit_compile=True, autograph=False)
 
     def _forward(self, z, params, y):
         """Per-model data losses ``(K,)`` and outputs ``(K, n, classes)``.
@@ -228,6 +231,32 @@ class _StackedEpoch:
         return data_losses, accuracy(pred, y)
 
 
+    def _statistics(self, params, x, y):
+        """The `keras_initlab.watch` statistics of all K models on the probe batch ``(x, y)``, in one pass: per
+        layer, ``{stat: (K,) tensor}``."""
+        k, fan_in, units = params[0].shape
+        kernels = list(params[0::2])
+        with tf.GradientTape() as tape:
+            tape.watch(kernels)
+            product = tf.matmul(x, tf.reshape(tf.transpose(params[0], (1, 0, 2)), (fan_in, k * units)))
+            z = tf.transpose(tf.reshape(product, (-1, k, units)), (1, 0, 2)) + params[1][:, None, :]
+            signals = []
+            for i, activation in enumerate(self.activations):
+                if i:
+                    z = tf.matmul(signals[-1][1], params[2 * i]) + params[2 * i + 1][:, None, :]
+                signals.append((z, activation(z)))
+            per_example = self.loss(tf.reshape(tf.tile(y[None], [k, 1]), (-1,)),
+                                    tf.reshape(signals[-1][1], (-1, signals[-1][1].shape[2])))
+            loss = tf.reduce_sum(tf.reduce_mean(tf.reshape(per_example, (k, -1)), axis=1))  # model k's own gradients
+        grads = tape.gradient(loss, kernels)
+        stats = []
+        for (z, a), name, grad in zip(signals, self.activation_names, grads):
+            layer_stats = unit_statistics(z, a, name)
+            layer_stats["grad_norm"] = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=(1, 2)))
+            stats.append(layer_stats)
+        return stats
+
+
 def train_stacked(
     models: Sequence[keras.Model],
     data,
@@ -240,6 +269,7 @@ def train_stacked(
     max_bytes: int | None = None,
     max_group_size: int | None = None,
     lanes: int | None = None,
+    watch: LayerWatch | None = None,
 ) -> list[keras.callbacks.History | NonFiniteLossError]:
     """Trains K same-architecture MLPs side by side with plain SGD; one result per model.
 
@@ -289,6 +319,9 @@ def train_stacked(
             `keras_initlab.training.planning.MAX_GROUP_SIZE` of the device (16 on CPU).
         lanes: groups trained at the same time; default `parallel_lanes` (the
             usable CPU cores; 1 on a GPU).
+        watch: a `keras_initlab.watch.LayerWatch` (its ``loss`` is not used: the models' own is): its
+            per-layer statistics of every model of a group, measured in one compiled pass, join the
+            models' logs of the epochs it is due.
 
     Returns:
         One entry per model, in order: its ``keras.callbacks.History``, or a
@@ -309,10 +342,11 @@ def train_stacked(
     max_bytes = check_optional_int(max_bytes, "max_bytes", minimum=1)
     max_group_size = check_optional_int(max_group_size, "max_group_size", minimum=1)
     lanes = check_optional_int(lanes, "lanes", minimum=1)
+    check_watch(watch)
     if len(models) == 1:  # nothing to stack: the single-model trainer is the faster path
         try:
             return [train(models[0], data, epochs, batch_size, learning_rate, seeds[0],
-                          callbacks=None if callbacks is None else callbacks[0], device=device)]
+                          callbacks=None if callbacks is None else callbacks[0], device=device, watch=watch)]
         except NonFiniteLossError as e:
             return [e]
     device_name = resolve_device(device)
@@ -328,9 +362,11 @@ def train_stacked(
     results: dict[int, keras.callbacks.History | NonFiniteLossError] = {}
     with tf.device(device_name), ThreadPoolExecutor(max(len(wave) for wave in waves)) as pool:
         tensors = DeviceData.place(data, models[0])
+        probe = None if watch is None else (
+            watch, tf.constant(as_model_input(models[0], watch.x)), tf.constant(watch.y, tf.int32))
         for wave in waves:
             groups = [_segments([next(by_seed) for _ in range(size)], seeds) for size in wave]
-            results.update(_train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, device_name))
+            results.update(_train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, device_name, probe))
     return [results[k] for k in range(len(models))]
 
 
@@ -360,10 +396,11 @@ def _segments(group: list[int], seeds: list[int]) -> list[list[int]]:
     return sorted(segments, key=len, reverse=True)
 
 
-def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, device_name):
+def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, device_name, probe):
     """Trains one wave: groups of models, each given as its `_segments` of model indices, each group one
     stacked graph, the groups' epochs running concurrently on ``pool``; callbacks run in this thread, model
-    by model in order. Returns ``{model index: result}``."""
+    by model in order. ``probe``: ``None`` or ``(LayerWatch, x, y)``, the statistics measured on each group
+    after the epochs it is due. Returns ``{model index: result}``."""
     groups = [[k for segment in segments for k in segment] for segments in segmented]
     counts = [tuple(map(len, segments)) for segments in segmented]
     segment_seeds = [[seeds[segment[0]] for segment in segments] for segments in segmented]
@@ -377,15 +414,23 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
     streams = {s: epoch_orders(s, epochs, len(tensors.x_train)) for s in sorted({seeds[k] for k in members})}
     results: dict = {k: reporters[k].history for k in members}
     active = list(members)
+    watched_kernels = (None if probe is None  # each group's kernels at its last measurement
+                       else [[p.numpy() for p in group_params[0::2]] for group_params in params])
 
-    def epoch_of(g: int, orders: dict, training: list[int]):
-        """One epoch of group ``g``; writes the new weights of its ``training`` models back."""
+    def epoch_of(g: int, epoch: int, orders: dict, training: list[int]):
+        """One epoch of group ``g``; writes the new weights of its ``training`` models back. Returns the new
+        weights, the losses and accuracies, and the watched statistics (per model of the group) or ``None``."""
         with tf.device(device_name):  # the device scope is per thread
             order = tf.constant(np.stack([orders[s] for s in segment_seeds[g]]))
             new, train_losses = compiled.train(params[g], tensors.x_train, tensors.y_train, order, counts[g])
             val_losses, val_accuracies = compiled.evaluate(new, tensors.x_val, tensors.y_val)
             _write_back(new, {i: layers[k] for i, k in enumerate(groups[g]) if k in training})
-            return new, [t.numpy() for t in (train_losses, val_losses, val_accuracies)]
+            watched = None
+            if probe is not None and probe[0].due(epoch):
+                watched = _watched(compiled.statistics(new, probe[1], probe[2]), watched_kernels[g],
+                                   [p.numpy() for p in new[0::2]])
+                watched_kernels[g] = [p.numpy() for p in new[0::2]]
+            return new, [t.numpy() for t in (train_losses, val_losses, val_accuracies)], watched
 
     for k in active:
         reporters[k].begin()
@@ -395,14 +440,15 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
             reporters[k].epoch_begin(epoch)
         # A group whose models all stopped rests; callbacks then see each model as trained so far.
         busy = [g for g, group in enumerate(groups) if any(k in active for k in group)]
-        stats = {}
-        for g, (new, values) in zip(busy, pool.map(lambda g: epoch_of(g, orders, active), busy)):
+        stats, watched = {}, {}
+        for g, (new, values, group_watched) in zip(busy, pool.map(lambda g: epoch_of(g, epoch, orders, active), busy)):
             params[g] = new
             for i, k in enumerate(groups[g]):
                 stats[k] = [float(v[i]) for v in values]
+                watched[k] = None if group_watched is None else group_watched[i]
         for k in sorted(active):
             try:
-                stop = reporters[k].epoch_end(epoch, *stats[k])
+                stop = reporters[k].epoch_end(epoch, *stats[k], watched[k])
             except NonFiniteLossError as error:  # this model drops out; the others go on
                 results[k] = error
                 active.remove(k)
@@ -415,6 +461,16 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
     for k in sorted(active):
         reporters[k].end()
     return results
+
+
+def _watched(stats, before: list[np.ndarray], after: list[np.ndarray]) -> list[dict[str, float]]:
+    """`_StackedEpoch._statistics` and the update ratios of the kernels ``after`` against ``before`` (stacked), as
+    one ``{layers/layer{k}/{stat}: value}`` per model of the group."""
+    per_layer = [{stat: value.numpy() for stat, value in layer_stats.items()} for layer_stats in stats]
+    for layer_stats, ratio in zip(per_layer, update_ratios(before, after, stacked=True)):
+        layer_stats["update_ratio"] = ratio
+    return [{layer_key(depth, stat): float(values[i]) for depth, layer_stats in enumerate(per_layer, start=1)
+             for stat, values in layer_stats.items()} for i in range(len(before[0]))]
 
 
 def _write_back(params, layers: Mapping[int, list[keras.layers.Dense]]) -> None:

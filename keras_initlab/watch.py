@@ -1,0 +1,214 @@
+"""Watching the layers during training: `diagnose`'s statistics after every epoch, on one fixed probe batch.
+
+`keras_initlab.diagnose` shows where a network starts. A `LayerWatch` follows the same statistics through
+training: after every ``every``-th epoch, the trainers (`keras_initlab.train` and `keras_initlab.train_stacked`,
+given ``watch=``) and the `WatchLayers` callback (for your own ``model.fit``) measure, for every Dense/Conv layer
+``k`` (1-based, in depth order as in `diagnose`), on the probe batch with ``training=False``, and add to that
+epoch's logs (so to Keras' ``History`` and to every callback after them):
+
+- ``layers/layer{k}/preact_std``: the std of ``z = W x + b``, pooled over examples, positions and units;
+- ``layers/layer{k}/activation_std``: the std of ``a = f(z)``, pooled;
+- ``layers/layer{k}/dead_fraction`` for ReLU: the share of units with ``a = 0`` on every example and position;
+  ``layers/layer{k}/saturated_fraction`` for sigmoid (``a < 0.01`` or ``a > 0.99``) and tanh (``|a| > 0.99``);
+- ``layers/layer{k}/grad_norm``: ``||dL/dW_k||``, ``L`` the mean data loss on the batch (no regularization);
+- ``layers/layer{k}/update_ratio``: ``||W_k - W_k'|| / ||W_k'||``, ``W_k'`` the kernel at the previous
+  measurement (at the start of training for the first).
+
+These are `diagnose`'s definitions (float32 here, float64 there): at step 0 the same names hold ``diagnose``'s
+values (`step_zero`). One pass
+forward and back on the probe batch costs about what a training step on a batch of its size costs; the trainers
+compile it once per architecture (`train_stacked`: one pass for all its stacked models).
+
+>>> from keras_initlab import build_mlp, load_dataset, train
+>>> data = load_dataset("mnist-10k")
+>>> model = build_mlp([784, 30, 10], scheme="nielsen-default", seed=0)
+>>> watch = LayerWatch(data.x_val[:1000], data.y_val[:1000])
+>>> history = train(model, data, epochs=2, watch=watch)
+>>> sorted(key for key in history.history if key.startswith("layers/layer1/"))
+['layers/layer1/activation_std', 'layers/layer1/grad_norm', 'layers/layer1/preact_std', 'layers/layer1/saturated_fraction', 'layers/layer1/update_ratio']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_initlab.backend import require_tensorflow
+from keras_initlab.checks import check_int, fail
+from keras_initlab.diagnostics import (
+    SIGMOID_SATURATION, TANH_SATURATION, DiagnosticsTable, activation_after, diagnosed_layers, model_input,
+)
+from keras_initlab.models import default_loss
+
+__all__ = ["STEP_ZERO", "LayerWatch", "WatchLayers", "layer_key", "step_zero"]
+
+STEP_ZERO = ("preact_std", "activation_std", "dead_fraction", "saturated_fraction", "grad_norm")
+"""The watched statistics `diagnose` also measures (its `DiagnosticsTable.metrics` names): the values at step 0.
+After an epoch a layer also gets ``update_ratio``."""
+
+
+def layer_key(depth: int, stat: str) -> str:
+    """The metric name of statistic ``stat`` of the ``depth``-th Dense/Conv layer: ``layers/layer{depth}/{stat}``."""
+    return f"layers/layer{depth}/{stat}"
+
+
+def step_zero(table: DiagnosticsTable) -> dict[str, float]:
+    """The watched statistics at step 0, from `diagnose`'s table: ``{layers/layer{k}/{stat}: value}`` for the
+    `STEP_ZERO` statistics it holds."""
+    return {key: value for key, value in table.metrics("layers").items() if key.rsplit("/", 1)[1] in STEP_ZERO}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LayerWatch:
+    """What to watch: the probe batch ``x`` (inputs, reshaped to the model's input as in training), its integer
+    labels ``y``, every how many epochs (``every``: after epochs ``every``, ``2 * every``, ...), and the loss whose
+    gradient is measured (``loss(y_true, y_pred)`` per example; default the one the trainer trains with)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    every: int = 1
+    loss: Callable | None = None
+
+    def __post_init__(self):
+        x, y = np.asarray(self.x), np.asarray(self.y)
+        check_int(self.every, "every", minimum=1)
+        if len(x) < 2 or len(x) != len(y):
+            raise ValueError(f"LayerWatch needs a probe batch of at least 2 examples with one label each; got "
+                             f"x of {len(x)} and y of {len(y)} examples")
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "y", y)
+
+    def due(self, epoch: int) -> bool:
+        """Whether the 0-based ``epoch``, once trained, is measured."""
+        return (epoch + 1) % self.every == 0
+
+
+def check_watch(watch) -> None:
+    """A TypeError unless ``watch`` is a `LayerWatch` or ``None``."""
+    if watch is not None and not isinstance(watch, LayerWatch):
+        fail(TypeError, "watch", "a keras_initlab.LayerWatch or None", watch)
+
+
+def unit_statistics(z: tf.Tensor, a: tf.Tensor, activation: str) -> dict[str, tf.Tensor]:
+    """The statistics of one layer of K models: ``z`` and ``a`` shaped ``(K, examples, ..., units)`` (units last);
+    ``{stat: (K,) tensor}`` for ``preact_std``, ``activation_std`` and, by ``activation``, ``dead_fraction`` or
+    ``saturated_fraction``."""
+    pooled = list(range(1, len(z.shape)))
+    out = {"preact_std": tf.math.reduce_std(z, axis=pooled), "activation_std": tf.math.reduce_std(a, axis=pooled)}
+    if activation == "relu":
+        dead = tf.reduce_all(tf.equal(a, 0.0), axis=pooled[:-1])  # (K, units): zero on every example and position
+        out["dead_fraction"] = tf.reduce_mean(tf.cast(dead, tf.float32), axis=1)
+    elif activation == "sigmoid":
+        low, high = SIGMOID_SATURATION
+        out["saturated_fraction"] = tf.reduce_mean(tf.cast((a < low) | (a > high), tf.float32), axis=pooled)
+    elif activation == "tanh":
+        out["saturated_fraction"] = tf.reduce_mean(tf.cast(tf.abs(a) > TANH_SATURATION, tf.float32), axis=pooled)
+    return out
+
+
+def update_ratios(before: Sequence[np.ndarray], after: Sequence[np.ndarray], stacked: bool = False) -> list:
+    """``||W - W'|| / ||W'||`` per kernel (``before`` holds the ``W'``); with ``stacked`` the kernels have a leading
+    model axis and each ratio is a ``(K,)`` array."""
+    ratios = []
+    for old, new in zip(before, after, strict=True):
+        axes = tuple(range(1, old.ndim)) if stacked else None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append(np.sqrt(np.sum(np.square(new - old), axis=axes)) / np.sqrt(np.sum(np.square(old), axis=axes)))
+    return ratios
+
+
+def _linear(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
+    """``z = W x + b`` of a Dense or Conv layer on its input, with the layer's own variables (as its ``call``)."""
+    if isinstance(layer, keras.layers.Dense):
+        z = keras.ops.matmul(x, layer.kernel)
+        return z if layer.bias is None else z + layer.bias
+    z = layer.convolution_op(x, layer.kernel)
+    if not layer.use_bias:
+        return z
+    shape = (1,) * (layer.rank + 1) + (layer.filters,) if layer.data_format == "channels_last" else (
+        (1, layer.filters) + (1,) * layer.rank)
+    return z + keras.ops.reshape(layer.bias, shape)
+
+
+class ModelProbe:
+    """The compiled statistics pass of one model: `measure` gives its layers' statistics (`LayerWatch`) on a batch.
+
+    One forward pass of the model's graph with every diagnosed layer's input and activation output as outputs,
+    ``z`` from each layer's input and variables, and one backward pass for the kernels' gradient norms.
+    """
+
+    def __init__(self, model: keras.Model, loss: Callable, jit_compile: bool = True):
+        require_tensorflow("keras_initlab.watch")
+        self.layers = diagnosed_layers(model)
+        activations = [activation_after(model, layer) for layer in self.layers]
+        self.activations = [name for name, _ in activations]
+        outputs = [layer.input for layer in self.layers] + [
+            (after if after is not None else layer).output for layer, (_, after) in zip(self.layers, activations)]
+        self.model, self.loss = model, loss
+        self.probe = keras.Model(model.inputs[0], [*outputs, model.outputs[0]], name=f"{model.name}_watch")
+        self._measure = tf.function(self._statistics, jit_compile=jit_compile)
+
+    def _statistics(self, x, y):
+        n = len(self.layers)
+        kernels = [layer.kernel for layer in self.layers]
+        with tf.GradientTape() as tape:
+            values = self.probe(x, training=False)
+            loss = keras.ops.mean(self.loss(y, values[-1]))
+        grads = tape.gradient(loss, kernels)
+        stats = []
+        for layer, activation, received, a, grad in zip(self.layers, self.activations, values[:n], values[n:2 * n], grads):
+            z = _linear(layer, received)
+            if getattr(layer, "data_format", "channels_last") == "channels_first":
+                z, a = (tf.experimental.numpy.moveaxis(t, 1, -1) for t in (z, a))
+            layer_stats = unit_statistics(z[None], a[None], activation)
+            layer_stats["grad_norm"] = tf.norm(grad)[None] if grad is not None else tf.zeros((1,))
+            stats.append(layer_stats)
+        return stats
+
+    def kernels(self) -> list[np.ndarray]:
+        """The model's kernels now, in depth order (for `update_ratios`)."""
+        return [keras.ops.convert_to_numpy(layer.kernel) for layer in self.layers]
+
+    def measure(self, x, y, before: Sequence[np.ndarray]) -> dict[str, float]:
+        """``{layers/layer{k}/{stat}: value}`` on the batch ``(x, y)`` (tensors or arrays shaped for the model), the
+        update ratios against the kernels ``before``."""
+        stats = self._measure(x, y)
+        out = {layer_key(depth, stat): float(value[0]) for depth, layer_stats in enumerate(stats, start=1)
+               for stat, value in layer_stats.items()}
+        for depth, ratio in enumerate(update_ratios(before, self.kernels()), start=1):
+            out[layer_key(depth, "update_ratio")] = float(ratio)
+        return out
+
+
+class WatchLayers(keras.callbacks.Callback):
+    """The `LayerWatch` statistics of the model ``fit`` trains, added to the epoch's logs (put it before the
+    callbacks that read them: Keras hands each callback the same logs in order).
+
+    ``initial`` holds the statistics at the start of training (step 0; without ``update_ratio``).
+
+    >>> model.fit(x, y, epochs=10, callbacks=[WatchLayers(x_val[:1000], y_val[:1000])])     # doctest: +SKIP
+    """
+
+    def __init__(self, x, y, every: int = 1, loss: Callable | None = None):
+        super().__init__()
+        self.watch = LayerWatch(x, y, every, loss)
+        self.initial: dict[str, float] = {}
+
+    def on_train_begin(self, logs=None):
+        loss = self.watch.loss or getattr(self.model, "loss", None) or default_loss(self.model)
+        if isinstance(loss, str):
+            loss = keras.losses.get(loss)
+        self._probe = ModelProbe(self.model, loss, jit_compile=False)
+        self._x = model_input(self.model, self.watch.x)
+        self._before = self._probe.kernels()
+        self.initial = {key: value for key, value in self._probe.measure(self._x, self.watch.y, self._before).items()
+                        if not key.endswith("/update_ratio")}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.watch.due(epoch):
+            logs.update(self._probe.measure(self._x, self.watch.y, self._before))
+            self._before = self._probe.kernels()
