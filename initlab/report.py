@@ -97,6 +97,28 @@ def to_csv(rows: Sequence[SchemeSummary]) -> str:
     return buffer.getvalue()
 
 
+def paired_difference(results: Results, baseline: str, other: str, epoch: int | None = None,
+                      metric: str = "val_accuracy") -> tuple[float, float, int]:
+    """``(mean, standard error, n)`` of ``other - baseline`` at ``epoch`` (1-based; default the last) over the seeds:
+    the two schemes' histories are paired by position (the seeds in one order, as a comparison lists them), the
+    standard error ``std(differences, ddof=1) / sqrt(n)``; both rounded to 6 decimals.
+
+    >>> results = {"a": [{"val_accuracy": [0.5, 0.8]}, {"val_accuracy": [0.6, 0.9]}],
+    ...            "b": [{"val_accuracy": [0.6, 0.8]}, {"val_accuracy": [0.6, 0.92]}]}
+    >>> paired_difference(results, "a", "b", epoch=1)
+    (0.05, 0.05, 2)
+    """
+    data = curves({scheme: results[scheme] for scheme in (baseline, other)}, metric)
+    if data[baseline].shape != data[other].shape:
+        raise ValueError(f"{baseline} and {other} must have the same seeds and epochs to be paired; got "
+                         f"{data[baseline].shape} and {data[other].shape} (seeds, epochs)")
+    column = data[other].shape[1] - 1 if epoch is None else epoch - 1
+    differences = data[other][:, column] - data[baseline][:, column]
+    n = len(differences)
+    spread = float(np.std(differences, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return round(float(differences.mean()), 6), round(spread, 6), n
+
+
 def epoch_table(results: Results, metric: str = "val_accuracy") -> str:
     """A plain-text per-epoch table: for each scheme the mean and [min, max] over seeds."""
     data = curves(results, metric)

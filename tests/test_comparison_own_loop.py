@@ -41,9 +41,10 @@ def test_your_fit_loop_is_laid_out_as_initlab_compare_lays_out_a_spec(store, cap
     client = MlflowClient(uri)
     (parent,), children = runs_of(client, "own")
     assert parent.info.status == "FINISHED" and len(children) == 4
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"comparison.png", "summary.md", "summary.csv"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"comparison.png", "layers.png", "summary.md",
+                                                                            "summary.csv"}
     view = json.loads(client.get_experiment(parent.info.experiment_id).tags[VIEW_TAG_PREFIX + parent.info.run_id])
-    assert view  # the shared chart view the printed link opens
+    assert [s["name"] for s in view["compareRunSections"]] == ["Learning curves", "Layers", "System metrics"]
     # The same model and scheme through a spec: the own loop's child has its params and its metrics (and Keras'
     # training accuracy besides, which fit logs).
     spec = {"name": "spec", "model": {"sizes": SIZES, "activation": "relu", "output": "softmax"}, "schemes": ["he"],
@@ -60,6 +61,10 @@ def test_your_fit_loop_is_laid_out_as_initlab_compare_lays_out_a_spec(store, cap
     assert own.data.params["epochs"] == "3" and own.data.metrics["final_val_accuracy"] > 0.5
     history = client.get_metric_history(own.info.run_id, "val_accuracy")
     assert sorted(m.step for m in history) == [1, 2, 3]  # step = epoch, 1-based
+    for layer in (1, 2):  # the layers watched on the sample: step 0 is the diagnostics', then every epoch
+        watched = sorted(client.get_metric_history(own.info.run_id, f"layers/layer{layer}/grad_norm"), key=lambda m: m.step)
+        assert [m.step for m in watched] == [0, 1, 2, 3]
+        assert watched[0].value == own.data.metrics[f"init/layer{layer}/grad_norm"] > 0
     artifacts = {a.path for a in client.list_artifacts(own.info.run_id)}
     assert "model" in artifacts and "init" in artifacts  # asked for: the trained model; the step-0 table
     layers = [json.loads(Path(client.download_artifacts(run.info.run_id, "init/initializers.json")).read_text())

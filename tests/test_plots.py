@@ -1,7 +1,11 @@
-"""Every figure (`initlab.plots`): activation histograms, pre-activation std by depth, and the table and histograms
-from one forward pass."""
+"""Every figure (`initlab.plots`): activation histograms, pre-activation std by depth, the table and histograms
+from one forward pass, and the watched layers' gradient norms."""
 
-from initlab.plots import diagnose_with_histograms, plot_activation_histograms, plot_preactivation_std_by_depth
+import pytest
+
+from initlab.plots import (
+    diagnose_with_histograms, plot_activation_histograms, plot_layers, plot_preactivation_std_by_depth,
+)
 from keras_initlab import build_convnet, build_mlp
 from keras_initlab.diagnostics import diagnose
 
@@ -32,3 +36,21 @@ def test_plots(mnist_val, tables, tmp_path):
     assert len(labels) == len(tables) and any("std 0" in label for label in labels)  # zeros scheme
     figure.savefig(tmp_path / "depth.png")
     assert (tmp_path / "depth.png").stat().st_size > 0
+
+
+def test_the_layers_figure_shows_the_geometric_mean_gradient_norm_by_layer_and_epoch_per_scheme():
+    def run(norms):  # norms[k][e]: layer k + 1 at measurement e
+        return {"val_accuracy": [0.5, 0.6], **{f"layers/layer{k + 1}/grad_norm": row for k, row in enumerate(norms)}}
+
+    results = {"he": [run([[1.0, 4.0, 1.0], [1e-5, 1e-4, 0.0]]), run([[4.0, 1.0, 1.0], [1e-5, 1e-2, 0.0]])],
+               "glorot": [run([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])], "unwatched": [{"val_accuracy": [0.1, 0.2]}]}
+    figure = plot_layers(results, every=5)
+    panels = [axes for axes in figure.axes if axes.get_title()]
+    assert [axes.get_title() for axes in panels] == ["he", "glorot"]  # a panel per watched scheme
+    he = panels[0].images[0].get_array()
+    assert he[0].tolist() == [2.0, 2.0, 1.0] and he[1, :2].tolist() == pytest.approx([1e-5, 1e-3])  # geometric means
+    assert he.mask[1, 2]  # a norm of 0: blank on the log scale
+    assert panels[0].images[0].get_extent() == [-2.5, 12.5, 2.5, 0.5]  # epochs 0, 5, 10; layer 1 on top
+    assert panels[0].images[0].norm.vmin == pytest.approx(1e-5) and panels[1].images[0].norm is panels[0].images[0].norm
+    with pytest.raises(ValueError, match="not watched"):
+        plot_layers({"unwatched": [{"val_accuracy": [0.1]}]})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from initlab.plots import plot_comparison
-from initlab.report import curves, epoch_table, summarize, to_csv, to_markdown
+from initlab.report import curves, epoch_table, paired_difference, summarize, to_csv, to_markdown
 
 RESULTS = {
     "fast": [{"val_accuracy": [0.80, 0.90, 0.92, 0.93, 0.94, 0.95]}, {"val_accuracy": [0.84, 0.92, 0.94, 0.95, 0.96, 0.95]}],
@@ -51,3 +51,15 @@ def test_epoch_table_and_plot():
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.get_lines()] == ["fast (n=2)", "slow (n=2)"]
     np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), np.mean([h["val_accuracy"] for h in RESULTS["slow"]], axis=0))
+
+
+def test_a_paired_difference_is_the_mean_of_the_seeds_differences_with_its_standard_error():
+    results = {"zero": [{"val_accuracy": [0.90, 0.95]}, {"val_accuracy": [0.80, 0.97]}, {"val_accuracy": [0.85, 0.96]}],
+               "bias": [{"val_accuracy": [0.91, 0.95]}, {"val_accuracy": [0.83, 0.96]}, {"val_accuracy": [0.85, 0.98]}]}
+    differences = np.array([0.01, 0.03, 0.0])
+    mean, error, n = paired_difference(results, "zero", "bias", epoch=1)
+    assert (mean, n) == (pytest.approx(differences.mean(), abs=1e-6), 3)  # rounded to 6 decimals
+    assert error == pytest.approx(np.std(differences, ddof=1) / np.sqrt(3), abs=1e-6)
+    assert paired_difference(results, "zero", "bias")[0] == pytest.approx(np.mean([0.0, -0.01, 0.02]), abs=1e-6)  # last epoch
+    with pytest.raises(ValueError, match="same seeds and epochs to be paired"):
+        paired_difference({**results, "bias": results["bias"][:2]}, "zero", "bias")

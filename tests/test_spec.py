@@ -34,6 +34,9 @@ from conftest import FACTORY_SPEC, RANDOM_NORMAL, one_error_line, write_factory_
          r"schemes\[0\].name: must be a name of at most 100 letters, digits, '_', '.', '-'"),
         ({"name": "../elsewhere"}, r"name: must be a name of at most 100 letters"),
         ({"subset": {"train": 0, "val": 10}}, r"subset.train: must be an int >= 1"),
+        ({"watch": "yes"}, r"watch: must be true, false or a mapping \{every: N\}; got 'yes'"),
+        ({"watch": {"each": 2}}, r"watch: must have exactly the key every \(watch: \{every: 5\}\); got \['each'\]"),
+        ({"watch": {"every": 0}}, r"watch.every: must be an int between 1 and 100000; got 0"),
     ],
 )
 def test_bad_specs_are_rejected_with_the_key_path(tmp_path, changes, message):
@@ -99,6 +102,14 @@ def test_older_specs_keep_their_hash():
     assert set(spec.to_json()) == {"name", "dataset", "model", "schemes", "seeds", "epochs", "batch_size",
                                    "learning_rate", "l2_lambda", "device"}
     assert spec.to_json()["model"] == {"sizes": [784, 30, 10], "activation": "sigmoid", "output": "sigmoid"}
+
+
+@pytest.mark.parametrize("watch, every, written", [(True, 1, None), (False, 0, False), ({"every": 3}, 3, {"every": 3})])
+def test_the_watch_key_reads_true_false_or_every_n_epochs_and_is_written_only_when_not_the_default(watch, every, written):
+    spec = ComparisonSpec.from_dict({"name": "demo", "schemes": ["he"], "watch": watch})
+    assert spec.watch == every and spec.to_json().get("watch") == written
+    assert ComparisonSpec.from_dict(spec.to_json()) == spec
+    assert (spec.hash == ComparisonSpec.from_dict({"name": "demo", "schemes": ["he"]}).hash) == (every == 1)
 
 
 SCHEDULE = {"module": "keras.optimizers.schedules", "class_name": "ExponentialDecay",
