@@ -27,7 +27,8 @@ h: [*g, *g, *g, *g, *g, *g, *g, *g, *g]
 """
 """A "billion laughs" spec: nine aliases expand to 9**8 strings."""
 
-NAMES = ["all-schemes", "all-schemes-relu", "cnn-adam", "deep-relu", "deep-relu-adam", "deep-tanh", "nielsen"]
+NAMES = ["all-schemes", "all-schemes-relu", "cnn-adam", "deep-relu", "deep-relu-adam", "deep-relu-bn", "deep-tanh", "nielsen",
+         "relu-bias"]
 
 
 def test_every_built_in_spec_is_in_the_package_and_valid():
