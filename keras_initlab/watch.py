@@ -150,7 +150,7 @@ class ModelProbe:
             (after if after is not None else layer).output for layer, (_, after) in zip(self.layers, activations)]
         self.model, self.loss = model, loss
         self.probe = keras.Model(model.inputs[0], [*outputs, model.outputs[0]], name=f"{model.name}_watch")
-        self._measure = tf.function(self._statistics, jit_compile=jit_compile)
+        self._measure = tf.function(self._statistics, jit_compile=jit_compile, autograph=False)
 
     def _statistics(self, x, y):
         n = len(self.layers)

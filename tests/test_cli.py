@@ -5,7 +5,7 @@ import dataclasses
 from test_spec_files import NAMES
 
 from initlab.cli import main
-from initlab.spec import ComparisonSpec
+from initlab.spec import ComparisonSpec, FactoryModel
 from initlab.spec_files import BUILTIN_SPECS, builtin_spec_text, builtin_specs
 
 from conftest import one_error_line, write_spec
@@ -27,8 +27,9 @@ def test_a_printed_spec_is_a_starting_point_that_works_from_any_folder(tmp_path,
         mine.write_text(capsys.readouterr().out)
         monkeypatch.chdir(tmp_path)  # elsewhere than the package: a factory path must still resolve
         copy, original = ComparisonSpec.from_file(mine), ComparisonSpec.from_file(builtin_specs()[name])
-        if name == "cnn-adam":  # the factory's relative path made absolute: the same file
-            assert copy.model.factory == f"{BUILTIN_SPECS.parent / 'models' / 'small_cnn.py'}:build"
+        if isinstance(original.model, FactoryModel):  # the factory's relative path made absolute: the same file
+            file = {"cnn-adam": "small_cnn.py", "deep-relu-bn": "deep_relu_bn.py"}[name]
+            assert copy.model.factory == f"{BUILTIN_SPECS.parent / 'models' / file}:build"
             assert dataclasses.replace(copy, model=original.model) == original  # and nothing else changed
         else:
             assert copy.hash == original.hash

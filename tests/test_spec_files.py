@@ -52,7 +52,7 @@ def test_a_name_is_the_built_in_spec_and_a_path_is_a_file(tmp_path, monkeypatch)
     assert spec_path(tmp_path / "nielsen") == tmp_path / "nielsen"
     assert spec_path("plain").resolve() == tmp_path / "plain"  # no built-in spec of that name: the file
     with pytest.raises(SpecError, match=r"nielsn: no built-in spec of that name and no such file; built-in specs: "
-                                        r"all-schemes, all-schemes-relu, .*nielsen \(initlab list\)"):
+                                        r"all-schemes, all-schemes-relu, .*nielsen, relu-bias \(initlab list\)"):
         spec_path("nielsn")
     with pytest.raises(SpecError, match=r"configs/nielsen.yaml: no such spec file \(the built-in spec of that name: "
                                         r"initlab compare nielsen\)"):

@@ -427,9 +427,9 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
             _write_back(new, {i: layers[k] for i, k in enumerate(groups[g]) if k in training})
             watched = None
             if probe is not None and probe[0].due(epoch):
-                watched = _watched(compiled.statistics(new, probe[1], probe[2]), watched_kernels[g],
-                                   [p.numpy() for p in new[0::2]])
-                watched_kernels[g] = [p.numpy() for p in new[0::2]]
+                kernels = [p.numpy() for p in new[0::2]]
+                watched = _watched(compiled.statistics(new, probe[1], probe[2]), watched_kernels[g], kernels)
+                watched_kernels[g] = kernels
             return new, [t.numpy() for t in (train_losses, val_losses, val_accuracies)], watched
 
     for k in active:
