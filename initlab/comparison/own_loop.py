@@ -260,7 +260,7 @@ class _Watch:
 
     def __init__(self, watch: LayerWatch, model: keras.Model, loss):
         self.watch = watch
-        self.probe = ModelProbe(model, keras.losses.get(loss) if isinstance(loss, str) else loss, jit_compile=False)
+        self.probe = ModelProbe(model, keras.losses.get(loss) if isinstance(loss, str) else loss)
         self.x = model_input(model, watch.x)
         self.kernels = self.probe.kernels()
 

@@ -264,8 +264,11 @@ def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, Mappin
     title = f"{spec.name}: {spec.model.describe()} on {data_name}"
     files = {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary),
              "comparison.png": to_png(plot_comparison(results, title=title))}
-    if spec.watch and any("layers/layer1/grad_norm" in run for runs in results.values() for run in runs):
-        files["layers.png"] = to_png(plot_layers(results, every=spec.watch, title=f"{title}: kernel gradient norms"))
+    if spec.watch:
+        try:
+            files["layers.png"] = to_png(plot_layers(results, every=spec.watch, title=f"{title}: kernel gradient norms"))
+        except ValueError:  # no run was watched (their diagnostics failed), or seeds measured at other steps
+            pass
     return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{to_markdown(summary)}"
 
 

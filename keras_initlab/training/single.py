@@ -58,7 +58,6 @@ class _CompiledEpoch:
         self.train = tf.function(self._train, jit_compile=jit_compile, reduce_retracing=True)
         self.evaluate = tf.function(self._evaluate, jit_compile=jit_compile)
         self.lock = threading.Lock()  # held by the run training in a shared loop's variables
-        self.jit_compile = jit_compile
         self._probe: ModelProbe | None = None
 
     def probe(self, loss: Callable | None) -> ModelProbe:
@@ -66,7 +65,7 @@ class _CompiledEpoch:
         loop's own)."""
         loss = loss or self.loss
         if self._probe is None or self._probe.loss is not loss:
-            self._probe = ModelProbe(self.model, loss, self.jit_compile)
+            self._probe = ModelProbe(self.model, loss)
         return self._probe
 
     def load(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
