@@ -172,9 +172,9 @@ class ModelProbe:
             layer_stats = unit_statistics(z[None], a[None], activation)
             layer_stats["grad_norm"] = tf.norm(grad)[None] if grad is not None else tf.zeros((1,))
             names += [layer_key(depth, stat) for stat in layer_stats]
-            stats += [value[0] for value in layer_stats.values()]
+            stats += layer_stats.values()  # (1,) each: one concat, not a slice per value (a third of the trace)
         self.names = names  # the same at every trace: the layers and their activations decide them
-        return tf.stack(stats)
+        return tf.concat(stats, axis=0)
 
     def kernels(self) -> list[np.ndarray]:
         """The model's kernels now, in depth order (for `update_ratios`)."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from initlab.cli import main
-from initlab.tracking.ui import LEARNING_CURVES, UI_PORT
+from initlab.tracking.ui import LAYER_CHARTS, LEARNING_CURVES, UI_PORT, watched_layers
 
 from conftest import free_port, wait_until_healthy, write_spec
 
@@ -73,6 +73,11 @@ def test_the_printed_link_opens_the_grouped_learning_curves(tmp_path, comparison
             expect(cards.first).to_contain_text("val_accuracy", timeout=90_000)  # no click: the view is restored
             titles = [cards.nth(i).inner_text().split("\n")[0] for i in range(len(LEARNING_CURVES))]
             assert titles == list(LEARNING_CURVES)
+            # The second section, open: the watched layers' charts (TINY has two layers: the first and the last).
+            expect(page.get_by_text("Layers", exact=True)).to_be_visible(timeout=60_000)
+            layer_charts = [f"layers/layer{k}/{stat}" for stat in LAYER_CHARTS for k in watched_layers(2)]
+            titles = [cards.nth(len(LEARNING_CURVES) + i).inner_text().split("\n")[0] for i in range(len(layer_charts))]
+            assert titles == layer_charts
             expect(page.get_by_text("Group by: scheme")).to_be_visible()
             # The runs table renders after the charts' section headers: on a busy 2-core machine (CI) more than
             # the default 5 s later.

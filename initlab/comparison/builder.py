@@ -86,7 +86,10 @@ class ModelBuilder:
 
     @functools.cached_property
     def depth(self) -> int:
-        """How many Dense/Conv layers the spec's model has (`keras_initlab.diagnostics.diagnosed_layers`)."""
+        """How many Dense/Conv layers the spec's model has (`keras_initlab.diagnostics.diagnosed_layers`): the MLP's
+        number of sizes less one, else counted on a model built for it."""
+        if isinstance(self.spec.model, MLPModel):
+            return len(self.spec.model.sizes) - 1
         return len(diagnosed_layers(self.build(self.spec.schemes[0], self.spec.seeds[0])))
 
     @functools.cached_property
