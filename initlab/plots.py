@@ -154,7 +154,7 @@ def plot_layers(results: Results, every: int = 1, title: str = ""):
     finite = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in matrices.values()])
     norm = LogNorm(*(finite.min(), finite.max())) if finite.size else None
     width = 1.2 + 3.2 * len(matrices)
-    figure = _figure(figsize=(width, 4.2), dpi=100)
+    figure = _figure(figsize=(width, 4.2), dpi=80)
     figure.subplots_adjust(left=0.7 / width, right=1 - 1.1 / width, bottom=0.13, top=0.84, wspace=0.15)
     for i, (scheme, matrix) in enumerate(matrices.items()):
         axes = figure.add_subplot(1, len(matrices), i + 1)

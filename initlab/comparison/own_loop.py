@@ -262,13 +262,10 @@ class _Watch:
         self.watch = watch
         self.probe = ModelProbe(model, keras.losses.get(loss) if isinstance(loss, str) else loss)
         self.x = model_input(model, watch.x)
-        self.kernels = self.probe.kernels()
 
     def measure(self) -> dict[str, float]:
         """``{layers/layer<k>/<stat>: value}`` now; the update ratios against the last measurement."""
-        values = self.probe.measure(self.x, self.watch.y, self.kernels)
-        self.kernels = self.probe.kernels()
-        return values
+        return self.probe.measure(self.x, self.watch.y)
 
 
 class _EpochLogs(keras.callbacks.Callback):

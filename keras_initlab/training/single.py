@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
 from keras_initlab.checks import check_number, fail
-from keras_initlab.diagnostics import diagnosed_layers, model_input
+from keras_initlab.diagnostics import model_input
 from keras_initlab.models import all_layers, default_loss
 from keras_initlab.training.driver import (
     DeviceData, EpochReporter, accuracy, check_schedule, epoch_orders, resolve_device, run_minibatches,
@@ -252,7 +252,6 @@ def train(
     optimizer = optimizer or keras.optimizers.SGD(check_number(learning_rate, "learning_rate", positive=True))
     check_watch(watch)
     reporter = EpochReporter(model, callbacks, epochs, len(data.x_train) // batch_size)
-    kernels = None if watch is None else [keras.ops.convert_to_numpy(layer.kernel) for layer in diagnosed_layers(model)]
     with tf.device(device_name):
         optimizer.build(model.trainable_variables)
         tensors = DeviceData.place(data, model)
@@ -263,14 +262,14 @@ def train(
             for epoch, order in enumerate(epoch_orders(seed, epochs, len(data.x_train))):
                 reporter.epoch_begin(epoch)
                 loop.load(model, optimizer)  # as the callbacks left them
+                if watch is not None and epoch == 0:  # the run's initial kernels, for the first update ratio
+                    loop.probe(watch.loss).start()
                 train_loss = float(loop.train(tensors.x_train, tensors.y_train, tf.constant(order)))
                 loop.store(model, optimizer)
                 val_loss, val_accuracy = (float(v) for v in loop.evaluate(tensors.x_val, tensors.y_val))
                 watched = None
                 if watch is not None and watch.due(epoch):  # the loop's model holds this run's weights until `load`
-                    probe = loop.probe(watch.loss)
-                    watched = probe.measure(probe_x, probe_y, kernels)
-                    kernels = probe.kernels()
+                    watched = loop.probe(watch.loss).measure(probe_x, probe_y)
                 if reporter.epoch_end(epoch, train_loss, val_loss, val_accuracy, watched):
                     break
             reporter.end()
