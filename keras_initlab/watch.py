@@ -110,15 +110,26 @@ def unit_statistics(z: tf.Tensor, a: tf.Tensor, activation: str) -> dict[str, tf
     return out
 
 
-def update_ratios(before: Sequence[np.ndarray], after: Sequence[np.ndarray], stacked: bool = False) -> list:
-    """``||W - W'|| / ||W'||`` per kernel (``before`` holds the ``W'``); with ``stacked`` the kernels have a leading
-    model axis and each ratio is a ``(K,)`` array."""
-    ratios = []
-    for old, new in zip(before, after, strict=True):
-        axes = tuple(range(1, old.ndim)) if stacked else None
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios.append(np.sqrt(np.sum(np.square(new - old), axis=axes)) / np.sqrt(np.sum(np.square(old), axis=axes)))
-    return ratios
+def _norms(t: tf.Tensor) -> tf.Tensor:
+    """The L2 norm of each model's slice of ``t`` (leading model axis): ``(K,)``."""
+    return tf.sqrt(tf.reduce_sum(tf.square(t), axis=list(range(1, len(t.shape)))))
+
+
+def layer_statistics(layers: Sequence[tuple]) -> tuple[list[str], tf.Tensor]:
+    """Every watched statistic of K models, in one tensor: ``(names, values)``, ``values`` shaped ``(statistics, K)``
+    and ``names`` its rows (``layers/layer{k}/{stat}``).
+
+    ``layers``: per Dense/Conv layer in depth order, ``(z, a, activation, kernel gradient, kernel, previous kernel)``,
+    each with a leading axis of K models (``z`` and ``a`` with units last): `unit_statistics`, ``grad_norm`` and
+    ``update_ratio`` (``||W - W'|| / ||W'||``, ``W'`` the previous kernel). Both trainers build theirs with it."""
+    names, values = [], []
+    for depth, (z, a, activation, grad, kernel, previous) in enumerate(layers, start=1):
+        stats = unit_statistics(z, a, activation)
+        stats["grad_norm"] = _norms(grad)
+        stats["update_ratio"] = _norms(kernel - previous) / _norms(previous)
+        names += [layer_key(depth, stat) for stat in stats]
+        values += stats.values()
+    return names, tf.stack(values)
 
 
 def _linear(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
@@ -153,7 +164,7 @@ class ModelProbe:
         self.activations = [name for name, _ in activations]
         outputs = [layer.input for layer in self.layers] + [
             (after if after is not None else layer).output for layer, (_, after) in zip(self.layers, activations)]
-        self.model, self.loss = model, loss
+        self.loss = loss
         self.probe = keras.Model(model.inputs[0], [*outputs, model.outputs[0]], name=f"{model.name}_watch")
         self._previous = [tf.Variable(layer.kernel, trainable=False) for layer in self.layers]
         self._measure = tf.function(self._statistics, autograph=False)
@@ -171,28 +182,25 @@ class ModelProbe:
             values = self.probe(x, training=False)
             loss = keras.ops.mean(self.loss(y, values[-1]))
         grads = tape.gradient(loss, kernels)
-        names, stats = [], []
-        for depth, (layer, activation, received, a, grad) in enumerate(
-                zip(self.layers, self.activations, values[:n], values[n:2 * n], grads), start=1):
+        layers = []
+        for layer, activation, received, a, grad, previous in zip(
+                self.layers, self.activations, values[:n], values[n:2 * n], grads, self._previous):
             z = _linear(layer, received)
             if getattr(layer, "data_format", "channels_last") == "channels_first":
                 z, a = (tf.experimental.numpy.moveaxis(t, 1, -1) for t in (z, a))
-            layer_stats = unit_statistics(z[None], a[None], activation)
-            layer_stats["grad_norm"] = tf.norm(grad)[None] if grad is not None else tf.zeros((1,))
-            previous = self._previous[depth - 1]
-            layer_stats["update_ratio"] = (tf.norm(layer.kernel - previous) / tf.norm(previous))[None]
-            names += [layer_key(depth, stat) for stat in layer_stats]
-            stats += layer_stats.values()  # (1,) each: one concat, not a slice per value (a third of the trace)
-        self.names = names  # the same at every trace: the layers and their activations decide them
-        with tf.control_dependencies(stats):
+            grad = tf.zeros_like(layer.kernel) if grad is None else grad
+            layers.append((z[None], a[None], activation, grad[None], layer.kernel[None], previous[None]))
+        # The names are the same at every trace (the layers and their activations decide them).
+        self.names, stats = layer_statistics(layers)
+        with tf.control_dependencies([stats]):
             for previous, layer in zip(self._previous, self.layers):
                 previous.assign(layer.kernel)
-        return tf.concat(stats, axis=0)
+        return stats
 
     def measure(self, x, y) -> dict[str, float]:
         """``{layers/layer{k}/{stat}: value}`` on the batch ``(x, y)`` (tensors or arrays shaped for the model); the
         update ratios against the kernels of the previous measurement (or of `start`), which these then replace."""
-        values = self._measure(x, y).numpy().tolist()  # traced on the first call, which sets `names`
+        values = self._measure(x, y).numpy()[:, 0].tolist()  # traced on the first call, which sets `names`
         return dict(zip(self.names, values, strict=True))
 
 

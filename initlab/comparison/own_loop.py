@@ -35,16 +35,15 @@ from datetime import datetime
 import keras
 
 from keras_initlab.checks import check_int
-from keras_initlab.diagnostics import diagnose, model_input
+from keras_initlab.diagnostics import diagnose
 from keras_initlab.models import default_loss
 from keras_initlab.schemes import Scheme
-from keras_initlab.watch import LayerWatch, ModelProbe, step_zero
+from keras_initlab.watch import WatchLayers, step_zero
 
 from initlab.background import quick_gil_handoff
 from initlab.comparison.children import layer_initializers, optimizer_config_params, run_params
 from initlab.messages import one_line, shown
-from initlab.plots import plot_comparison, plot_layers, to_png
-from initlab.report import summarize, to_csv, to_markdown
+from initlab.comparison.runner import finish_parent, summary_files
 from initlab.spec import Run, SchemeSpec
 from initlab.tracking import (
     ChildRun, Records, TrackingQueue, check_experiment, check_reachable, check_writable, http_limits,
@@ -167,31 +166,20 @@ class Comparison:
             if run.child.status == "FINISHED" and curves.get("val_accuracy"):
                 by_scheme.setdefault(run.scheme, []).append(curves)
         files, description, table = {}, None, "no finished run with val_accuracy: no summary"
+        title = f"{self.name}: own training loop"
         try:
-            summary = summarize(by_scheme) if by_scheme else []
+            files = summary_files(by_scheme, title, self.watch)[1] if by_scheme else {}
         except ValueError as e:  # seeds of a scheme that ran different numbers of epochs
             table = f"no summary: {one_line(e)}"
-            summary = []
-        if summary:
-            title = f"{self.name}: own training loop"
-            table = to_markdown(summary)
-            files = {"summary.csv": to_csv(summary), "summary.md": table,
-                     "comparison.png": to_png(plot_comparison(by_scheme, title=title))}
-            try:
-                files["layers.png"] = to_png(plot_layers(by_scheme, self.watch, f"{title}: kernel gradient norms"))
-            except ValueError:  # no run was watched, or their seeds measured different numbers of epochs
-                pass
+        if files:
+            table = files["summary.md"]
             description = f"**{title}**, validation accuracy:\n\n{table}"
         status = "FINISHED" if all(run.child.status == "FINISHED" for run in self.runs) else "FAILED"
         runs, depth = len(self.runs), max((run.depth for run in self.runs), default=0)
 
         def finish(tracker):
             tracker.save_view(runs=runs, depth=depth)
-            if files:
-                tracker.log_parent_artifacts(files)
-            if description is not None:
-                tracker.describe_parent(description)
-            tracker.finish_parent(status)
+            finish_parent(tracker, files, description, status)
 
         self._queue.submit(finish)
         self._queue.wait()
@@ -218,7 +206,9 @@ class ComparisonRun:
                 table = diagnose(model, x_sample, y_sample, loss=loss)
                 self.child.add_initial_diagnostics(table)
                 if comparison.watch and y_sample is not None:
-                    self._watch = _Watch(LayerWatch(x_sample, y_sample, comparison.watch), model, loss)
+                    self._watch = WatchLayers(x_sample, y_sample, comparison.watch, loss)
+                    self._watch.set_model(model)
+                    self._watch.on_train_begin()
                     self.child.add_epoch(0, step_zero(table))
                     self.depth = len(table)
             except Exception as e:  # an initializer whose variance the theory lacks: the run goes on without
@@ -236,8 +226,8 @@ class ComparisonRun:
                 values[KERAS_LOG_NAMES.get(name, name)] = float(value)
             except (TypeError, ValueError):
                 raise TypeError(f"log_epoch: {name} must be a number; got {shown(value)}") from None
-        if self._watch is not None and self._watch.watch.due(epoch - 1):
-            values.update(self._watch.measure())
+        if self._watch is not None:  # the layers' statistics join the epoch's values when due
+            self._watch.on_epoch_end(epoch - 1, values)
         self._last_epoch = epoch
         self.child.add_epoch(epoch, values)
 
@@ -253,19 +243,6 @@ class ComparisonRun:
             self.child.finish(None, "FAILED", f"{type(error).__name__}: {one_line(error)}")
         self.comparison._ended(self)
         return False
-
-
-class _Watch:
-    """The layers of one run's model, measured on its sample (`keras_initlab.watch`) each time it is due."""
-
-    def __init__(self, watch: LayerWatch, model: keras.Model, loss):
-        self.watch = watch
-        self.probe = ModelProbe(model, keras.losses.get(loss) if isinstance(loss, str) else loss)
-        self.x = model_input(model, watch.x)
-
-    def measure(self) -> dict[str, float]:
-        """``{layers/layer<k>/<stat>: value}`` now; the update ratios against the last measurement."""
-        return self.probe.measure(self.x, self.watch.y)
 
 
 class _EpochLogs(keras.callbacks.Callback):

@@ -27,7 +27,7 @@ from initlab.comparison.progress import Interrupts, Progress
 from initlab.comparison.children import data_params, model_params, shared_params
 from initlab.messages import one_line, shown
 from initlab.plots import plot_comparison, plot_layers, to_png
-from initlab.report import summarize, to_csv, to_markdown
+from initlab.report import Results, summarize, to_csv, to_markdown
 from initlab.spec import ComparisonSpec, SpecError
 from initlab.spec_files import read_spec_file, spec_path
 from initlab.tracking import (
@@ -153,7 +153,7 @@ def run_comparison(
                 bar.close()
                 summary, files, description = _summarize(spec, builder.data.name, curves)  # while the last runs are written
                 status = "FAILED" if failures else "FINISHED"
-                queue.submit(lambda tracker: _finish_parent(tracker, files, description, status))
+                queue.submit(lambda tracker: finish_parent(tracker, files, description, status))
                 tracker = queue.wait()
             except BaseException as error:  # Ctrl-C, SIGTERM, MLflow failing, a bug
                 if isinstance(error, TrackingUnavailableError) or queue.lost is not None:
@@ -260,19 +260,28 @@ def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, Mappin
     results = {scheme: runs for scheme, runs in results.items() if runs}
     if not results:
         return [], {}, None
-    summary = summarize(results)
     title = f"{spec.name}: {spec.model.describe()} on {data_name}"
+    summary, files = summary_files(results, title, spec.watch)
+    return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{files['summary.md']}"
+
+
+def summary_files(results: Results, title: str, every: int) -> tuple[list, dict[str, str | bytes]]:
+    """``(summary rows, the parent's files)`` of a comparison's ``results`` (`initlab.report.summarize`): the
+    tables (``summary.csv``, ``summary.md``), ``comparison.png`` and, for layers watched every ``every`` epochs
+    (0: not watched), ``layers.png`` where it can be drawn (not when no run was watched, their diagnostics having
+    failed, or seeds were measured at other steps). Raises the ValueError of `summarize` for ragged curves."""
+    summary = summarize(results)
     files = {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary),
              "comparison.png": to_png(plot_comparison(results, title=title))}
-    if spec.watch:
+    if every:
         try:
-            files["layers.png"] = to_png(plot_layers(results, every=spec.watch, title=f"{title}: kernel gradient norms"))
-        except ValueError:  # no run was watched (their diagnostics failed), or seeds measured at other steps
+            files["layers.png"] = to_png(plot_layers(results, every=every, title=f"{title}: kernel gradient norms"))
+        except ValueError:
             pass
-    return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{to_markdown(summary)}"
+    return summary, files
 
 
-def _finish_parent(tracker: ComparisonTracker, files: dict, description: str | None, status: str) -> None:
+def finish_parent(tracker: ComparisonTracker, files: dict, description: str | None, status: str) -> None:
     """The summary's files and description on the parent run, then its ``status``."""
     if files:
         tracker.log_parent_artifacts(files)

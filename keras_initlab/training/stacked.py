@@ -44,7 +44,7 @@ from keras_initlab.training.driver import (
 )
 from keras_initlab.training.planning import parallel_lanes, plan_groups
 from keras_initlab.training.single import train
-from keras_initlab.watch import LayerWatch, check_watch, layer_key, unit_statistics, update_ratios
+from keras_initlab.watch import LayerWatch, check_watch, layer_statistics
 
 
 class _Architecture:
@@ -165,6 +165,7 @@ class _StackedEpoch:
         self.evaluate = tf.function(self._evaluate, jit_compile=True, autograph=False)
         self.activation_names = arch.activations
         self.statistics = tf.function(self._statistics, jit_compile=True, autograph=False)
+        self.watched: list[str] = []  # the rows of what `statistics` returns: set when it is traced
 
     def _forward(self, z, params, y):
         """Per-model data losses ``(K,)`` and outputs ``(K, n, classes)``.
@@ -231,9 +232,9 @@ class _StackedEpoch:
         return data_losses, accuracy(pred, y)
 
 
-    def _statistics(self, params, x, y):
-        """The `keras_initlab.watch` statistics of all K models on the probe batch ``(x, y)``, in one pass: per
-        layer, ``{stat: (K,) tensor}``."""
+    def _statistics(self, params, previous, x, y):
+        """The `keras_initlab.watch` statistics of all K models on the probe batch ``(x, y)``, in one pass, the
+        update ratios against the kernels ``previous``: ``(statistics, K)``, the rows named by ``watched``."""
         k, fan_in, units = params[0].shape
         kernels = list(params[0::2])
         with tf.GradientTape() as tape:
@@ -249,11 +250,9 @@ class _StackedEpoch:
                                     tf.reshape(signals[-1][1], (-1, signals[-1][1].shape[2])))
             loss = tf.reduce_sum(tf.reduce_mean(tf.reshape(per_example, (k, -1)), axis=1))  # model k's own gradients
         grads = tape.gradient(loss, kernels)
-        stats = []
-        for (z, a), name, grad in zip(signals, self.activation_names, grads):
-            layer_stats = unit_statistics(z, a, name)
-            layer_stats["grad_norm"] = tf.sqrt(tf.reduce_sum(tf.square(grad), axis=(1, 2)))
-            stats.append(layer_stats)
+        self.watched, stats = layer_statistics(
+            [(z, a, name, grad, kernel, old) for (z, a), name, grad, kernel, old
+             in zip(signals, self.activation_names, grads, kernels, previous)])
         return stats
 
 
@@ -414,8 +413,7 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
     streams = {s: epoch_orders(s, epochs, len(tensors.x_train)) for s in sorted({seeds[k] for k in members})}
     results: dict = {k: reporters[k].history for k in members}
     active = list(members)
-    watched_kernels = (None if probe is None  # each group's kernels at its last measurement
-                       else [[p.numpy() for p in group_params[0::2]] for group_params in params])
+    watched_kernels = [group_params[0::2] for group_params in params]  # each group's, at its last measurement
 
     def epoch_of(g: int, epoch: int, orders: dict, training: list[int]):
         """One epoch of group ``g``; writes the new weights of its ``training`` models back. Returns the new
@@ -427,9 +425,9 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
             _write_back(new, {i: layers[k] for i, k in enumerate(groups[g]) if k in training})
             watched = None
             if probe is not None and probe[0].due(epoch):
-                kernels = [p.numpy() for p in new[0::2]]
-                watched = _watched(compiled.statistics(new, probe[1], probe[2]), watched_kernels[g], kernels)
-                watched_kernels[g] = kernels
+                values = compiled.statistics(new, watched_kernels[g], probe[1], probe[2]).numpy()
+                watched = [dict(zip(compiled.watched, column.tolist(), strict=True)) for column in values.T]
+                watched_kernels[g] = new[0::2]
             return new, [t.numpy() for t in (train_losses, val_losses, val_accuracies)], watched
 
     for k in active:
@@ -461,16 +459,6 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
     for k in sorted(active):
         reporters[k].end()
     return results
-
-
-def _watched(stats, before: list[np.ndarray], after: list[np.ndarray]) -> list[dict[str, float]]:
-    """`_StackedEpoch._statistics` and the update ratios of the kernels ``after`` against ``before`` (stacked), as
-    one ``{layers/layer{k}/{stat}: value}`` per model of the group."""
-    per_layer = [{stat: value.numpy() for stat, value in layer_stats.items()} for layer_stats in stats]
-    for layer_stats, ratio in zip(per_layer, update_ratios(before, after, stacked=True)):
-        layer_stats["update_ratio"] = ratio
-    return [{layer_key(depth, stat): float(values[i]) for depth, layer_stats in enumerate(per_layer, start=1)
-             for stat, values in layer_stats.items()} for i in range(len(before[0]))]
 
 
 def _write_back(params, layers: Mapping[int, list[keras.layers.Dense]]) -> None:
