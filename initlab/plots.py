@@ -150,6 +150,7 @@ def plot_layers(results: Results, every: int = 1, title: str = ""):
     if not matrices:
         raise ValueError("No run has layers/layer<k>/grad_norm: the layers were not watched.")
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import LogFormatter, NullLocator
 
     finite = np.concatenate([m[np.isfinite(m) & (m > 0)] for m in matrices.values()])
     norm = LogNorm(*(finite.min(), finite.max())) if finite.size else None
@@ -161,7 +162,7 @@ def plot_layers(results: Results, every: int = 1, title: str = ""):
         shown = np.ma.masked_where(~(np.isfinite(matrix) & (matrix > 0)), matrix)
         image = axes.imshow(shown, norm=norm, aspect="auto", interpolation="nearest", cmap="viridis",
                             extent=(-0.5 * every, (matrix.shape[1] - 0.5) * every, matrix.shape[0] + 0.5, 0.5))
-        axes.set_title(scheme, fontsize=10)
+        axes.set_title(scheme, fontsize=10, y=1.01)  # a fixed place: matplotlib measures no tick labels for it
         axes.set_xlabel("epoch")
         axes.xaxis.get_major_locator().set_params(integer=True)
         if i == 0:
@@ -170,6 +171,9 @@ def plot_layers(results: Results, every: int = 1, title: str = ""):
             axes.tick_params(labelleft=False)
     colorbar_axes = figure.add_axes((1 - 0.95 / width, 0.13, 0.15 / width, 0.71))
     figure.colorbar(image, cax=colorbar_axes, label="kernel gradient norm")
+    # Powers of ten as plain text ("1e-05"), no minor ticks: a third of the drawing time otherwise (mathtext).
+    colorbar_axes.yaxis.set_major_formatter(LogFormatter())
+    colorbar_axes.yaxis.set_minor_locator(NullLocator())
     figure.suptitle(title or "kernel gradient norm by layer and epoch: geometric mean over seeds")
     return figure
 

@@ -75,7 +75,10 @@ def test_the_stacked_trainer_measures_every_model_as_the_single_model_trainer_do
 
     watch = LayerWatch(*probe(data))
     stacked = kil.train_stacked(models(), data, epochs=2, batch_size=20, seed=[0, 0, 1, 1], watch=watch)
+    unwatched = kil.train_stacked(models(), data, epochs=2, batch_size=20, seed=[0, 0, 1, 1])
     for k, (model, seed) in enumerate(zip(models(), (0, 0, 1, 1))):
+        for key, values in unwatched[k].history.items():  # watching changes nothing else, to the last bit
+            assert stacked[k].history[key] == values, (k, key)
         alone = kil.train(model, data, epochs=2, batch_size=20, seed=seed, watch=watch).history
         keys = [key for key in alone if key.startswith("layers/")]
         # two ReLU layers: preact and activation std, dead fraction, gradient norm, update ratio; softmax: no dead units

@@ -262,9 +262,14 @@ def train(
             for epoch, order in enumerate(epoch_orders(seed, epochs, len(data.x_train))):
                 reporter.epoch_begin(epoch)
                 loop.load(model, optimizer)  # as the callbacks left them
-                if watch is not None and epoch == 0:  # the run's initial kernels, for the first update ratio
-                    loop.probe(watch.loss).start()
-                train_loss = float(loop.train(tensors.x_train, tensors.y_train, tf.constant(order)))
+                order = tf.constant(order)
+                if watch is not None and epoch == 0:
+                    probe = loop.probe(watch.loss)
+                    probe.start()  # the run's initial kernels, for the first update ratio
+                    # The loop traced here, the probe then on a thread while XLA compiles the loop and it trains.
+                    loop.train.get_concrete_function(tensors.x_train, tensors.y_train, order)
+                    probe.prepare(probe_x, probe_y)
+                train_loss = float(loop.train(tensors.x_train, tensors.y_train, order))
                 loop.store(model, optimizer)
                 val_loss, val_accuracy = (float(v) for v in loop.evaluate(tensors.x_val, tensors.y_val))
                 watched = None
