@@ -166,6 +166,7 @@ class ModelProbe:
         outputs = [layer.input for layer in self.layers] + [
             (after if after is not None else layer).output for layer, (_, after) in zip(self.layers, activations)]
         self.loss = loss
+        self.chain = _dense_chain(model, self.layers)
         self.probe = keras.Model(model.inputs[0], [*outputs, model.outputs[0]], name=f"{model.name}_watch")
         self._previous = [tf.Variable(layer.kernel, trainable=False) for layer in self.layers]
         self._measure = tf.function(self._statistics, autograph=False)
@@ -186,17 +187,30 @@ class ModelProbe:
         for previous, layer in zip(self._previous, self.layers):
             previous.assign(layer.kernel)
 
-    def _statistics(self, x, y):
+    def _signals(self, x) -> tuple[list, list, tf.Tensor]:
+        """Every diagnosed layer's ``z`` and ``a`` on ``x``, and the model's output. A chain of Dense layers (as
+        `keras_initlab.build_mlp` makes) is run here, layer by layer, so that ``z`` is the forward pass's own; any
+        other model runs its own graph, and ``z`` is computed again from each layer's input (a Keras model does not
+        expose a layer's pre-activation): one more product per layer."""
+        if self.chain:
+            zs, activations = [], [x]
+            for layer in self.layers:
+                zs.append(_linear(layer, activations[-1]))
+                activations.append(layer.activation(zs[-1]))
+            return zs, activations[1:], activations[-1]
         n = len(self.layers)
+        values = self.probe(x, training=False)
+        return [_linear(layer, received) for layer, received in zip(self.layers, values[:n])], values[n:2 * n], values[-1]
+
+    def _statistics(self, x, y):
         kernels = [layer.kernel for layer in self.layers]
         with tf.GradientTape() as tape:
-            values = self.probe(x, training=False)
-            loss = keras.ops.mean(self.loss(y, values[-1]))
+            zs, activations, output = self._signals(x)
+            loss = keras.ops.mean(self.loss(y, output))
         grads = tape.gradient(loss, kernels)
         layers = []
-        for layer, activation, received, a, grad, previous in zip(
-                self.layers, self.activations, values[:n], values[n:2 * n], grads, self._previous):
-            z = _linear(layer, received)
+        for layer, activation, z, a, grad, previous in zip(
+                self.layers, self.activations, zs, activations, grads, self._previous):
             if getattr(layer, "data_format", "channels_last") == "channels_first":
                 z, a = (tf.experimental.numpy.moveaxis(t, 1, -1) for t in (z, a))
             grad = tf.zeros_like(layer.kernel) if grad is None else grad
@@ -216,6 +230,18 @@ class ModelProbe:
             self._tracing.join()
         values = self._measure(x, y).numpy()[:, 0].tolist()  # traced on the first call, which sets `names`
         return dict(zip(self.names, values, strict=True))
+
+
+def _dense_chain(model: keras.Model, layers: Sequence[keras.layers.Layer]) -> bool:
+    """Whether ``model`` is a chain of its diagnosed ``layers``, all plain Dense layers: each takes the previous
+    one's output (the first the model's input) and the last gives the model's output."""
+    own = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if own != list(layers) or len(model.inputs) != 1 or len(model.outputs) != 1:
+        return False
+    if any(type(layer) is not keras.layers.Dense or layer.lora_enabled or layer.quantization_mode for layer in layers):
+        return False
+    return all(layer.input is received for layer, received in zip(layers, [model.inputs[0]] + [l.output for l in layers])) \
+        and layers[-1].output is model.outputs[0]
 
 
 class WatchLayers(keras.callbacks.Callback):
