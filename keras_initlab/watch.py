@@ -163,11 +163,13 @@ class ModelProbe:
         self.layers = diagnosed_layers(model)
         activations = [activation_after(model, layer) for layer in self.layers]
         self.activations = [name for name, _ in activations]
-        outputs = [layer.input for layer in self.layers] + [
-            (after if after is not None else layer).output for layer, (_, after) in zip(self.layers, activations)]
         self.loss = loss
         self.chain = _dense_chain(model, self.layers)
-        self.probe = keras.Model(model.inputs[0], [*outputs, model.outputs[0]], name=f"{model.name}_watch")
+        self.probe = None  # a chain is run by `_signals` itself; any other model through this one
+        if not self.chain:
+            outputs = [layer.input for layer in self.layers] + [
+                (after if after is not None else layer).output for layer, (_, after) in zip(self.layers, activations)]
+            self.probe = keras.Model(model.inputs[0], [*outputs, model.outputs[0]], name=f"{model.name}_watch")
         self._previous = [tf.Variable(layer.kernel, trainable=False) for layer in self.layers]
         self._measure = tf.function(self._statistics, autograph=False)
         self.names: list[str] = []  # what `_statistics` returns, in order: set when it is traced
@@ -240,8 +242,8 @@ def _dense_chain(model: keras.Model, layers: Sequence[keras.layers.Layer]) -> bo
         return False
     if any(type(layer) is not keras.layers.Dense or layer.lora_enabled or layer.quantization_mode for layer in layers):
         return False
-    return all(layer.input is received for layer, received in zip(layers, [model.inputs[0]] + [l.output for l in layers])) \
-        and layers[-1].output is model.outputs[0]
+    received = [model.inputs[0]] + [layer.output for layer in layers]
+    return all(layer.input is r for layer, r in zip(layers, received)) and received[-1] is model.outputs[0]
 
 
 class WatchLayers(keras.callbacks.Callback):

@@ -165,7 +165,7 @@ class _StackedEpoch:
         self.evaluate = tf.function(self._evaluate, jit_compile=True, autograph=False)
         self.activation_names = arch.activations
         # Not XLA: compiling the pass with its gradient took ~1.4 s per shape of group in every process, for no
-        # faster a pass (~3 ms either way for a group of 3 nielsen models on 1,000 images, 2-core CPU). Nor fused with
+        # faster a pass (7-8 ms either way for a group of 3 nielsen models on 1,000 images, 2-core CPU). Nor fused with
         # the validation pass, whose forward part it repeats: that pass's numbers would then move in the last bit.
         self.statistics = tf.function(self._statistics, autograph=False)
         self.watched: list[str] = []  # the rows of what `statistics` returns: set when it is traced
