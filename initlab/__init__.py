@@ -13,7 +13,6 @@ MLflow tracking process, load only what they use. The names below that train loa
 from initlab.spec_files import SpecError, SpecTypeError, builtin_specs, spec_path
 
 
-
 def __getattr__(name: str):
     # The names that load the library (TensorFlow): imported when first used.
     if name in ("run_comparison", "diagnose_spec", "ComparisonOutcome", "Comparison"):
@@ -27,5 +26,14 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'initlab' has no attribute {name!r}")
 
 
-__all__ = ["Comparison", "ComparisonOutcome", "ComparisonSpec", "SpecError", "SpecTypeError", "builtin_specs", "diagnose_spec",
-           "run_comparison", "spec_path"]
+__all__ = [
+    "Comparison",
+    "ComparisonOutcome",
+    "ComparisonSpec",
+    "SpecError",
+    "SpecTypeError",
+    "builtin_specs",
+    "diagnose_spec",
+    "run_comparison",
+    "spec_path",
+]

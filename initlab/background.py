@@ -51,4 +51,3 @@ def quick_gil_handoff() -> Iterator[None]:
         yield
     finally:
         sys.setswitchinterval(previous)
-

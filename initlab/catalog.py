@@ -31,7 +31,9 @@ def schemes() -> dict[str, str]:
     """``{name: one-line description}`` of the built-in schemes (`keras_initlab.list_schemes`)."""
     for node in _library_source("schemes").body:
         if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "_SCHEMES":
-            return {key.value: value.elts[0].value for key, value in zip(node.value.keys, node.value.values)}
+            return {
+                key.value: value.elts[0].value for key, value in zip(node.value.keys, node.value.values, strict=True)
+            }
     raise LookupError("keras_initlab/schemes.py defines no _SCHEMES table")
 
 
@@ -41,5 +43,6 @@ def initializers() -> dict[str, str]:
     return {
         node.name: ast.get_docstring(node).strip().splitlines()[0]
         for node in _library_source("initializers").body
-        if isinstance(node, ast.ClassDef) and any("register_keras_serializable" in ast.unparse(d) for d in node.decorator_list)
+        if isinstance(node, ast.ClassDef)
+        and any("register_keras_serializable" in ast.unparse(d) for d in node.decorator_list)
     }

@@ -21,9 +21,10 @@ from initlab.cluster import ClusterUnavailableError, RayAddress, parse_address
 from initlab.spec_files import SpecError, builtin_spec_text, builtin_specs, spec_path
 from initlab.tracking import TrackingLostError, TrackingUnavailableError, quiet_store_logging, ui_command, ui_url
 
-
-CONFIG_HELP = ("a built-in spec's name (initlab list) or a spec file (.yaml/.yml/.json); a bare name is the built-in "
-               "spec (./NAME for a file of that name)")
+CONFIG_HELP = (
+    "a built-in spec's name (initlab list) or a spec file (.yaml/.yml/.json); a bare name is the built-in "
+    "spec (./NAME for a file of that name)"
+)
 
 
 def _ray_address(address: str) -> RayAddress:
@@ -41,18 +42,31 @@ def parser() -> argparse.ArgumentParser:
 
     compare = commands.add_parser("compare", help="train every (scheme, seed) of a spec and track it in MLflow")
     compare.add_argument("config", help=CONFIG_HELP)
-    compare.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./tracking/mlflow.db)")
+    compare.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./tracking/mlflow.db)"
+    )
     compare.add_argument("--experiment", help="MLflow experiment name (default: the spec's name)")
     compare.add_argument("--seeds", type=int, nargs="+", help="override the spec's seeds")
     compare.add_argument("--epochs", type=int, help="override the spec's epochs")
-    compare.add_argument("--resume", action="store_true", help="re-open the last parent run of this spec; train only unfinished runs")
+    compare.add_argument(
+        "--resume", action="store_true", help="re-open the last parent run of this spec; train only unfinished runs"
+    )
     compare.add_argument("--no-stack", dest="stack", action="store_false", help="train one model at a time")
-    compare.add_argument("--ray", nargs="?", const=parse_address("local"), metavar="ADDRESS", type=_ray_address,
-                         help="run the work on Ray: a local instance (no ADDRESS), or the cluster at ADDRESS "
-                              "(auto, HOST:PORT, ray://HOST:PORT); needs pip install 'keras-initlab[ray]'")
-    compare.add_argument("--histograms", action="store_true",
-                         help="also log every run's activation histograms at initialization (init/activations.png; "
-                              "about 0.2 s of CPU per run)")
+    compare.add_argument(
+        "--ray",
+        nargs="?",
+        const=parse_address("local"),
+        metavar="ADDRESS",
+        type=_ray_address,
+        help="run the work on Ray: a local instance (no ADDRESS), or the cluster at ADDRESS "
+        "(auto, HOST:PORT, ray://HOST:PORT); needs pip install 'keras-initlab[ray]'",
+    )
+    compare.add_argument(
+        "--histograms",
+        action="store_true",
+        help="also log every run's activation histograms at initialization (init/activations.png; "
+        "about 0.2 s of CPU per run)",
+    )
 
     diagnose = commands.add_parser("diagnose", help="per-layer statistics of every scheme of a spec at initialization")
     diagnose.add_argument("config", help=CONFIG_HELP)
@@ -61,13 +75,18 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="list the built-in specs, schemes and initializers")
 
-    spec = commands.add_parser("spec", help="print a built-in spec, to start one of your own from "
-                                            "(initlab spec nielsen > my.yaml)")
+    spec = commands.add_parser(
+        "spec", help="print a built-in spec, to start one of your own from (initlab spec nielsen > my.yaml)"
+    )
     spec.add_argument("name", help="a built-in spec's name (initlab list)")
 
-    server.add_arguments(commands.add_parser(
-        "serve", help="start an MLflow tracking server with the project's defaults (127.0.0.1:5000, "
-                      "tracking/mlflow.db; a login to listen beyond this machine)"))
+    server.add_arguments(
+        commands.add_parser(
+            "serve",
+            help="start an MLflow tracking server with the project's defaults (127.0.0.1:5000, "
+            "tracking/mlflow.db; a login to listen beyond this machine)",
+        )
+    )
     return parser
 
 
@@ -124,13 +143,22 @@ def _compare(args: argparse.Namespace) -> int:
     if overrides:
         spec = spec.replace(**overrides)
     outcome = run_comparison(
-        spec, args.tracking_uri, args.experiment, resume=args.resume, stack=args.stack,
-        progress=sys.stderr, spec_file=config, histograms=args.histograms, ray=args.ray,
+        spec,
+        args.tracking_uri,
+        args.experiment,
+        resume=args.resume,
+        stack=args.stack,
+        progress=sys.stderr,
+        spec_file=config,
+        histograms=args.histograms,
+        ray=args.ray,
     )
     if outcome.skipped:
         print(f"resumed: {len(outcome.skipped)} finished run(s) kept: {', '.join(outcome.skipped)}")
     print(to_markdown(outcome.summary), end="")
-    print(f"\ntracked in {outcome.tracking_uri} (experiment {outcome.experiment_id}, parent run {outcome.parent_run_id})")
+    print(
+        f"\ntracked in {outcome.tracking_uri} (experiment {outcome.experiment_id}, parent run {outcome.parent_run_id})"
+    )
     print(f"look: {ui_command(outcome.tracking_uri)}")
     print(f"  then open {ui_url(outcome.tracking_uri, outcome.experiment_id, outcome.parent_run_id)}")
     if outcome.failures:
@@ -178,8 +206,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM during a comparison (`initlab.comparison.progress.Terminated`)
         status = getattr(e, "exit_status", 130)
         kept = "; the runs in flight are KILLED, the finished ones kept: rerun with --resume to finish"
-        print(f"initlab {args.command}: {'terminated (SIGTERM)' if status == 143 else 'interrupted (Ctrl-C)'}"
-              + (kept if args.command == "compare" else ""), file=sys.stderr)
+        print(
+            f"initlab {args.command}: {'terminated (SIGTERM)' if status == 143 else 'interrupted (Ctrl-C)'}"
+            + (kept if args.command == "compare" else ""),
+            file=sys.stderr,
+        )
         return status
     except TrackingLostError as e:  # runs were under way: they failed, and --resume finishes them
         print(f"initlab {args.command}: {e}", file=sys.stderr)
@@ -187,4 +218,3 @@ def run(args: argparse.Namespace) -> int:
     except (SpecError, TrackingUnavailableError, ClusterUnavailableError) as e:
         print(f"initlab {args.command}: {e}", file=sys.stderr)
         return 2
-

@@ -56,7 +56,8 @@ PROBE_TIMEOUT = 3.0
 
 
 class ClusterUnavailableError(RuntimeError):
-    """No Ray cluster answers at the address, or this process cannot use it; the message names the address and the fix."""
+    """No Ray cluster answers at the address, or this process cannot use it; the message names the address and the
+    fix."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,11 +99,13 @@ def parse_address(address: str) -> RayAddress:
         raise TypeError(f"Argument `address` must be a str ({ADDRESS_FORMS}). Received: address={address!r}")
     if address in ("local", "auto"):
         return RayAddress(address, address)
-    kind, rest = ("client", address[len("ray://"):]) if address.startswith("ray://") else ("gcs", address)
+    kind, rest = ("client", address[len("ray://") :]) if address.startswith("ray://") else ("gcs", address)
     host, _, port = rest.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"Argument `address` must be {ADDRESS_FORMS} (a port in 1..65535). Received: address={address!r}")
+        raise ValueError(
+            f"Argument `address` must be {ADDRESS_FORMS} (a port in 1..65535). Received: address={address!r}"
+        )
     return RayAddress(address, kind, host, int(port))
 
 
@@ -122,8 +125,10 @@ def connect(address: RayAddress | str = "local", num_cpus: int | None = None) ->
     if importlib.util.find_spec("ray") is None:
         raise ClusterUnavailableError("Ray is not installed here: pip install 'keras-initlab[ray]'")
     if num_cpus is not None and kind != "local":
-        raise ValueError(f"Argument `num_cpus` applies to a local instance only. Received: num_cpus={num_cpus!r} "
-                         f"with address={address.text!r}")
+        raise ValueError(
+            f"Argument `num_cpus` applies to a local instance only. Received: num_cpus={num_cpus!r} "
+            f"with address={address.text!r}"
+        )
     loopback = kind == "local" or (host is not None and is_loopback(host))
     if loopback:
         _keep_loopback(address)
@@ -137,15 +142,22 @@ def connect(address: RayAddress | str = "local", num_cpus: int | None = None) ->
         _use_own_token()
     try:
         if kind == "local":
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR)  # the command's own lines only: not Ray's start-up notices
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )  # the command's own lines only: not Ray's start-up notices
         else:
             ray.init(address=address.text, log_to_driver=False, logging_level=logging.ERROR)
     except (ConnectionError, RuntimeError) as e:
         hint = ""
         if kind != "local" and os.environ.get(AUTH_MODE_VARIABLE, "").lower() != "token":
-            hint = (f"; if the cluster uses token authentication, set {AUTH_MODE_VARIABLE}=token here, with the "
-                    "cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH")
+            hint = (
+                f"; if the cluster uses token authentication, set {AUTH_MODE_VARIABLE}=token here, with the "
+                "cluster's token in ~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+            )
         raise ClusterUnavailableError(f"cannot connect to the Ray cluster at {address}: {e}{hint}") from None
     return Cluster(address.text, _is_remote(kind), dict(ray.cluster_resources()))
 
@@ -178,7 +190,8 @@ def _probe(address: RayAddress, host: str, port: int) -> None:
     except OSError as e:
         raise ClusterUnavailableError(
             f"no Ray cluster answers at {address} ({type(e).__name__}: {e.strerror or e}). Start one there "
-            "(ray start --head --port PORT), pass the address of a running one, or use --ray alone for a local instance."
+            "(ray start --head --port PORT), pass the address of a running one, "
+            "or use --ray alone for a local instance."
         ) from None
 
 
@@ -234,4 +247,3 @@ def check_store_reachable(uri: str, cluster: Cluster) -> None:
             f"they cannot reach the store {uri} on this machine's disk. Start an MLflow server they can reach "
             "(initlab serve --host HOST on a host of the cluster, with a login) and pass --tracking-uri http://HOST:PORT."
         )
-

@@ -84,8 +84,10 @@ def _import_library_deferring_signals() -> int | None:
     signal received meanwhile, if any. Afterwards SIGTERM raises `initlab.comparison.progress.Terminated`, as Ctrl-C
     raises `KeyboardInterrupt`: the command ends in one line wherever it is."""
     received = []
-    handlers = {signum: signal.signal(signum, lambda signum, frame: received.append(signum))
-                for signum in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {
+        signum: signal.signal(signum, lambda signum, frame: received.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         _import_library()
     finally:

@@ -18,7 +18,8 @@ MAX_SHOWN = 80
 
 
 def one_line(message: object) -> str:
-    """``str(message)`` with every run of whitespace (newlines included) made one space, cut to `MAX_LINE` characters."""
+    """``str(message)`` with every run of whitespace (newlines included) made one space, cut to `MAX_LINE`
+    characters."""
     text = " ".join(str(message).split())
     return text if len(text) <= MAX_LINE else text[:MAX_LINE] + "..."
 

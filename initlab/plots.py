@@ -25,8 +25,8 @@ from collections.abc import Mapping, Sequence
 import keras
 import numpy as np
 
-from keras_initlab.diagnostics import LayerDiagnostics, LayerSignals, collect_signals, tabulate
 from initlab.report import Results, curves
+from keras_initlab.diagnostics import LayerDiagnostics, LayerSignals, collect_signals, tabulate
 
 
 def _figure(**kwargs):
@@ -65,8 +65,9 @@ def _histograms(signals: Sequence[LayerSignals], title: str, bins: int = 50):
     # patches: drawing stays cheap enough to do for every tracked run.
     width, height = 3.2 * cols, 2.6 * rows + 0.6
     figure = _figure(figsize=(width, height), dpi=80)
-    figure.subplots_adjust(left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height,
-                           top=1 - 0.75 / height, wspace=0.35, hspace=0.6)
+    figure.subplots_adjust(
+        left=0.75 / width, right=1 - 0.15 / width, bottom=0.55 / height, top=1 - 0.75 / height, wspace=0.35, hspace=0.6
+    )
     for i, signal in enumerate(signals):
         axes = figure.add_subplot(rows, cols, i + 1)
         values = signal.activations.astype(np.float64).ravel()
@@ -99,7 +100,7 @@ def plot_preactivation_std_by_depth(
         depths = [row.depth for row in table]
         stds = np.array([row.preactivation_std for row in table], dtype=np.float64)
         zero = stds <= 0
-        zero_depths = ", ".join(str(d) for d, z in zip(depths, zero) if z)
+        zero_depths = ", ".join(str(d) for d, z in zip(depths, zero, strict=True) if z)
         shown = f"{label} (std 0 at depth {zero_depths})" if zero_depths else label
         (line,) = axes.plot(depths, np.where(zero, np.nan, stds), marker="o", label=shown)
         if show_predicted:
@@ -119,7 +120,9 @@ def plot_preactivation_std_by_depth(
 def plot_comparison(results: Results, metric: str = "val_accuracy", title: str = ""):
     """``metric`` against epoch: per scheme the mean over seeds and a min-max band (`initlab.report.curves`)."""
     figure = _figure(figsize=(7, 4.5), dpi=120)
-    figure.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.92)  # fixed margins: a third cheaper than a layout engine
+    figure.subplots_adjust(
+        left=0.1, right=0.97, bottom=0.11, top=0.92
+    )  # fixed margins: a third cheaper than a layout engine
     axes = figure.add_subplot()
     for scheme, c in curves(results, metric).items():
         epochs = np.arange(1, c.shape[1] + 1)
@@ -160,8 +163,14 @@ def plot_layers(results: Results, every: int = 1, title: str = ""):
     for i, (scheme, matrix) in enumerate(matrices.items()):
         axes = figure.add_subplot(1, len(matrices), i + 1)
         shown = np.ma.masked_where(~(np.isfinite(matrix) & (matrix > 0)), matrix)
-        image = axes.imshow(shown, norm=norm, aspect="auto", interpolation="nearest", cmap="viridis",
-                            extent=(-0.5 * every, (matrix.shape[1] - 0.5) * every, matrix.shape[0] + 0.5, 0.5))
+        image = axes.imshow(
+            shown,
+            norm=norm,
+            aspect="auto",
+            interpolation="nearest",
+            cmap="viridis",
+            extent=(-0.5 * every, (matrix.shape[1] - 0.5) * every, matrix.shape[0] + 0.5, 0.5),
+        )
         axes.set_title(scheme, fontsize=10, y=1.01)  # a fixed place: matplotlib measures no tick labels for it
         axes.set_xlabel("epoch")
         axes.xaxis.get_major_locator().set_params(integer=True)

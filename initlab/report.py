@@ -97,8 +97,9 @@ def to_csv(rows: Sequence[SchemeSummary]) -> str:
     return buffer.getvalue()
 
 
-def paired_difference(results: Results, baseline: str, other: str, epoch: int | None = None,
-                      metric: str = "val_accuracy") -> tuple[float, float, int]:
+def paired_difference(
+    results: Results, baseline: str, other: str, epoch: int | None = None, metric: str = "val_accuracy"
+) -> tuple[float, float, int]:
     """``(mean, standard error, n)`` of ``other - baseline`` at ``epoch`` (1-based; default the last) over the seeds:
     the two schemes' histories are paired by position (the seeds in one order, as a comparison lists them), the
     standard error ``std(differences, ddof=1) / sqrt(n)``; both rounded to 6 decimals.
@@ -110,8 +111,10 @@ def paired_difference(results: Results, baseline: str, other: str, epoch: int | 
     """
     data = curves({scheme: results[scheme] for scheme in (baseline, other)}, metric)
     if data[baseline].shape != data[other].shape:
-        raise ValueError(f"{baseline} and {other} must have the same seeds and epochs to be paired; got "
-                         f"{data[baseline].shape} and {data[other].shape} (seeds, epochs)")
+        raise ValueError(
+            f"{baseline} and {other} must have the same seeds and epochs to be paired; got "
+            f"{data[baseline].shape} and {data[other].shape} (seeds, epochs)"
+        )
     column = data[other].shape[1] - 1 if epoch is None else epoch - 1
     differences = data[other][:, column] - data[baseline][:, column]
     n = len(differences)

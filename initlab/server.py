@@ -56,8 +56,11 @@ LISTEN_OPTIONS = {"--host": "--host", "-h": "--host", "--port": "--port", "-p": 
 """``mlflow server``'s options that choose where it listens, by every name Click reads them by (Click reads
 ``-h0.0.0.0`` as ``-h 0.0.0.0``; it takes no abbreviation of a long option), and their long names."""
 
-WEB_SERVER_OPTIONS = {"--uvicorn-opts": "MLFLOW_UVICORN_OPTS", "--gunicorn-opts": "MLFLOW_GUNICORN_OPTS",
-                      "--waitress-opts": None}
+WEB_SERVER_OPTIONS = {
+    "--uvicorn-opts": "MLFLOW_UVICORN_OPTS",
+    "--gunicorn-opts": "MLFLOW_GUNICORN_OPTS",
+    "--waitress-opts": None,
+}
 """``mlflow server``'s options passed on to its web server, which can make it listen elsewhere too (gunicorn's
 ``-b`` adds an address), and the environment variables Click reads them from (None: none)."""
 
@@ -74,26 +77,52 @@ def parser(prog: str = "initlab serve") -> argparse.ArgumentParser:
 def add_arguments(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Adds ``initlab serve``'s options to ``command``; returns it."""
     store = Path("tracking")
-    command.add_argument("--host", default="127.0.0.1",
-                         help="address to listen on (default 127.0.0.1: this machine only; any other needs a login)")
+    command.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only; any other needs a login)",
+    )
     command.add_argument("--port", type=int, default=5000, help="default 5000")
-    command.add_argument("--backend-store-uri", default=f"sqlite:///{(store / 'mlflow.db').resolve()}",
-                         help="any SQLAlchemy URI (default: initlab compare's default store, tracking/mlflow.db)")
-    command.add_argument("--artifacts-destination", default=str((store / "server-artifacts").resolve()),
-                         help="where the server stores the artifacts it serves (default tracking/server-artifacts)")
+    command.add_argument(
+        "--backend-store-uri",
+        default=f"sqlite:///{(store / 'mlflow.db').resolve()}",
+        help="any SQLAlchemy URI (default: initlab compare's default store, tracking/mlflow.db)",
+    )
+    command.add_argument(
+        "--artifacts-destination",
+        default=str((store / "server-artifacts").resolve()),
+        help="where the server stores the artifacts it serves (default tracking/server-artifacts)",
+    )
     command.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     command.add_argument("--allowed-hosts", help="Host headers to answer (against DNS rebinding; default MLflow's)")
     command.add_argument("--cors-allowed-origins", help="browser origins allowed to call the API")
-    command.add_argument("--auth-db", default=f"sqlite:///{(store / 'auth.db').resolve()}",
-                         help="users and permissions of the basic-auth app (default tracking/auth.db)")
-    command.add_argument("--auth-config", default=str((store / "basic_auth.ini").resolve()),
-                         help="where the basic-auth app's settings are written (default tracking/basic_auth.ini)")
-    command.add_argument("--default-permission", default="READ", choices=PERMISSIONS,
-                         help="what every user may do with experiments they do not own (default READ)")
-    command.add_argument("--insecure", action="store_true",
-                         help="listen beyond this machine without a login (only on a network you trust)")
-    command.add_argument("mlflow_options", nargs="*", metavar="-- MLFLOW_OPTION",
-                         help="after --: options passed to mlflow server unchanged")
+    command.add_argument(
+        "--auth-db",
+        default=f"sqlite:///{(store / 'auth.db').resolve()}",
+        help="users and permissions of the basic-auth app (default tracking/auth.db)",
+    )
+    command.add_argument(
+        "--auth-config",
+        default=str((store / "basic_auth.ini").resolve()),
+        help="where the basic-auth app's settings are written (default tracking/basic_auth.ini)",
+    )
+    command.add_argument(
+        "--default-permission",
+        default="READ",
+        choices=PERMISSIONS,
+        help="what every user may do with experiments they do not own (default READ)",
+    )
+    command.add_argument(
+        "--insecure",
+        action="store_true",
+        help="listen beyond this machine without a login (only on a network you trust)",
+    )
+    command.add_argument(
+        "mlflow_options",
+        nargs="*",
+        metavar="-- MLFLOW_OPTION",
+        help="after --: options passed to mlflow server unchanged",
+    )
     return command
 
 
@@ -113,8 +142,9 @@ def is_loopback(host: str) -> bool:
 
 def server_command(options: argparse.Namespace, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow server`` command line and environment for ``options`` (`parser`) started from the environment
-    ``environ``: MLflow's job runner off unless ``environ`` says otherwise. With ``MLFLOW_AUTH_ADMIN_PASSWORD`` set: MLflow's basic-auth app, its settings file named in
-    ``MLFLOW_AUTH_CONFIG_PATH`` (its text: `auth_settings`), and a random CSRF key unless one is set.
+    ``environ``: MLflow's job runner off unless ``environ`` says otherwise. With ``MLFLOW_AUTH_ADMIN_PASSWORD`` set:
+    MLflow's basic-auth app, its settings file named in ``MLFLOW_AUTH_CONFIG_PATH`` (its text: `auth_settings`), and a
+    random CSRF key unless one is set.
 
     Raises:
         ServeError: a host beyond this machine without a login or ``--insecure``; an admin password shorter than
@@ -125,13 +155,28 @@ def server_command(options: argparse.Namespace, environ: Mapping[str, str]) -> t
     """
     login = bool(environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"))
     if login and len(environ["MLFLOW_AUTH_ADMIN_PASSWORD"]) < MIN_PASSWORD_LENGTH:
-        raise ServeError(f"MLFLOW_AUTH_ADMIN_PASSWORD has {len(environ['MLFLOW_AUTH_ADMIN_PASSWORD'])} characters; "
-                         f"MLflow's login needs at least {MIN_PASSWORD_LENGTH}")
+        raise ServeError(
+            f"MLFLOW_AUTH_ADMIN_PASSWORD has {len(environ['MLFLOW_AUTH_ADMIN_PASSWORD'])} characters; "
+            f"MLflow's login needs at least {MIN_PASSWORD_LENGTH}"
+        )
     _check_mlflow_options(options, environ, login)
-    argv = [sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", options.backend_store_uri,
-            "--artifacts-destination", options.artifacts_destination, "--serve-artifacts",
-            "--host", options.host, "--port", str(options.port), "--workers", str(options.workers)]
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        options.backend_store_uri,
+        "--artifacts-destination",
+        options.artifacts_destination,
+        "--serve-artifacts",
+        "--host",
+        options.host,
+        "--port",
+        str(options.port),
+        "--workers",
+        str(options.workers),
+    ]
     if options.allowed_hosts:
         argv += ["--allowed-hosts", options.allowed_hosts]
     if options.cors_allowed_origins:
@@ -155,19 +200,27 @@ def _check_mlflow_options(options: argparse.Namespace, environ: Mapping[str, str
     for token in options.mlflow_options:
         name = _click_option(token)
         if name in LISTEN_OPTIONS:
-            raise ServeError(f"{token} sets mlflow server's {LISTEN_OPTIONS[name]}: pass {LISTEN_OPTIONS[name]} to "
-                             "initlab serve, before --, not to mlflow server (the login check reads it)")
+            raise ServeError(
+                f"{token} sets mlflow server's {LISTEN_OPTIONS[name]}: pass {LISTEN_OPTIONS[name]} to "
+                "initlab serve, before --, not to mlflow server (the login check reads it)"
+            )
         if name in WEB_SERVER_OPTIONS and not (login or options.insecure):
-            raise ServeError(f"{name} can make the web server listen beyond --host {options.host}, so it needs a "
-                             "login: set MLFLOW_AUTH_ADMIN_PASSWORD, or pass --insecure on a network you trust")
+            raise ServeError(
+                f"{name} can make the web server listen beyond --host {options.host}, so it needs a "
+                "login: set MLFLOW_AUTH_ADMIN_PASSWORD, or pass --insecure on a network you trust"
+            )
         if name == "--app-name" and login:
-            raise ServeError(f"{token} would replace the login (MLflow's basic-auth app, on with "
-                             "MLFLOW_AUTH_ADMIN_PASSWORD): leave --app-name out")
+            raise ServeError(
+                f"{token} would replace the login (MLflow's basic-auth app, on with "
+                "MLFLOW_AUTH_ADMIN_PASSWORD): leave --app-name out"
+            )
     for variable in WEB_SERVER_OPTIONS.values():
         if variable and environ.get(variable) and not (login or options.insecure):
-            raise ServeError(f"{variable}={environ[variable]!r} in the environment can make the web server listen "
-                             f"beyond --host {options.host}, so it needs a login: set MLFLOW_AUTH_ADMIN_PASSWORD, "
-                             f"or pass --insecure on a network you trust, or unset {variable}")
+            raise ServeError(
+                f"{variable}={environ[variable]!r} in the environment can make the web server listen "
+                f"beyond --host {options.host}, so it needs a login: set MLFLOW_AUTH_ADMIN_PASSWORD, "
+                f"or pass --insecure on a network you trust, or unset {variable}"
+            )
 
 
 def _click_option(token: str) -> str | None:
@@ -184,8 +237,10 @@ def _click_option(token: str) -> str | None:
 def auth_settings(options: argparse.Namespace, environ: Mapping[str, str]) -> str:
     """The basic-auth app's settings file (the admin's password stays in the environment; ``--auth-db`` may hold
     the auth store's password)."""
-    return (f"[mlflow]\ndefault_permission = {options.default_permission}\ndatabase_uri = {options.auth_db}\n"
-            f"admin_username = {environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}\n")
+    return (
+        f"[mlflow]\ndefault_permission = {options.default_permission}\ndatabase_uri = {options.auth_db}\n"
+        f"admin_username = {environ.get('MLFLOW_AUTH_ADMIN_USERNAME', 'admin')}\n"
+    )
 
 
 def start(options: argparse.Namespace) -> int:
@@ -224,9 +279,11 @@ def _private_file(path: str, text: str | None = None) -> None:
             if text is not None:
                 file.write(text)
     except OSError as e:
-        raise ServeError(f"cannot make {path} readable by this user alone (mode 0600): {e.strerror}; it holds "
-                         "secrets of the login: use a file of this user's (see --auth-db, --auth-config)") from None
+        raise ServeError(
+            f"cannot make {path} readable by this user alone (mode 0600): {e.strerror}; it holds "
+            "secrets of the login: use a file of this user's (see --auth-db, --auth-config)"
+        ) from None
 
 
 def _sqlite_files(*uris: str) -> list[str]:
-    return [uri[len("sqlite:///"):] for uri in uris if uri.startswith("sqlite:///")]
+    return [uri[len("sqlite:///") :] for uri in uris if uri.startswith("sqlite:///")]

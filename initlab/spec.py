@@ -71,19 +71,18 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import keras
-
-from keras_initlab.backend import DEVICES
-from keras_initlab.checks import check_choice, check_int, check_ints, check_list, check_number, check_str, fail
-from keras_initlab.models import OUTPUTS
-from keras_initlab.schemes import SchemeLike, list_schemes
 
 from initlab.messages import shown, shown_text
 from initlab.spec_files import SpecError, SpecTypeError, read_spec_file
 from initlab.spec_keras import check_factory, check_initializer, check_optimizer, keras_config, plain
 from initlab.spec_models import ConvNetModel, FactoryModel, MLPModel, ModelSpec
-
+from keras_initlab.backend import DEVICES
+from keras_initlab.checks import check_choice, check_int, check_ints, check_list, check_number, check_str, fail
+from keras_initlab.models import OUTPUTS
+from keras_initlab.schemes import SchemeLike, list_schemes
 
 MAX_NAME_LENGTH = 100
 """Longest spec, scheme or dataset name: names go into MLflow metric keys (at most 250 characters) and file names."""
@@ -170,7 +169,8 @@ class ComparisonSpec:
     lsuv_examples: int = LSUV_EXAMPLES
     """How many training examples (the first ones) the ``lsuv`` scheme rescales on; at most the training set."""
     watch: int = 1
-    """Every how many epochs the layers' statistics are measured (`keras_initlab.watch`); 0: never (``watch: false``)."""
+    """Every how many epochs the layers' statistics are measured (`keras_initlab.watch`); 0: never (``watch:
+    false``)."""
     base_dir: Path | None = dataclasses.field(default=None, compare=False)
     """Where a factory file's relative path starts: the spec file's folder (default: the current one)."""
 
@@ -180,8 +180,9 @@ class ComparisonSpec:
         return cls.from_dict(read_spec_file(path), base_dir=Path(path).parent)
 
     @classmethod
-    def from_dict(cls, raw: Mapping, base_dir: str | os.PathLike | None = None) -> ComparisonSpec:
-        """Validates a parsed spec; raises `SpecError` (or `SpecTypeError`) naming the first bad key path.
+    def from_dict(cls, raw: Mapping | object, base_dir: str | os.PathLike | None = None) -> ComparisonSpec:
+        """Validates a parsed spec (a mapping; anything else is refused); raises `SpecError` (or
+        `SpecTypeError`) naming the first bad key path.
 
         ``base_dir`` is where a factory file's relative path starts (default: the current folder).
         """
@@ -190,7 +191,7 @@ class ComparisonSpec:
 
     @classmethod
     def _parse(cls, raw, base_dir: Path | None) -> ComparisonSpec:
-        default = {field.name: field.default for field in dataclasses.fields(cls)}
+        default: dict[str, Any] = {field.name: field.default for field in dataclasses.fields(cls)}
         _mapping(raw, "spec", "a mapping of spec keys")
         _known_keys(raw, _TOP_KEYS, "")
         for key in ("name", "schemes"):
@@ -219,8 +220,10 @@ class ComparisonSpec:
                 "learning_rate: give it inside the optimizer's config "
                 "(optimizer: {class_name: SGD, config: {learning_rate: ...}}), not beside an optimizer"
             )
-        learning_rate = None if optimizer is not None else check_number(
-            raw.get("learning_rate", default["learning_rate"]), "learning_rate", positive=True
+        learning_rate = (
+            None
+            if optimizer is not None
+            else check_number(raw.get("learning_rate", default["learning_rate"]), "learning_rate", positive=True)
         )
         loss, _ = keras_config(raw.get("loss"), "loss", keras.losses.get, "a loss")
         if loss is not None and not isinstance(model, FactoryModel):
@@ -313,7 +316,7 @@ class ComparisonSpec:
 
 
 _TOP_KEYS = {field.name for field in dataclasses.fields(ComparisonSpec)} - {"base_dir"}
-_MODEL_KINDS = {"mlp": MLPModel, "convnet": ConvNetModel}
+_MODEL_KINDS: dict[str, type[MLPModel] | type[ConvNetModel]] = {"mlp": MLPModel, "convnet": ConvNetModel}
 
 
 @contextlib.contextmanager
@@ -325,7 +328,8 @@ def _key_paths() -> Iterator[None]:
         if isinstance(error, SpecError) or not hasattr(error, "argument"):
             raise
         kind = SpecTypeError if isinstance(error, TypeError) else SpecError
-        raise kind(f"{error.argument}: must be {error.requirement}; got {shown(error.received)}") from None
+        fields = vars(error)  # what `keras_initlab.checks.fail` set: argument, requirement, received
+        raise kind(f"{fields['argument']}: must be {fields['requirement']}; got {shown(fields['received'])}") from None
 
 
 def _mapping(value, path: str, what: str) -> Mapping:
@@ -347,9 +351,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 def _name(value, path: str) -> str:
     """A spec or scheme name: it becomes part of MLflow metric names and of file names."""
-    requirement = (
-        f"a name of at most {MAX_NAME_LENGTH} letters, digits, '_', '.', '-' starting with a letter or digit"
-    )
+    requirement = f"a name of at most {MAX_NAME_LENGTH} letters, digits, '_', '.', '-' starting with a letter or digit"
     check_str(value, path, requirement)
     if not _NAME.fullmatch(value) or len(value) > MAX_NAME_LENGTH:
         fail(ValueError, path, requirement, value)
@@ -369,15 +371,18 @@ def _dataset(value, data_dir, base_dir: Path | None) -> str | NpzFile:
         except OSError as e:  # a name too long, no permission
             raise SpecError(f"dataset.npz: cannot read {shown_text(path)} ({e.strerror})") from None
         if not found:
-            raise SpecError(f"dataset.npz: no such file {shown_text(value['npz'])} in "
-                            f"{shown_text((base_dir or Path.cwd()).resolve())} (the path is relative to the spec's folder)")
-        dataset = NpzFile(value["npz"])
+            raise SpecError(
+                f"dataset.npz: no such file {shown_text(value['npz'])} in "
+                f"{shown_text((base_dir or Path.cwd()).resolve())} (the path is relative to the spec's folder)"
+            )
+        dataset: str | NpzFile = NpzFile(value["npz"])
     else:
-        dataset = check_str(value, "dataset", forms)
-        if not dataset or len(dataset) > MAX_NAME_LENGTH:
+        dataset = name = check_str(value, "dataset", forms)
+        if not name or len(name) > MAX_NAME_LENGTH:
             fail(ValueError, "dataset", f"{forms}, of at most {MAX_NAME_LENGTH} characters", value)
-    if data_dir is not None and (not isinstance(dataset, str) or dataset == "mnist-10k" or
-                                 dataset.startswith("keras:")):
+    if data_dir is not None and (
+        not isinstance(dataset, str) or dataset == "mnist-10k" or dataset.startswith("keras:")
+    ):
         shown_dataset = dataset if isinstance(dataset, str) else "{npz: ...}"
         raise SpecError(f"data_dir: only for dataset: mnist or a TensorFlow Datasets name, not {shown_dataset}")
     return dataset
@@ -445,9 +450,21 @@ def _model(value, base_dir: Path | None) -> ModelSpec:
         raise SpecError(f"model.activation: unknown activation {shown(activation)}") from None
     output = check_choice(value.get("output", default.output), "model.output", OUTPUTS)
     if model_class is MLPModel:
-        sizes = check_ints(value.get("sizes", list(default.sizes)), "model.sizes", minimum=1, maximum=MAX_UNITS,
-                           min_len=2, max_len=MAX_LAYERS + 1)
+        sizes = check_ints(
+            value.get("sizes", list(MLPModel.sizes)),
+            "model.sizes",
+            minimum=1,
+            maximum=MAX_UNITS,
+            min_len=2,
+            max_len=MAX_LAYERS + 1,
+        )
         return MLPModel(tuple(sizes), activation, output)
-    filters = check_ints(value.get("filters", list(default.filters)), "model.filters", minimum=1,
-                         maximum=MAX_UNITS, min_len=2, max_len=2)
+    filters = check_ints(
+        value.get("filters", list(ConvNetModel.filters)),
+        "model.filters",
+        minimum=1,
+        maximum=MAX_UNITS,
+        min_len=2,
+        max_len=2,
+    )
     return ConvNetModel(tuple(filters), activation, output)

@@ -71,13 +71,16 @@ def spec_path(config: str | os.PathLike) -> Path:
         if text in builtins:
             return builtins[text]
         if _status(Path(text)) is None:
-            raise SpecError(f"{shown_text(text)}: no built-in spec of that name and no such file; built-in specs: "
-                            f"{', '.join(builtins)} (initlab list)")
+            raise SpecError(
+                f"{shown_text(text)}: no built-in spec of that name and no such file; built-in specs: "
+                f"{', '.join(builtins)} (initlab list)"
+            )
     path = Path(text)
     status = _status(path)
     if status is None and path.stem in builtins:
-        raise SpecError(f"{shown_text(path)}: no such spec file (the built-in spec of that name: "
-                        f"initlab compare {path.stem})")
+        raise SpecError(
+            f"{shown_text(path)}: no such spec file (the built-in spec of that name: initlab compare {path.stem})"
+        )
     if status is not None and stat.S_ISDIR(status.st_mode):
         raise _not_a_file(path, status)
     return path
@@ -165,8 +168,10 @@ def _not_a_file(path: Path, status: os.stat_result | None) -> SpecError:
     if status is None:
         return SpecError(f"{shown_text(path)}: no such spec file")
     what = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
-    return SpecError(f"{shown_text(path)}: {what}, not a spec file; give a .yaml, .yml or .json file "
-                     f"(or a built-in spec's name: initlab list)")
+    return SpecError(
+        f"{shown_text(path)}: {what}, not a spec file; give a .yaml, .yml or .json file "
+        f"(or a built-in spec's name: initlab list)"
+    )
 
 
 def _key_path(parent: str, key: object) -> str:
@@ -216,7 +221,9 @@ def _spec_loader():
             if self.check_event(yaml.AliasEvent):
                 event = self.peek_event()
                 raise yaml.composer.ComposerError(
-                    None, None, f"aliases (*{event.anchor}) are not allowed in a spec; write the value out",
+                    None,
+                    None,
+                    f"aliases (*{event.anchor}) are not allowed in a spec; write the value out",
                     event.start_mark,
                 )
             outer = self.composing[-1] if self.composing else ""
@@ -244,8 +251,10 @@ def _spec_loader():
                     continue  # PyYAML's own error
                 line = key_node.start_mark.line + 1
                 if key in lines:
-                    raise SpecError(f"{_key_path(self.key_paths[id(node)], key_node.value)}: "
-                                    f"{_GIVEN_TWICE} (lines {lines[key]} and {line})")
+                    raise SpecError(
+                        f"{_key_path(self.key_paths[id(node)], key_node.value)}: "
+                        f"{_GIVEN_TWICE} (lines {lines[key]} and {line})"
+                    )
                 lines[key] = line
             return super().construct_mapping(node, deep)
 

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import keras
 
+from initlab.messages import shown, shown_text
+from initlab.spec_files import SpecError
 from keras_initlab.checks import check_number, check_str, fail
 from keras_initlab.models import FactoryError, split_factory
 
-from initlab.messages import shown, shown_text
-from initlab.spec_files import SpecError
-
-
-_INITIALIZER = ("an initializer name (he_normal; keras_initlab>NAME: initlab list) or a Keras config "
-                "{class_name, config}")
+_INITIALIZER = (
+    "an initializer name (he_normal; keras_initlab>NAME: initlab list) or a Keras config {class_name, config}"
+)
 
 
 def check_initializer(config, path: str) -> None:
@@ -42,10 +41,14 @@ def check_initializer(config, path: str) -> None:
         keras.initializers.get(plain(config))
     except (ValueError, TypeError) as e:
         name = config.get("class_name") if isinstance(config, Mapping) else None
-        found = isinstance(name, str) and (keras.saving.get_registered_object(name)
-                                           or getattr(keras.initializers, name, None))
-        allowed = (f"{name}'s config takes {', '.join(inspect.signature(found).parameters) or 'no arguments'}"
-                   if inspect.isclass(found) else f"allowed: {_INITIALIZER}")
+        found = isinstance(name, str) and (
+            keras.saving.get_registered_object(name) or getattr(keras.initializers, name, None)
+        )
+        allowed = (
+            f"{name}'s config takes {', '.join(inspect.signature(found).parameters) or 'no arguments'}"
+            if inspect.isclass(found)
+            else f"allowed: {_INITIALIZER}"
+        )
         raise SpecError(f"{path}: Keras cannot build this initializer: {keras_reason(e)}; {allowed}") from None
 
 
@@ -91,8 +94,10 @@ def check_factory(value, base_dir: Path | None) -> str | Callable:
             raise SpecError(f"model.factory: cannot read {shown_text(path)} ({e.strerror})") from None
         if not found:
             folder = (base_dir or Path.cwd()).resolve()
-            raise SpecError(f"model.factory: no such file {shown_text(where)} in {shown_text(folder)} (a factory file's "
-                            "path is relative to the spec's folder)")
+            raise SpecError(
+                f"model.factory: no such file {shown_text(where)} in {shown_text(folder)} (a factory file's "
+                "path is relative to the spec's folder)"
+            )
     return value
 
 
@@ -124,6 +129,8 @@ def check_optimizer(value) -> str | dict | None:
     if isinstance(rate, Mapping):
         first = float(keras.ops.convert_to_numpy(built.learning_rate))
         if not (math.isfinite(first) and first > 0):
-            raise SpecError(f"optimizer.config.learning_rate: the schedule's rate at the first step is {first:.6g}; "
-                            "it must be a positive finite number")
+            raise SpecError(
+                f"optimizer.config.learning_rate: the schedule's rate at the first step is {first:.6g}; "
+                "it must be a positive finite number"
+            )
     return value

@@ -44,7 +44,8 @@ class MLPModel:
 
 @dataclasses.dataclass(frozen=True)
 class ConvNetModel:
-    """The built-in conv net (`keras_initlab.models.build_convnet`): ``{kind: convnet, filters, activation, output}``."""
+    """The built-in conv net (`keras_initlab.models.build_convnet`): ``{kind: convnet, filters, activation,
+    output}``."""
 
     filters: tuple[int, ...] = tuple(_default(build_convnet, "filters"))
     activation: str = _default(build_convnet, "activation")

@@ -8,8 +8,10 @@ are the application, the package `initlab`, built on this one (which never impor
 >>> w = kil.ScaledGaussian(gain=1.0, seed=0)(shape=(784, 30))
 """
 
-from keras_initlab._version import __version__
+from keras_initlab._version import __version__ as __version__  # the package's version, re-exported
 from keras_initlab.backend import BackendError
+from keras_initlab.data import Dataset, load_dataset
+from keras_initlab.diagnostics import DiagnosticsTable, diagnose
 from keras_initlab.initializers import (
     BiasConstant,
     InverseSqrtUniform,
@@ -17,15 +19,12 @@ from keras_initlab.initializers import (
     SparseGaussian,
     compute_fans,
 )
-from keras_initlab.data import Dataset, load_dataset
-from keras_initlab.diagnostics import DiagnosticsTable, diagnose
 from keras_initlab.lsuv import LSUVStep, lsuv
 from keras_initlab.models import build_convnet, build_mlp
 from keras_initlab.schemes import Scheme, get_scheme, list_schemes
 from keras_initlab.theory import predicted_preactivation_std, weight_variance
 from keras_initlab.training import NonFiniteLossError, train, train_stacked
 from keras_initlab.watch import LayerWatch, WatchLayers
-
 
 MOVED_TO_APPLICATION = ("ComparisonSpec", "SpecError", "run_comparison")
 """Names exported here before 0.5.0, now the application's: ``from initlab import NAME``."""
@@ -37,11 +36,15 @@ APPLICATION_NAMES = ("Comparison",)
 
 def __getattr__(name: str):
     if name in MOVED_TO_APPLICATION:
-        raise AttributeError(f"keras_initlab.{name} moved to the application package in 0.5.0: use "
-                             f"`from initlab import {name}` (the library never imports the application)")
+        raise AttributeError(
+            f"keras_initlab.{name} moved to the application package in 0.5.0: use "
+            f"`from initlab import {name}` (the library never imports the application)"
+        )
     if name in APPLICATION_NAMES:
-        raise AttributeError(f"keras_initlab.{name} is the application's (it tracks in MLflow): use "
-                             f"`from initlab import {name}` (the library never imports the application)")
+        raise AttributeError(
+            f"keras_initlab.{name} is the application's (it tracks in MLflow): use "
+            f"`from initlab import {name}` (the library never imports the application)"
+        )
     raise AttributeError(f"module 'keras_initlab' has no attribute {name!r}")
 
 

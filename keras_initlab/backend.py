@@ -6,7 +6,7 @@ on them and the gradient norms of `keras_initlab.diagnose` compile TensorFlow co
 each calls `require_tensorflow` first, so that another backend gets one clear error
 instead of a failure deep inside TensorFlow. This module imports no TensorFlow.
 
->>> require_tensorflow("train")   # passes under KERAS_BACKEND=tensorflow  # doctest: +SKIP
+>>> require_tensorflow("train")   # passes under KERAS_BACKEND=tensorflow, raises BackendError under another
 """
 
 from __future__ import annotations
@@ -28,6 +28,6 @@ def require_tensorflow(feature: str) -> None:
         raise BackendError(
             f"{feature} needs the TensorFlow backend of Keras, but the active backend is {active!r}. "
             "Set KERAS_BACKEND=tensorflow in the environment before Keras is imported "
-            "(or \"backend\": \"tensorflow\" in ~/.keras/keras.json). The initializers, schemes, "
+            '(or "backend": "tensorflow" in ~/.keras/keras.json). The initializers, schemes, '
             "theory and models work on every backend."
         )

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 MAX_SHOWN = 80
 """Characters of a received value's ``repr`` that an error message shows."""
@@ -38,7 +38,7 @@ def shown(value) -> str:
 
 def fail(kind: type[Exception], name: str, requirement: str, value) -> NoReturn:
     """Raises ``kind`` (TypeError or ValueError) saying that ``name`` must be ``requirement``."""
-    error = kind(f"Argument `{name}` must be {requirement}. Received: {name}={shown(value)}")
+    error: Any = kind(f"Argument `{name}` must be {requirement}. Received: {name}={shown(value)}")
     error.argument, error.requirement, error.received = name, requirement, value
     raise error
 
@@ -118,7 +118,12 @@ def check_list(values, name: str, *, min_len: int = 0, max_len: int | None = Non
 
 
 def check_ints(
-    values, name: str, *, minimum: int | None = None, maximum: int | None = None, min_len: int = 1,
+    values,
+    name: str,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    min_len: int = 1,
     max_len: int | None = None,
 ) -> list[int]:
     """A list of ints from a sequence (`check_list`), each checked by `check_int` as ``name[i]``."""

@@ -12,8 +12,10 @@ the norm of the loss gradient of each kernel.
 >>> data = load_dataset("mnist-10k")
 >>> model = build_mlp([784, 30, 10], scheme="nielsen-large", seed=0)
 >>> table = diagnose(model, data.x_val[:1000], data.y_val[:1000])
->>> print(table.to_markdown())                      # doctest: +SKIP
->>> table[0].saturated_fraction                     # doctest: +SKIP
+>>> table[0].name, table[0].fan_in, table[0].activation
+('dense_1', 784, 'sigmoid')
+>>> table[0].saturated_fraction > 0.3               # large weights saturate the sigmoids
+True
 
 The measurements work on any Keras backend; the gradient norms (given labels)
 need TensorFlow. Figures of these tables are in `keras_initlab.plots`.
@@ -276,7 +278,13 @@ def activation_after(model: keras.Model, layer) -> tuple[str, keras.layers.Layer
     return "linear", None
 
 
-_REGULARIZER_KEYS = ("kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint", "bias_constraint")
+_REGULARIZER_KEYS = (
+    "kernel_regularizer",
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
 
 
 def _twin(layer, input_shape, **overrides):
@@ -337,7 +345,7 @@ def _patch_sums(layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x64 = x.astype(np.float64)
         return x64.sum(axis=-1), (x64 * x64).sum(axis=-1)
     patch_sum = _patch_sum_layer(layer, (None, *x.shape[1:]))
-    return tuple(np.asarray(patch_sum(v), dtype=np.float64) for v in (x, x * x))
+    return np.asarray(patch_sum(x), dtype=np.float64), np.asarray(patch_sum(x * x), dtype=np.float64)
 
 
 def _unit_axis(layer, ndim: int) -> int:
@@ -365,9 +373,7 @@ def diagnosed_layers(model: keras.Model) -> list:
         raise ValueError(f"Model {model.name!r} has no Dense or Conv1D/2D/3D layer.")
     for layer in layers:
         if not _flat_inputs(layer):
-            raise ValueError(
-                f"Layer {layer.name!r} has no symbolic input: a functional or Sequential model is needed."
-            )
+            raise ValueError(f"Layer {layer.name!r} has no symbolic input: a functional or Sequential model is needed.")
     return layers
 
 
@@ -396,12 +402,12 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
     layers = diagnosed_layers(model)
     activations = [activation_after(model, layer) for layer in layers]
     probe_outputs = [layer.input for layer in layers] + [
-        (after if after is not None else layer).output for layer, (_, after) in zip(layers, activations)
+        (after if after is not None else layer).output for layer, (_, after) in zip(layers, activations, strict=True)
     ]
     probe = keras.Model(inputs[0], probe_outputs, name=f"{model.name}_probe")
     values = [np.asarray(v) for v in probe(x, training=False)]
     signals = []
-    for depth, (layer, (name, _)) in enumerate(zip(layers, activations), start=1):
+    for depth, (layer, (name, _)) in enumerate(zip(layers, activations, strict=True), start=1):
         received, acts = values[depth - 1], values[len(layers) + depth - 1]
         z = preactivations(layer, received)
         signals.append(LayerSignals(layer, depth, name, received, z, acts, _unit_axis(layer, z.ndim)))
@@ -509,7 +515,11 @@ def diagnose(
 
 
 def tabulate(
-    model: keras.Model, signals: Sequence[LayerSignals], x_batch, y_batch=None, loss: Callable | str | None = None,
+    model: keras.Model,
+    signals: Sequence[LayerSignals],
+    x_batch,
+    y_batch=None,
+    loss: Callable | str | None = None,
     predict: bool = True,
 ) -> DiagnosticsTable:
     """The `diagnose` table from signals already collected (`collect_signals` of ``model`` on ``x_batch``)."""
@@ -522,5 +532,5 @@ def tabulate(
             raise ValueError(f"x_batch has {len(signals[0].inputs)} examples but y_batch has {len(y)}.")
         loss_fn = keras.losses.get(loss) if isinstance(loss, str) else (loss or default_loss(model))
         x = model_input(model, x_batch)
-        grad_norms = _kernel_grad_norms(model, [s.layer for s in signals], x, y, loss_fn)
-    return DiagnosticsTable(_layer_row(s, g, predict) for s, g in zip(signals, grad_norms))
+        grad_norms = list(_kernel_grad_norms(model, [s.layer for s in signals], x, y, loss_fn))
+    return DiagnosticsTable([_layer_row(s, g, predict) for s, g in zip(signals, grad_norms, strict=True)])

@@ -133,7 +133,9 @@ class InverseSqrtUniform(keras.initializers.VarianceScaling):
     def __init__(self, gain: float = 1.0, mode: str = "fan_in", seed=None):
         self.gain = check_number(gain, "gain", positive=True)
         # VarianceScaling's uniform bound is sqrt(3 * scale / fan).
-        super().__init__(scale=self.gain**2 / 3.0, mode=check_choice(mode, "mode", _MODES), distribution="uniform", seed=seed)
+        super().__init__(
+            scale=self.gain**2 / 3.0, mode=check_choice(mode, "mode", _MODES), distribution="uniform", seed=seed
+        )
 
     def __call__(self, shape, dtype=None):
         compute_fans(shape)
@@ -192,8 +194,7 @@ class SparseGaussian(keras.initializers.Initializer):
         k = self.connections
         if k > fan_in:
             raise ValueError(
-                f"SparseGaussian(connections={k}) needs fan_in >= {k}, but shape={tuple(shape)} "
-                f"has fan_in={fan_in}."
+                f"SparseGaussian(connections={k}) needs fan_in >= {k}, but shape={tuple(shape)} has fan_in={fan_in}."
             )
         units = shape[-1]
         stddev = self.stddev if self.stddev is not None else 1.0 / math.sqrt(k)
@@ -224,7 +225,8 @@ class BiasConstant(keras.initializers.Constant):
 
     Examples:
 
-    >>> BiasConstant()(shape=(3,))           # [0.01, 0.01, 0.01]
+    >>> keras.ops.convert_to_numpy(BiasConstant()(shape=(3,)))
+    array([0.01, 0.01, 0.01], dtype=float32)
     >>> layer = keras.layers.Dense(30, bias_initializer=BiasConstant(0.01))
 
     Args:

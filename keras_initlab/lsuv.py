@@ -14,8 +14,8 @@ built-in scheme ``lsuv`` (`keras_initlab.schemes`) is the paper's recipe: Keras
 >>> import keras_initlab as kil
 >>> model = kil.build_mlp([784, 256, 256, 10], activation="tanh", output="softmax", scheme="orthogonal", seed=0)
 >>> report = kil.lsuv(model, kil.load_dataset("mnist-10k").x_train[:512])
->>> [round(step.std_after, 2) for step in report]     # doctest: +SKIP
-[1.0, 1.0, 1.0]
+>>> [abs(step.std_after - 1) < 0.1 for step in report]  # every layer's std(z) within tol of 1
+[True, True, True]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ calls it and checks what it returns.
 
 >>> model = build_mlp([784, 30, 10], scheme="nielsen-default", l2_lambda=5.0, n_train=8000, seed=0)
 >>> loss = default_loss(model)          # summed sigmoid cross-entropy
->>> build = load_factory("keras_initlab/examples/models/small_cnn.py:build")  # in a checkout
+>>> build = load_factory("initlab/examples/models/small_cnn.py:build")  # from a checkout's root folder
 >>> cnn = build_from_factory(build, Scheme("he", seed=0), input_shape=(28, 28, 1), num_classes=10)
 """
 
@@ -105,9 +105,7 @@ def as_model_input(model: keras.Model, x: np.ndarray) -> np.ndarray:
     """Reshapes images ``(n, H, W, C)`` to the model's input shape (e.g. ``(n, 784)`` for an MLP)."""
     shape = tuple(model.input_shape[1:])
     if math.prod(shape) != math.prod(x.shape[1:]):
-        raise ValueError(
-            f"Data of shape {x.shape[1:]} cannot feed model {model.name!r} with input shape {shape}."
-        )
+        raise ValueError(f"Data of shape {x.shape[1:]} cannot feed model {model.name!r} with input shape {shape}.")
     return x.reshape((len(x), *shape)).astype(np.float32, copy=False)
 
 
@@ -143,19 +141,19 @@ def build_mlp(
     check_choice(output, "output", OUTPUTS)
     keras.activations.get(activation)  # unknown names fail here, with Keras' message
     regularizer = l2_regularizer(l2_lambda, n_train)
-    scheme = Scheme(scheme, seed)
+    drawn = Scheme(scheme, seed)
     inputs = keras.Input((sizes[0],), name="pixels")
     h = inputs
     for i, units in enumerate(sizes[1:], start=1):
         h = keras.layers.Dense(
             units,
             activation=output if i == len(sizes) - 1 else activation,
-            kernel_initializer=scheme.kernel(),
-            bias_initializer=scheme.bias(),
+            kernel_initializer=drawn.kernel(),
+            bias_initializer=drawn.bias(),
             kernel_regularizer=regularizer,
             name=f"dense_{i}",
         )(h)
-    return keras.Model(inputs, h, name=f"mlp_{scheme.name}")
+    return keras.Model(inputs, h, name=f"mlp_{drawn.name}")
 
 
 def build_convnet(
@@ -183,21 +181,30 @@ def build_convnet(
     check_choice(output, "output", OUTPUTS)
     keras.activations.get(activation)
     regularizer = l2_regularizer(l2_lambda, n_train)
-    scheme = Scheme(scheme, seed)
+    drawn = Scheme(scheme, seed)
     inputs = keras.Input(tuple(input_shape), name="pixels")
     h = inputs
     for i, n_filters in enumerate(filters, start=1):
         h = keras.layers.Conv2D(
-            n_filters, 3, activation=activation, kernel_initializer=scheme.kernel(),
-            bias_initializer=scheme.bias(), kernel_regularizer=regularizer, name=f"conv_{i}",
+            n_filters,
+            3,
+            activation=activation,
+            kernel_initializer=drawn.kernel(),
+            bias_initializer=drawn.bias(),
+            kernel_regularizer=regularizer,
+            name=f"conv_{i}",
         )(h)
         h = keras.layers.MaxPooling2D(2, name=f"pool_{i}")(h)
     h = keras.layers.Flatten(name="flatten")(h)
     h = keras.layers.Dense(
-        num_classes, activation=output, kernel_initializer=scheme.kernel(), bias_initializer=scheme.bias(),
-        kernel_regularizer=regularizer, name="dense_out",
+        num_classes,
+        activation=output,
+        kernel_initializer=drawn.kernel(),
+        bias_initializer=drawn.bias(),
+        kernel_regularizer=regularizer,
+        name="dense_out",
     )(h)
-    return keras.Model(inputs, h, name=f"convnet_{scheme.name}")
+    return keras.Model(inputs, h, name=f"convnet_{drawn.name}")
 
 
 # -- a user's model factory ----------------------------------------------------------------
@@ -249,6 +256,7 @@ def load_factory(reference: str | Callable, base_dir: str | os.PathLike | None =
         # One module per file, named after its path, so that two factory files never collide.
         module_name = f"keras_initlab_factory_{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
         module_spec = importlib.util.spec_from_file_location(module_name, path)
+        assert module_spec is not None and module_spec.loader is not None  # a .py file always has a loader
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module  # what dataclasses and pickling in the file look up
         try:
@@ -265,9 +273,7 @@ def load_factory(reference: str | Callable, base_dir: str | os.PathLike | None =
     for part in name.split("."):
         if not hasattr(factory, part):
             defined = sorted(n for n, v in vars(module).items() if inspect.isfunction(v) and not n.startswith("_"))
-            raise FactoryError(
-                f"{reference!r}: {where} has no {name!r}; its functions: {', '.join(defined) or 'none'}"
-            )
+            raise FactoryError(f"{reference!r}: {where} has no {name!r}; its functions: {', '.join(defined) or 'none'}")
         factory = getattr(factory, part)
     if not callable(factory):
         raise FactoryError(f"{reference!r}: {name} is a {type(factory).__name__}, not a function")
@@ -282,9 +288,7 @@ def _described(error: BaseException) -> str:
     return f"{type(error).__name__}: {message[:300]}{where}"
 
 
-def build_from_factory(
-    factory: Callable, scheme: Scheme, input_shape: Sequence[int], num_classes: int
-) -> keras.Model:
+def build_from_factory(factory: Callable, scheme: Scheme, input_shape: Sequence[int], num_classes: int) -> keras.Model:
     """Calls ``factory(scheme=..., input_shape=..., num_classes=...)`` and checks the model it returns.
 
     The model must take one input of ``input_shape`` (any shape with as many

@@ -15,7 +15,8 @@ call, all seeds derived from one run seed.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeAlias
 
 import keras
 import numpy as np
@@ -23,7 +24,7 @@ import numpy as np
 from keras_initlab.checks import check_optional_int
 from keras_initlab.initializers import BiasConstant, InverseSqrtUniform, ScaledGaussian, SparseGaussian
 
-Initializer = keras.initializers.Initializer
+Initializer: TypeAlias = keras.initializers.Initializer
 
 
 class SchemeInitializers(NamedTuple):
@@ -171,8 +172,9 @@ class Scheme:
             if scheme not in _SCHEMES:
                 raise ValueError(f"Unknown scheme {scheme!r}; known: {', '.join(_SCHEMES)}")
         elif not (
-            isinstance(scheme, (tuple, list)) and len(scheme) == 2
-            and all(isinstance(init, Initializer) for init in scheme)
+            isinstance(scheme, (tuple, list))
+            and len(scheme) == 2
+            and all(isinstance(init, keras.initializers.Initializer) for init in scheme)
         ):
             raise TypeError(
                 "Argument `scheme` must be a scheme name or a (kernel, bias) pair of "

@@ -94,7 +94,7 @@ def _unsupported(initializer) -> TypeError:
     )
 
 
-def _variance_scaling_fan(initializer: _inits.VarianceScaling, shape: tuple[int, ...]) -> float:
+def _variance_scaling_fan(initializer: keras.initializers.VarianceScaling, shape: tuple[int, ...]) -> float:
     """The ``fan`` that `VarianceScaling` divides ``scale`` by, exactly as Keras computes it."""
     input_axes = getattr(initializer, "input_axes", None)
     output_axes = getattr(initializer, "output_axes", None)

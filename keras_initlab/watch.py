@@ -24,8 +24,9 @@ compile it once per architecture (`train_stacked`: one pass for all its stacked 
 >>> model = build_mlp([784, 30, 10], scheme="nielsen-default", seed=0)
 >>> watch = LayerWatch(data.x_val[:1000], data.y_val[:1000])
 >>> history = train(model, data, epochs=2, watch=watch)
->>> sorted(key for key in history.history if key.startswith("layers/layer1/"))
-['layers/layer1/activation_std', 'layers/layer1/grad_norm', 'layers/layer1/preact_std', 'layers/layer1/saturated_fraction', 'layers/layer1/update_ratio']
+>>> sorted(key for key in history.history if key.startswith("layers/layer1/"))  # doctest: +NORMALIZE_WHITESPACE
+['layers/layer1/activation_std', 'layers/layer1/grad_norm', 'layers/layer1/preact_std',
+ 'layers/layer1/saturated_fraction', 'layers/layer1/update_ratio']
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ import tensorflow as tf
 from keras_initlab.backend import require_tensorflow
 from keras_initlab.checks import check_int, fail
 from keras_initlab.diagnostics import (
-    SIGMOID_SATURATION, TANH_SATURATION, DiagnosticsTable, activation_after, diagnosed_layers, model_input,
+    SIGMOID_SATURATION,
+    TANH_SATURATION,
+    DiagnosticsTable,
+    activation_after,
+    diagnosed_layers,
+    model_input,
 )
 from keras_initlab.models import default_loss
 
@@ -78,8 +84,10 @@ class LayerWatch:
         x, y = np.asarray(self.x), np.asarray(self.y)
         check_int(self.every, "every", minimum=1)
         if len(x) < 2 or len(x) != len(y):
-            raise ValueError(f"LayerWatch needs a probe batch of at least 2 examples with one label each; got "
-                             f"x of {len(x)} and y of {len(y)} examples")
+            raise ValueError(
+                f"LayerWatch needs a probe batch of at least 2 examples with one label each; got "
+                f"x of {len(x)} and y of {len(y)} examples"
+            )
         object.__setattr__(self, "x", x)
         object.__setattr__(self, "y", y)
 
@@ -123,7 +131,8 @@ def layer_statistics(layers: Sequence[tuple]) -> tuple[list[str], tf.Tensor]:
     ``layers``: per Dense/Conv layer in depth order, ``(z, a, activation, kernel gradient, kernel, previous kernel)``,
     each with a leading axis of K models (``z`` and ``a`` with units last): `unit_statistics`, ``grad_norm`` and
     ``update_ratio`` (``||W - W'|| / ||W'||``, ``W'`` the previous kernel). Both trainers build theirs with it."""
-    names, values = [], []
+    names: list[str] = []
+    values: list[tf.Tensor] = []
     for depth, (z, a, activation, grad, kernel, previous) in enumerate(layers, start=1):
         stats = unit_statistics(z, a, activation)
         stats["grad_norm"] = _norms(grad)
@@ -141,8 +150,11 @@ def _linear(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
     z = layer.convolution_op(x, layer.kernel)
     if not layer.use_bias:
         return z
-    shape = (1,) * (layer.rank + 1) + (layer.filters,) if layer.data_format == "channels_last" else (
-        (1, layer.filters) + (1,) * layer.rank)
+    shape = (
+        (1,) * (layer.rank + 1) + (layer.filters,)
+        if layer.data_format == "channels_last"
+        else ((1, layer.filters) + (1,) * layer.rank)
+    )
     return z + keras.ops.reshape(layer.bias, shape)
 
 
@@ -165,10 +177,12 @@ class ModelProbe:
         self.activations = [name for name, _ in activations]
         self.loss = loss
         self.chain = _dense_chain(model, self.layers)
-        self.probe = None  # a chain is run by `_signals` itself; any other model through this one
+        self.probe: keras.Model | None = None  # a chain is run by `_signals` itself; any other model through this one
         if not self.chain:
             outputs = [layer.input for layer in self.layers] + [
-                (after if after is not None else layer).output for layer, (_, after) in zip(self.layers, activations)]
+                (after if after is not None else layer).output
+                for layer, (_, after) in zip(self.layers, activations, strict=True)
+            ]
             self.probe = keras.Model(model.inputs[0], [*outputs, model.outputs[0]], name=f"{model.name}_watch")
         self._previous = [tf.Variable(layer.kernel, trainable=False) for layer in self.layers]
         self._measure = tf.function(self._statistics, autograph=False)
@@ -180,13 +194,14 @@ class ModelProbe:
         runs a training epoch, which releases Python's GIL); the first `measure` waits for it. On ``deep-relu``'s 31
         layers tracing is ~1.4 s of the first measurement's ~2 s."""
         if self._tracing is None and not self.names:
-            self._tracing = threading.Thread(target=self._measure.get_concrete_function, args=(x, y), daemon=True,
-                                             name="keras-initlab-watch-trace")
+            self._tracing = threading.Thread(
+                target=self._measure.get_concrete_function, args=(x, y), daemon=True, name="keras-initlab-watch-trace"
+            )
             self._tracing.start()
 
     def start(self) -> None:
         """The model's kernels now as those of the previous measurement (a run starts from them)."""
-        for previous, layer in zip(self._previous, self.layers):
+        for previous, layer in zip(self._previous, self.layers, strict=True):
             previous.assign(layer.kernel)
 
     def _signals(self, x) -> tuple[list, list, tf.Tensor]:
@@ -201,8 +216,13 @@ class ModelProbe:
                 activations.append(layer.activation(zs[-1]))
             return zs, activations[1:], activations[-1]
         n = len(self.layers)
+        assert self.probe is not None  # made in __init__ for every model that is not a chain
         values = self.probe(x, training=False)
-        return [_linear(layer, received) for layer, received in zip(self.layers, values[:n])], values[n:2 * n], values[-1]
+        return (
+            [_linear(layer, received) for layer, received in zip(self.layers, values[:n], strict=True)],
+            values[n : 2 * n],
+            values[-1],
+        )
 
     def _statistics(self, x, y):
         kernels = [layer.kernel for layer in self.layers]
@@ -212,16 +232,19 @@ class ModelProbe:
         grads = tape.gradient(loss, kernels)
         layers = []
         for layer, activation, z, a, grad, previous in zip(
-                self.layers, self.activations, zs, activations, grads, self._previous):
+            self.layers, self.activations, zs, activations, grads, self._previous, strict=True
+        ):
             if getattr(layer, "data_format", "channels_last") == "channels_first":
                 z, a = (tf.experimental.numpy.moveaxis(t, 1, -1) for t in (z, a))
             grad = tf.zeros_like(layer.kernel) if grad is None else grad
-            one = [tf.expand_dims(t, 0) for t in (z, a, grad, layer.kernel, previous)]  # K = 1 model (fewer ops than [None])
+            one = [
+                tf.expand_dims(t, 0) for t in (z, a, grad, layer.kernel, previous)
+            ]  # K = 1 model (fewer ops than [None])
             layers.append((one[0], one[1], activation, *one[2:]))
         # The names are the same at every trace (the layers and their activations decide them).
         self.names, stats = layer_statistics(layers)
         with tf.control_dependencies([stats]):
-            for previous, layer in zip(self._previous, self.layers):
+            for previous, layer in zip(self._previous, self.layers, strict=True):
                 previous.assign(layer.kernel)
         return stats
 
@@ -243,7 +266,10 @@ def _dense_chain(model: keras.Model, layers: Sequence[keras.layers.Layer]) -> bo
     if any(type(layer) is not keras.layers.Dense or layer.lora_enabled or layer.quantization_mode for layer in layers):
         return False
     received = [model.inputs[0]] + [layer.output for layer in layers]
-    return all(layer.input is r for layer, r in zip(layers, received)) and received[-1] is model.outputs[0]
+    return (
+        all(layer.input is r for layer, r in zip(layers, received[:-1], strict=True))
+        and received[-1] is model.outputs[0]
+    )
 
 
 class WatchLayers(keras.callbacks.Callback):
@@ -252,7 +278,15 @@ class WatchLayers(keras.callbacks.Callback):
 
     ``initial`` holds the statistics at the start of training (step 0; without ``update_ratio``).
 
-    >>> model.fit(x, y, epochs=10, callbacks=[WatchLayers(x_val[:1000], y_val[:1000])])     # doctest: +SKIP
+    >>> from keras_initlab import build_mlp, load_dataset
+    >>> data = load_dataset("mnist-10k").subset(1000, 200)
+    >>> model = build_mlp([784, 30, 10], activation="relu", output="softmax", scheme="he", seed=0)
+    >>> model.compile("sgd", "sparse_categorical_crossentropy")
+    >>> watch = WatchLayers(data.x_val, data.y_val)
+    >>> x = data.x_train.reshape(len(data.x_train), -1)  # the MLP's flat input
+    >>> history = model.fit(x, data.y_train, epochs=1, callbacks=[watch], verbose=0)
+    >>> "layers/layer1/grad_norm" in history.history, "layers/layer1/grad_norm" in watch.initial
+    (True, True)
     """
 
     def __init__(self, x, y, every: int = 1, loss: Callable | None = None):
@@ -266,8 +300,11 @@ class WatchLayers(keras.callbacks.Callback):
             loss = keras.losses.get(loss)
         self._probe = ModelProbe(self.model, loss)
         self._x = model_input(self.model, self.watch.x)
-        self.initial = {key: value for key, value in self._probe.measure(self._x, self.watch.y).items()
-                        if not key.endswith("/update_ratio")}
+        self.initial = {
+            key: value
+            for key, value in self._probe.measure(self._x, self.watch.y).items()
+            if not key.endswith("/update_ratio")
+        }
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None and self.watch.due(epoch):

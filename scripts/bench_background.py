@@ -17,10 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from initlab.background import BACKGROUND_SWITCH_INTERVAL, lower_thread_priority, quick_gil_handoff
 from initlab.comparison import ModelBuilder, load_spec_data
 from initlab.spec import ComparisonSpec
 from initlab.spec_files import spec_path
-from initlab.background import BACKGROUND_SWITCH_INTERVAL, lower_thread_priority, quick_gil_handoff
 from keras_initlab.training import train_stacked
 
 BUSY_SHARE = 0.5
@@ -68,8 +68,15 @@ def main() -> None:
 
     def train(epochs: int = spec.epochs) -> None:
         models = [builder.build(scheme, seed) for scheme in spec.schemes]
-        train_stacked(models, data, epochs=epochs, batch_size=spec.batch_size,
-                      learning_rate=spec.learning_rate, seed=seed, device=spec.device)
+        train_stacked(
+            models,
+            data,
+            epochs=epochs,
+            batch_size=spec.batch_size,
+            learning_rate=spec.learning_rate,
+            seed=seed,
+            device=spec.device,
+        )
 
     train(1)  # compiles the loop
     jobs = {
@@ -82,11 +89,16 @@ def main() -> None:
         for name, (background, handoff) in jobs.items():
             times[name].append(timed(train, background, handoff))
     base, base_median = min(times["alone"]), statistics.median(times["alone"])
-    print(f"{len(spec.schemes)} models stacked x {spec.epochs} epochs ({args.config}), background busy {BUSY_SHARE:.0%}")
+    print(
+        f"{len(spec.schemes)} models stacked x {spec.epochs} epochs ({args.config}), background busy {BUSY_SHARE:.0%}"
+    )
     for name, measured in times.items():
         best, median = min(measured), statistics.median(measured)
-        print(f"{name + ':':<58} best {best:5.2f} s x{best / base:.2f}, median {median:5.2f} s x{median / base_median:.2f}"
-              f"   (all: {', '.join(f'{t:.2f}' for t in measured)})")
+        print(
+            f"{name + ':':<58} best {best:5.2f} s x{best / base:.2f}, "
+            f"median {median:5.2f} s x{median / base_median:.2f}"
+            f"   (all: {', '.join(f'{t:.2f}' for t in measured)})"
+        )
 
 
 if __name__ == "__main__":

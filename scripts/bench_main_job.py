@@ -43,11 +43,15 @@ def main() -> None:
         for _ in range(args.repeats):
             imports.append(seconds(floor, folder))
             jobs.append(seconds(job, folder))
-    ratios = [j / i for i, j in zip(imports, jobs)]
+    ratios = [j / i for i, j in zip(imports, jobs, strict=True)]
     print(f"import keras_initlab: best {min(imports):.2f} s  ({', '.join(f'{t:.2f}' for t in imports)})")
-    print(f"{' '.join(Path(a).name for a in job[:2])} {Path(args.config).name} (existing store): "
-          f"best {min(jobs):.2f} s  ({', '.join(f'{t:.2f}' for t in jobs)})")
-    print(f"ratio of the bests {min(jobs) / min(imports):.2f}x; median of paired ratios {statistics.median(ratios):.2f}x")
+    print(
+        f"{' '.join(Path(a).name for a in job[:2])} {Path(args.config).name} (existing store): "
+        f"best {min(jobs):.2f} s  ({', '.join(f'{t:.2f}' for t in jobs)})"
+    )
+    print(
+        f"ratio of the bests {min(jobs) / min(imports):.2f}x; median of paired ratios {statistics.median(ratios):.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -22,11 +22,11 @@ import argparse
 import keras
 
 from bench_training import EpochTimer  # this script's folder is on sys.path
-from keras_initlab import train
 from initlab.comparison import ModelBuilder, load_spec_data
-from keras_initlab.models import as_model_input
 from initlab.spec import ComparisonSpec
 from initlab.spec_files import spec_path
+from keras_initlab import train
+from keras_initlab.models import as_model_input
 from keras_initlab.training import resolve_device
 
 
@@ -35,15 +35,30 @@ def fit_epoch(build, data, batch_size) -> float:
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     x, x_val = as_model_input(model, data.x_train), as_model_input(model, data.x_val)
     timer = EpochTimer()
-    model.fit(x, data.y_train, batch_size=batch_size, epochs=2, validation_data=(x_val, data.y_val),
-              callbacks=[timer], verbose=0)
+    model.fit(
+        x,
+        data.y_train,
+        batch_size=batch_size,
+        epochs=2,
+        validation_data=(x_val, data.y_val),
+        callbacks=[timer],
+        verbose=0,
+    )
     return timer.seconds[-1]
 
 
 def train_epoch(build, data, batch_size, jit_compile) -> float:
     timer = EpochTimer()
-    train(build(), data, epochs=2, batch_size=batch_size, optimizer=keras.optimizers.Adam(1e-3),
-          loss=keras.losses.sparse_categorical_crossentropy, callbacks=[timer], jit_compile=jit_compile)
+    train(
+        build(),
+        data,
+        epochs=2,
+        batch_size=batch_size,
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.sparse_categorical_crossentropy,
+        callbacks=[timer],
+        jit_compile=jit_compile,
+    )
     return timer.seconds[-1]
 
 
@@ -60,8 +75,10 @@ def main() -> None:
     def build():
         return builder.build(scheme, seed=0)
 
-    print(f"model: {spec.model.describe()}, {build().count_params()} parameters; batch {spec.batch_size}; "
-          f"device {resolve_device(spec.device)}; Keras {keras.__version__}")
+    print(
+        f"model: {spec.model.describe()}, {build().count_params()} parameters; batch {spec.batch_size}; "
+        f"device {resolve_device(spec.device)}; Keras {keras.__version__}"
+    )
     rows = {
         "plain model.fit": lambda: fit_epoch(build, data, spec.batch_size),
         'train (jit_compile="auto")': lambda: train_epoch(build, data, spec.batch_size, "auto"),

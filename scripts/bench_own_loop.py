@@ -41,8 +41,15 @@ def main() -> None:
 
     def fit(built, callbacks) -> float:
         start = time.perf_counter()
-        built.fit(x, data.y_train, validation_data=(x_val, data.y_val), epochs=args.epochs, batch_size=64,
-                  verbose=0, callbacks=callbacks)
+        built.fit(
+            x,
+            data.y_train,
+            validation_data=(x_val, data.y_val),
+            epochs=args.epochs,
+            batch_size=64,
+            verbose=0,
+            callbacks=callbacks,
+        )
         return time.perf_counter() - start
 
     fit(model(99), [])  # warm-up: TensorFlow's first trace
@@ -65,8 +72,11 @@ def main() -> None:
     base = min(plain)
     print(f"{args.epochs} epochs of fit, best of {args.repeats}:")
     print("| what | seconds | ratio |\n|---|---:|---:|")
-    for name, values in (("fit untracked", plain), ("fit with run.callback", tracked),
-                         ("the whole run (diagnostics, fit, record)", whole)):
+    for name, values in (
+        ("fit untracked", plain),
+        ("fit with run.callback", tracked),
+        ("the whole run (diagnostics, fit, record)", whole),
+    ):
         print(f"| {name} | {min(values):.2f} | {min(values) / base:.3f} |")
     print(f"comparison entered in {entered:.2f} s, left in {exited:.2f} s (the store, the summary, the plot)")
 

@@ -44,12 +44,14 @@ def main() -> None:
         for _ in range(args.repeats):
             times["here"].append(seconds(here, folder))
             times["ray"].append(seconds(ray, folder))
-    ratios = [r / h for h, r in zip(times["here"], times["ray"])]
+    ratios = [r / h for h, r in zip(times["here"], times["ray"], strict=True)]
     for name, values in times.items():
         print(f"{name:>4}: best {min(values):.2f} s  ({', '.join(f'{t:.2f}' for t in values)})")
     best = min(times["ray"]) / min(times["here"])
-    print(f"--ray / here: ratio of the bests {best:.2f}x (overhead {best - 1:+.0%}); "
-          f"median of paired ratios {statistics.median(ratios):.2f}x")
+    print(
+        f"--ray / here: ratio of the bests {best:.2f}x (overhead {best - 1:+.0%}); "
+        f"median of paired ratios {statistics.median(ratios):.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,18 @@ def main() -> None:
     args = parser.parse_args()
     floor = [sys.executable, "-c", "import keras_initlab"]
     imports = [seconds(floor) for _ in range(args.repeats)]
-    suites = {"inner loop: pytest -m 'not integration'": [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                                         "-m", "not integration"]}
+    suites = {
+        "inner loop: pytest -m 'not integration'": [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-m",
+            "not integration",
+        ]
+    }
     if not args.skip_full:
         suites["whole suite: pytest"] = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
     times = {name: seconds(command) for name, command in suites.items()}

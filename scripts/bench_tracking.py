@@ -32,8 +32,13 @@ def untracked(spec: ComparisonSpec) -> None:
     builder = ModelBuilder(spec, data)
     for group in groups(spec.runs(), stack=True, size=wave_size(resolve_spec_device(spec))):
         models = [builder.build(run.scheme, run.seed) for run in group]
-        common = dict(epochs=spec.epochs, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
-                      seed=group[0].seed, device=spec.device)
+        common = dict(
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            learning_rate=spec.learning_rate,
+            seed=group[0].seed,
+            device=spec.device,
+        )
         train_stacked(models, data, **common)  # one model alone goes to `train`, as in run_comparison
 
 
@@ -72,9 +77,11 @@ def main() -> None:
         best = min(measured)
         line = f"{name + ':':<19} {best:7.2f} s   (all: {', '.join(f'{t:.2f}' for t in measured)})"
         if best is not base:
-            paired = statistics.median(t / u for t, u in zip(measured, times["without tracking"]))
-            line += (f"   overhead {best - base:+.2f} s = {best / base - 1:+.1%} ({(best - base) / runs * 1e3:.0f} ms "
-                     f"per run); median of the repeats' ratios {paired - 1:+.1%}")
+            paired = statistics.median(t / u for t, u in zip(measured, times["without tracking"], strict=True))
+            line += (
+                f"   overhead {best - base:+.2f} s = {best / base - 1:+.1%} ({(best - base) / runs * 1e3:.0f} ms "
+                f"per run); median of the repeats' ratios {paired - 1:+.1%}"
+            )
         print(line)
 
 

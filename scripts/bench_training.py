@@ -24,6 +24,7 @@ within one run.
 """
 
 import argparse
+import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -89,8 +90,10 @@ SEED_MIXES = {"1": lambda i: 0, "K/4": lambda i: i // len(STACK_SCHEMES), "K": l
 
 def stacked_rate(data, k: int, mix: str, one_group: bool) -> float:
     """Total samples/s of K stacked models in the second epoch; ``one_group``: all K in one group, one lane."""
-    models = [build_mlp(SIZES, scheme=STACK_SCHEMES[i % len(STACK_SCHEMES)], l2_lambda=5.0,
-                        n_train=data.n_train, seed=i) for i in range(k)]
+    models = [
+        build_mlp(SIZES, scheme=STACK_SCHEMES[i % len(STACK_SCHEMES)], l2_lambda=5.0, n_train=data.n_train, seed=i)
+        for i in range(k)
+    ]
     timer = GroupEpochTimer()
     plan = dict(max_group_size=k, lanes=1) if one_group else {}
     seeds = [SEED_MIXES[mix](i) for i in range(k)]
@@ -104,15 +107,16 @@ def plain_fit_rate(data) -> float:
     model = build_mlp(SIZES, l2_lambda=5.0, n_train=data.n_train, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss=default_loss(model))
     timer = EpochTimer()
-    model.fit(as_model_input(model, data.x_train), data.y_train, batch_size=BATCH, epochs=2, verbose=0,
-              callbacks=[timer])
+    model.fit(
+        as_model_input(model, data.x_train), data.y_train, batch_size=BATCH, epochs=2, verbose=0, callbacks=[timer]
+    )
     return data.n_train / timer.seconds[-1]
 
 
 def flops_per_sample() -> float:
     """Training FLOPs of one sample: the forward pass (2ab + b per Dense layer a -> b), the weight gradients
     (2ab per layer) and the input gradients of every layer but the first (nothing asks for the image's)."""
-    layers = list(zip(SIZES, SIZES[1:]))
+    layers = list(itertools.pairwise(SIZES))
     forward = sum(2 * a * b + b for a, b in layers)
     return forward + sum(2 * a * b for a, b in layers) + sum(2 * a * b for a, b in layers[1:])
 
@@ -145,8 +149,13 @@ def main() -> None:
     data = load_dataset("mnist-10k")
     device_name = resolve_device("auto")
     cap, lanes = default_max_group_size(device_name), parallel_lanes(device_name)
-    configs = [(k, mix, one_group) for k in args.stacked for mix in (SEED_MIXES if k > 1 else ["1"])
-               for one_group in (False, True) if not one_group or (k > 1 and mix == "1")]
+    configs = [
+        (k, mix, one_group)
+        for k in args.stacked
+        for mix in (SEED_MIXES if k > 1 else ["1"])
+        for one_group in (False, True)
+        if not one_group or (k > 1 and mix == "1")
+    ]
     rates: dict = {"fast": [], "plain": [], **{c: [] for c in configs}}
     for _ in range(args.repeats):  # interleaved, so that a busy spell of the shared machine hits all alike
         rates["fast"].append(trainer_rate(data))
@@ -161,8 +170,10 @@ def main() -> None:
     print(f"plain model.fit(batch_size={BATCH}):   {plain:10.0f} samples/s")
     print(f"keras_initlab.train:               {fast:10.0f} samples/s   ratio {fast / plain:5.1f}x")
     print(f"arithmetic: {flops / 1e3:.1f} kFLOP/sample -> {fast * flops / 1e9:.2f} GFLOP/s achieved")
-    print(f"  vs 1000^3 matmul {big / 1e9:.1f} GFLOP/s ({fast * flops / big:.1%}),"
-          f" vs {BATCH}x784x30 matmul {small / 1e9:.1f} GFLOP/s ({fast * flops / small:.1%})")
+    print(
+        f"  vs 1000^3 matmul {big / 1e9:.1f} GFLOP/s ({fast * flops / big:.1%}),"
+        f" vs {BATCH}x784x30 matmul {small / 1e9:.1f} GFLOP/s ({fast * flops / small:.1%})"
+    )
     # 98% of a sample's FLOPs are the first layer's two products: with one seed, a lane of m models does them as one
     # (BATCH, 784) @ (784, 30 m) forward and one (784, BATCH) @ (BATCH, 30 m) kernel gradient per step. Those two
     # alone, at their measured rates, bound what 16 models in `lanes` lanes can reach.
@@ -172,23 +183,36 @@ def main() -> None:
     gradient = matmul_rate(784, BATCH, width, repeats=2000, lanes=lanes)
     product_flops = 2 * 784 * SIZES[1]  # per sample and model, each of the two
     bound = 1 / (product_flops / forward + product_flops / gradient)
-    print(f"  16 models in {lanes} lanes of {per_lane}: a step's first-layer products alone, {lanes} at once: forward"
-          f" {BATCH}x784x{width} {forward / 1e9:.1f} GFLOP/s, kernel gradient 784x{BATCH}x{width}"
-          f" {gradient / 1e9:.1f} GFLOP/s: at most {bound:.0f} samples/s with nothing else in a step"
-          f" (1.2M samples/s takes {1.2e6 * flops / 1e9:.1f} GFLOP/s)")
+    print(
+        f"  16 models in {lanes} lanes of {per_lane}: a step's first-layer products alone, {lanes} at once: forward"
+        f" {BATCH}x784x{width} {forward / 1e9:.1f} GFLOP/s, kernel gradient 784x{BATCH}x{width}"
+        f" {gradient / 1e9:.1f} GFLOP/s: at most {bound:.0f} samples/s with nothing else in a step"
+        f" (1.2M samples/s takes {1.2e6 * flops / 1e9:.1f} GFLOP/s)"
+    )
     print()
-    print(f"stacked: total samples/s; K separate runs of keras_initlab.train = {fast:.0f} samples/s in total"
-          f" (measured once, x K time); MAX_GROUP_SIZE = {cap}, lanes = {lanes}")
-    print("|  K | seeds | groups (waves of concurrent groups) | stacked samples/s | ms per model-epoch"
-          " | GFLOP/s (of 1000^3 matmul) | vs K separate train | vs plain fit |")
+    print(
+        f"stacked: total samples/s; K separate runs of keras_initlab.train = {fast:.0f} samples/s in total"
+        f" (measured once, x K time); MAX_GROUP_SIZE = {cap}, lanes = {lanes}"
+    )
+    print(
+        "|  K | seeds | groups (waves of concurrent groups) | stacked samples/s | ms per model-epoch"
+        " | GFLOP/s (of 1000^3 matmul) | vs K separate train | vs plain fit |"
+    )
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
     model = build_mlp(SIZES, l2_lambda=5.0, n_train=data.n_train, seed=0)
     for k, mix, one_group in configs:
         rate = best[(k, mix, one_group)]
-        groups = "one group, one lane" if one_group else " then ".join(
-            " + ".join(map(str, wave)) for wave in plan_groups(model, data, k, BATCH, device_name, lanes=lanes))
-        print(f"| {k:2d} | {mix} | {groups} | {rate:10.0f} | {1e3 * data.n_train / rate:5.1f} |"
-              f" {rate * flops / 1e9:5.1f} ({rate * flops / big:.0%}) | {rate / fast:5.2f}x | {rate / plain:5.1f}x |")
+        groups = (
+            "one group, one lane"
+            if one_group
+            else " then ".join(
+                " + ".join(map(str, wave)) for wave in plan_groups(model, data, k, BATCH, device_name, lanes=lanes)
+            )
+        )
+        print(
+            f"| {k:2d} | {mix} | {groups} | {rate:10.0f} | {1e3 * data.n_train / rate:5.1f} |"
+            f" {rate * flops / 1e9:5.1f} ({rate * flops / big:.0%}) | {rate / fast:5.2f}x | {rate / plain:5.1f}x |"
+        )
 
 
 if __name__ == "__main__":

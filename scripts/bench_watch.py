@@ -78,8 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     store = tempfile.TemporaryDirectory()
     uri = f"sqlite:///{store.name}/bench.db"
-    print(f"{'spec':<12} {'way':<8} {'runs x epochs':>13} {'watch off':>10} {'watch on':>10} {'ratio':>7} "
-          f"{'median ratio':>13} {'CPU ratio':>10}")
+    print(
+        f"{'spec':<12} {'way':<8} {'runs x epochs':>13} {'watch off':>10} {'watch on':>10} {'ratio':>7} "
+        f"{'median ratio':>13} {'CPU ratio':>10}"
+    )
     for config in args.configs:
         spec = ComparisonSpec.from_file(spec_path(config))
         if args.epochs is not None:
@@ -95,10 +97,14 @@ def main() -> None:
         for way in args.ways:
             off, on = times[way, False], times[way, True]
             best_off, best_on = min(wall for wall, _ in off), min(wall for wall, _ in on)
-            paired = statistics.median(t / u for (t, _), (u, _) in zip(on, off))
+            paired = statistics.median(t / u for (t, _), (u, _) in zip(on, off, strict=True))
             cpu = statistics.median(c for _, c in on) / statistics.median(c for _, c in off)
-            print(f"{config:<12} {way:<8} {len(spec.runs()):>6} x {spec.epochs:<4} {best_off:9.2f}s {best_on:9.2f}s "
-                  f"{best_on / best_off:7.3f} {paired:13.3f} {cpu:10.3f}", flush=True)
+            print(
+                f"{config:<12} {way:<8} {len(spec.runs()):>6} x {spec.epochs:<4} {best_off:9.2f}s {best_on:9.2f}s "
+                f"{best_on / best_off:7.3f} {paired:13.3f} {cpu:10.3f}",
+                flush=True,
+            )
+
 
 if __name__ == "__main__":
     main()

@@ -12,9 +12,9 @@ Run: python scripts/reproduce_nielsen.py --dataset mnist-10k --hidden 30 --seeds
 import argparse
 import time
 
-from keras_initlab import build_mlp, load_dataset, train
 from initlab.plots import plot_comparison
 from initlab.report import epoch_table, summarize, to_markdown
+from keras_initlab import build_mlp, load_dataset, train
 
 SCHEMES = ("nielsen-default", "nielsen-large")
 
@@ -38,8 +38,10 @@ def main() -> None:
             history = train(model, data, epochs=args.epochs, batch_size=10, learning_rate=0.1, seed=seed)
             results[scheme].append(history.history)
             print(f"{scheme} seed {seed}: final val_accuracy {history.history['val_accuracy'][-1]:.4f}", flush=True)
-    print(f"\n{len(SCHEMES) * len(args.seeds)} runs in {time.perf_counter() - start:.0f} s on {data.name} "
-          f"({data.n_train} train / {data.n_val} validation)\n")
+    print(
+        f"\n{len(SCHEMES) * len(args.seeds)} runs in {time.perf_counter() - start:.0f} s on {data.name} "
+        f"({data.n_train} train / {data.n_val} validation)\n"
+    )
     print(epoch_table(results))
     print()
     print(to_markdown(summarize(results)))

@@ -54,17 +54,28 @@ class Server:
 
     def __init__(self, folder: Path, port: int, **env: str):
         self.folder, self.port, self.uri = folder, port, f"http://127.0.0.1:{port}"
-        self.command = [str(Path(sys.executable).with_name("initlab")), "serve", "--port", str(port),
-                        "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-                        "--artifacts-destination", str(folder / "server-artifacts"),
-                        "--auth-db", f"sqlite:///{folder / 'auth.db'}", "--auth-config", str(folder / "basic_auth.ini")]
+        self.command = [
+            str(Path(sys.executable).with_name("initlab")),
+            "serve",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--artifacts-destination",
+            str(folder / "server-artifacts"),
+            "--auth-db",
+            f"sqlite:///{folder / 'auth.db'}",
+            "--auth-config",
+            str(folder / "basic_auth.ini"),
+        ]
         self.env = {**os.environ, **env}
         self.process = None
 
     def start(self) -> "Server":
         log = open(self.folder / "server.log", "a")
-        self.process = subprocess.Popen(self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             wait_until_healthy(self.uri, self.process, self.folder / "server.log")
         except RuntimeError:
@@ -115,6 +126,7 @@ and without usage statistics."""
 LOOPBACK = {"0100007F", "00000000000000000000000001000000", "0000000000000000FFFF00000100007F"}
 """127.0.0.1, ::1 and ::ffff:127.0.0.1 as /proc/net/tcp and tcp6 write them."""
 
+
 def listening() -> set[str]:
     """The machine's listening TCP sockets, ``ADDRESS:PORT`` as /proc/net/tcp and tcp6 write them (hexadecimal)."""
     found = set()
@@ -139,21 +151,42 @@ def ray_env(monkeypatch) -> None:
 
 @pytest.fixture(scope="session")
 def ray_head_node():
-    """A Ray head node on 127.0.0.1:PORT, in a session of its own, for the tests that need one (one per test run); stopped by killing that
-    session's processes (``ray stop --force`` would stop every Ray of this user on the machine). Yields the port and
-    the sockets the head node opened."""
+    """A Ray head node on 127.0.0.1:PORT, in a session of its own, for the tests that need one (one per test run);
+    stopped by killing that session's processes (``ray stop --force`` would stop every Ray of this user on the
+    machine). Yields the port and the sockets the head node opened."""
     port = free_port()
     before = listening()
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
     env = {**RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # initlab.cluster.LOOPBACK_VARIABLE
     ray = Path(sys.executable).with_name("ray")
     # Started as from a shell's background job (`ray start ... &`): SIGINT ignored, which its workers inherit.
-    ignoring_sigint = [sys.executable, "-c", "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-                       "os.execv(sys.argv[1], sys.argv[1:])"]
+    ignoring_sigint = [
+        sys.executable,
+        "-c",
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
+    ]
     start = subprocess.Popen(
-        [*ignoring_sigint, str(ray), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-         "--disable-usage-stats", "--include-dashboard=false", "--temp-dir", folder],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            *ignoring_sigint,
+            str(ray),
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--disable-usage-stats",
+            "--include-dashboard=false",
+            "--temp-dir",
+            folder,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     output, _ = start.communicate(timeout=180)
     assert start.returncode == 0, output
@@ -170,6 +203,7 @@ def ray_head_node():
 
 
 # -- data and diagnostics -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def mnist_val():
@@ -241,12 +275,32 @@ COMPARE = [sys.executable, "-m", "initlab", "compare"]
 COMMAND_ENV = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
-CHILD_PARAMS = {"scheme", "kernel_initializer", "bias_initializer", "sizes", "activation", "output", "parameters",
-                "seed", "dataset", "dataset_shapes", "dataset_hash", "epochs", "batch_size", "optimizer", "learning_rate", "optimizer_config",
-                "l2_lambda", "device"}
+CHILD_PARAMS = {
+    "scheme",
+    "kernel_initializer",
+    "bias_initializer",
+    "sizes",
+    "activation",
+    "output",
+    "parameters",
+    "seed",
+    "dataset",
+    "dataset_shapes",
+    "dataset_hash",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "learning_rate",
+    "optimizer_config",
+    "l2_lambda",
+    "device",
+}
 EPOCH_METRICS = ("val_accuracy", "val_loss", "train_loss")
-INIT_METRICS = [f"init/layer{depth}/{metric}" for depth in (1, 2)
-                for metric in ("preact_std", "predicted_std", "saturated_fraction", "grad_norm")]
+INIT_METRICS = [
+    f"init/layer{depth}/{metric}"
+    for depth in (1, 2)
+    for metric in ("preact_std", "predicted_std", "saturated_fraction", "grad_norm")
+]
 WATCHED = ("preact_std", "activation_std", "saturated_fraction", "grad_norm")
 """The watched statistics of `TINY`'s sigmoid layers at step 0 (the diagnostics') and after every epoch."""
 
@@ -261,18 +315,25 @@ def check_comparison(client, experiment_name, epochs=2, histograms=False):
     assert len(children) == 4
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     assert sorted(c.data.tags["initlab.run_key"] for c in children) == [
-        "nielsen-default/seed=0", "nielsen-default/seed=1", "nielsen-large/seed=0", "nielsen-large/seed=1"]
+        "nielsen-default/seed=0",
+        "nielsen-default/seed=1",
+        "nielsen-large/seed=0",
+        "nielsen-large/seed=1",
+    ]
     results = {}
     for child in children:
         assert child.info.status == "FINISHED"
         assert set(child.data.params) == CHILD_PARAMS
         assert child.data.params["sizes"] == "[784, 30, 10]"
         assert child.data.params["kernel_initializer"].startswith(
-            "ScaledGaussian {" if child.data.params["scheme"] == "nielsen-default" else "RandomNormal {")
+            "ScaledGaussian {" if child.data.params["scheme"] == "nielsen-default" else "RandomNormal {"
+        )
         for key in EPOCH_METRICS:
             history = client.get_metric_history(child.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(1, epochs + 1)), key
-        accuracy = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+        accuracy = [
+            m.value for m in sorted(client.get_metric_history(child.info.run_id, "val_accuracy"), key=lambda m: m.step)
+        ]
         results.setdefault(child.data.params["scheme"], []).append({"val_accuracy": accuracy})
         # Its own summary, at the step of its last epoch: what the UI's bar charts and runs table compare.
         for key, value in (("final_val_accuracy", accuracy[-1]), ("best_val_accuracy", max(accuracy))):
@@ -282,8 +343,9 @@ def check_comparison(client, experiment_name, epochs=2, histograms=False):
         for key in INIT_METRICS:  # diagnostics of the untrained model, at step 0
             assert [m.step for m in client.get_metric_history(child.info.run_id, key)] == [0], key
         for depth, stat in itertools.product((1, 2), WATCHED):  # the layers watched: step 0 is the diagnostics'
-            history = sorted(client.get_metric_history(child.info.run_id, f"layers/layer{depth}/{stat}"),
-                             key=lambda m: m.step)
+            history = sorted(
+                client.get_metric_history(child.info.run_id, f"layers/layer{depth}/{stat}"), key=lambda m: m.step
+            )
             assert [m.step for m in history] == list(range(epochs + 1)), (depth, stat)
             (initial,) = client.get_metric_history(child.info.run_id, f"init/layer{depth}/{stat}")
             assert history[0].value == initial.value and all(math.isfinite(m.value) for m in history)
@@ -291,7 +353,8 @@ def check_comparison(client, experiment_name, epochs=2, histograms=False):
             assert sorted(m.step for m in ratios) == list(range(1, epochs + 1)) and all(m.value > 0 for m in ratios)
         init_files = {a.path for a in client.list_artifacts(child.info.run_id, "init")}
         assert init_files == {"init/diagnostics.md", "init/initializers.json"} | (
-            {"init/activations.png"} if histograms else set())
+            {"init/activations.png"} if histograms else set()
+        )
         layers = json.loads(Path(client.download_artifacts(child.info.run_id, "init/initializers.json")).read_text())
         assert len(layers) == len(json.loads(child.data.params["sizes"])) - 1  # every Dense layer's initializers
         assert layers[0]["kernel"] == child.data.params["kernel_initializer"]
@@ -316,7 +379,7 @@ def check_comparison(client, experiment_name, epochs=2, histograms=False):
     return parent, children
 
 
-FACTORIES = '''\
+FACTORIES = """\
 import keras
 
 
@@ -362,7 +425,7 @@ def logits(scheme, input_shape, num_classes):
 
 def no_arguments():
     return None
-'''
+"""
 """Model factories as a user writes them, good and bad (the `factories` fixture writes them to models/factories.py)."""
 RAISE_LINE = FACTORIES.splitlines().index('    raise RuntimeError("no GPU here")') + 1
 FACTORY_SPEC = {

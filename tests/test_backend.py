@@ -27,12 +27,12 @@ model = kil.build_mlp([784, 30, 10], scheme="sparse10", seed=0)
 out["kernel_nonzeros"] = int((keras.ops.convert_to_numpy(model.layers[1].kernel) != 0).sum())
 out["diagnosed_layers"] = len(kil.diagnose(model, data.x_val))
 errors = {}
+spec = {"name": "x", "schemes": ["he"]}
 for name, call in [
     ("train", lambda: kil.train(model, data, epochs=1)),
     ("train_stacked", lambda: kil.train_stacked([model, kil.build_mlp(seed=1)], data, epochs=1)),
     ("diagnose_with_labels", lambda: kil.diagnose(model, data.x_val, data.y_val)),
-    ("run_comparison", lambda: initlab.run_comparison(initlab.ComparisonSpec.from_dict({"name": "x", "schemes": ["he"]}),
-                                                      tracking_uri=sys.argv[1])),
+    ("run_comparison", lambda: initlab.run_comparison(initlab.ComparisonSpec.from_dict(spec), sys.argv[1])),
 ]:
     try:
         call()
@@ -50,8 +50,13 @@ def test_tensorflow_only_features_fail_clearly_under_jax(tmp_path):
     spec.write_text("name: tiny\nschemes: [he]\nepochs: 1\nsubset: {train: 100, val: 50}\n")
     store = tmp_path / "store.db"
     env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run([sys.executable, "-c", UNDER_JAX, f"sqlite:///{store}", str(spec)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", UNDER_JAX, f"sqlite:///{store}", str(spec)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
     assert result["backend"] == "jax"

@@ -11,8 +11,12 @@ def test_the_schemes_read_from_the_source_are_the_librarys():
 
 
 def test_the_initializers_read_from_the_source_are_the_registered_ones_with_their_summaries():
-    registered = {name.split(">")[1]: cls for name, cls in keras.saving.get_custom_objects().items()
-                  if name.startswith("keras_initlab>")}
+    registered = {
+        name.split(">")[1]: cls
+        for name, cls in keras.saving.get_custom_objects().items()
+        if name.startswith("keras_initlab>")
+    }
     assert list(catalog.initializers()) == ["ScaledGaussian", "InverseSqrtUniform", "SparseGaussian", "BiasConstant"]
-    assert catalog.initializers() == {name: registered[name].__doc__.strip().splitlines()[0]
-                                      for name in catalog.initializers()}
+    assert catalog.initializers() == {
+        name: registered[name].__doc__.strip().splitlines()[0] for name in catalog.initializers()
+    }

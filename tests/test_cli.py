@@ -2,13 +2,11 @@
 
 import dataclasses
 
-from test_spec_files import NAMES
-
+from conftest import one_error_line, write_spec
 from initlab.cli import main
 from initlab.spec import ComparisonSpec, FactoryModel
 from initlab.spec_files import BUILTIN_SPECS, builtin_spec_text, builtin_specs
-
-from conftest import one_error_line, write_spec
+from test_spec_files import NAMES
 
 
 def test_list_shows_the_built_in_specs_schemes_and_initializers(capsys):
@@ -35,7 +33,9 @@ def test_a_printed_spec_is_a_starting_point_that_works_from_any_folder(tmp_path,
             assert copy.hash == original.hash
     assert "# the installed example" in builtin_spec_text("cnn-adam")
     assert main(["spec", "nielsn"]) == 2
-    assert "initlab spec: nielsn: no built-in spec of that name; built-in specs: all-schemes," in capsys.readouterr().err
+    assert (
+        "initlab spec: nielsn: no built-in spec of that name; built-in specs: all-schemes," in capsys.readouterr().err
+    )
 
 
 def test_compare_and_diagnose_take_a_name(tmp_path, monkeypatch, capsys):
@@ -67,5 +67,10 @@ def test_a_long_value_is_not_echoed(tmp_path, capsys):
     path = write_spec(tmp_path, dataset=["x" * 500_000])
     assert main(["compare", str(path)]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert line.startswith("initlab compare: dataset: must be a dataset name (mnist-10k, mnist, keras:NAME, a TensorFlow "
-                           "Datasets name) or {npz: PATH}; got ['xxx") and len(line) < 300
+    assert (
+        line.startswith(
+            "initlab compare: dataset: must be a dataset name (mnist-10k, mnist, keras:NAME, a TensorFlow "
+            "Datasets name) or {npz: PATH}; got ['xxx"
+        )
+        and len(line) < 300
+    )

@@ -20,12 +20,18 @@ from pathlib import Path
 
 import pytest
 
-from initlab.cluster import (
-    LOOPBACK_VARIABLE, PROBE_TIMEOUT, Cluster, ClusterUnavailableError, _listeners_are_mine, check_store_reachable,
-    connect, disconnect, parse_address,
-)
-
 from conftest import RAY_ENV, free_port, listening, on_loopback, ray_env
+from initlab.cluster import (
+    LOOPBACK_VARIABLE,
+    PROBE_TIMEOUT,
+    Cluster,
+    ClusterUnavailableError,
+    _listeners_are_mine,
+    check_store_reachable,
+    connect,
+    disconnect,
+    parse_address,
+)
 
 
 def test_addresses_are_checked_before_anything_starts():
@@ -125,9 +131,26 @@ def head_node(env: dict):
     port = free_port()
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
     start = subprocess.Popen(
-        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
-         str(port), "--num-cpus", "1", "--disable-usage-stats", "--include-dashboard=false", "--temp-dir", folder],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            str(Path(sys.executable).with_name("ray")),
+            "start",
+            "--head",
+            "--node-ip-address",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--disable-usage-stats",
+            "--include-dashboard=false",
+            "--temp-dir",
+            folder,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     try:
         output, _ = start.communicate(timeout=180)
@@ -170,18 +193,21 @@ def test_this_users_head_node_with_token_authentication_is_reached_with_the_user
     env.update(HOME=str(home), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # initlab.cluster.LOOPBACK_VARIABLE
     with head_node(env) as port:
         address = f"127.0.0.1:{port}"
-        connected = subprocess.run([sys.executable, "-c", DRIVER, address], env=env, capture_output=True, text=True,
-                                   timeout=120)
+        connected = subprocess.run(
+            [sys.executable, "-c", DRIVER, address], env=env, capture_output=True, text=True, timeout=120
+        )
         assert connected.returncode == 0 and connected.stdout == "42\n", connected.stderr[-3000:]
         assert "Token authentication is enabled" not in connected.stderr  # Ray's notice for a cluster it starts
         (home / ".ray" / "auth_token").unlink()  # a user without the token: the head node asks for one
-        refused = subprocess.run([sys.executable, "-c", DRIVER, address], env=env, capture_output=True, text=True,
-                                 timeout=120)
+        refused = subprocess.run(
+            [sys.executable, "-c", DRIVER, address], env=env, capture_output=True, text=True, timeout=120
+        )
     assert refused.returncode == 1
     assert f"refused: cannot connect to the Ray cluster at {address}: " in refused.stderr, refused.stderr[-3000:]
     assert refused.stderr.rstrip().endswith(
         "if the cluster uses token authentication, set RAY_AUTH_MODE=token here, with the cluster's token in "
-        "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"), refused.stderr[-3000:]
+        "~/.ray/auth_token, RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH"
+    ), refused.stderr[-3000:]
 
 
 def test_a_port_this_user_listens_on_is_told_from_one_nobody_listens_on():

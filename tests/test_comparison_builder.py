@@ -10,8 +10,9 @@ from keras_initlab.models import default_loss
 
 
 def test_the_builder_builds_what_build_mlp_builds_and_lsuv_rescales_on_at_most_the_training_set():
-    spec = ComparisonSpec.from_dict({"name": "b", "schemes": ["he", "lsuv"], "subset": {"train": 100, "val": 50},
-                                     "l2_lambda": 5.0})
+    spec = ComparisonSpec.from_dict(
+        {"name": "b", "schemes": ["he", "lsuv"], "subset": {"train": 100, "val": 50}, "l2_lambda": 5.0}
+    )
     data = load_spec_data(spec)
     builder = ModelBuilder(spec, data)
     model = builder.build(spec.schemes[0], seed=3)
@@ -29,7 +30,9 @@ def test_the_builder_builds_what_build_mlp_builds_and_lsuv_rescales_on_at_most_t
 
 def test_a_factory_that_cannot_be_loaded_is_a_spec_error_on_its_key(tmp_path):
     (tmp_path / "broken.py").write_text("import no_such_module\n")
-    spec = ComparisonSpec.from_dict({"name": "f", "schemes": ["he"], "model": {"factory": "broken.py:build"},
-                                     "subset": {"train": 10, "val": 10}}, base_dir=tmp_path)
+    spec = ComparisonSpec.from_dict(
+        {"name": "f", "schemes": ["he"], "model": {"factory": "broken.py:build"}, "subset": {"train": 10, "val": 10}},
+        base_dir=tmp_path,
+    )
     with pytest.raises(SpecError, match=r"^model.factory: .*no_such_module"):
         ModelBuilder(spec, load_spec_data(spec))

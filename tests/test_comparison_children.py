@@ -6,9 +6,8 @@ import json
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initlab.comparison import run_comparison
-
 from conftest import FACTORY_SPEC, saved_model
+from initlab.comparison import run_comparison
 
 
 @pytest.mark.parametrize(
@@ -20,7 +19,11 @@ from conftest import FACTORY_SPEC, saved_model
 )
 def test_the_optimizer_of_the_spec_trains_every_run(tmp_path, optimizer, expected, store):
     uri = store()
-    spec = {**FACTORY_SPEC, "model": {"sizes": [784, 30, 10], "activation": "relu", "output": "softmax"}, "optimizer": optimizer}
+    spec = {
+        **FACTORY_SPEC,
+        "model": {"sizes": [784, 30, 10], "activation": "relu", "output": "softmax"},
+        "optimizer": optimizer,
+    }
     outcome = run_comparison(spec, tracking_uri=uri)
     assert not outcome.failures
     client = MlflowClient(uri)
@@ -30,7 +33,11 @@ def test_the_optimizer_of_the_spec_trains_every_run(tmp_path, optimizer, expecte
     for child in children:
         model = saved_model(client, child)
         config = model.optimizer.get_config()
-        assert type(model.optimizer).__name__ == child.data.params["optimizer"] == ("SGD" if "class_name" in optimizer else "Adam")
+        assert (
+            type(model.optimizer).__name__
+            == child.data.params["optimizer"]
+            == ("SGD" if "class_name" in optimizer else "Adam")
+        )
         assert {key: config[key] for key in expected} == pytest.approx(expected)
         assert int(model.optimizer.iterations) == steps  # it is the optimizer that took every step
         logged = json.loads(child.data.params["optimizer_config"])
@@ -40,7 +47,13 @@ def test_the_optimizer_of_the_spec_trains_every_run(tmp_path, optimizer, expecte
 
 def test_plain_sgd_runs_record_their_optimizer_too(tmp_path, store):
     uri = store()
-    spec = {**FACTORY_SPEC, "model": {"sizes": [784, 30, 10]}, "schemes": ["nielsen-default"], "epochs": 1, "learning_rate": 0.5}
+    spec = {
+        **FACTORY_SPEC,
+        "model": {"sizes": [784, 30, 10]},
+        "schemes": ["nielsen-default"],
+        "epochs": 1,
+        "learning_rate": 0.5,
+    }
     outcome = run_comparison(spec, tracking_uri=uri)
     (child,) = MlflowClient(uri).search_runs([outcome.experiment_id], "tags.`mlflow.parentRunId` != ''")
     assert (child.data.params["optimizer"], child.data.params["learning_rate"]) == ("SGD", "0.5")

@@ -1,13 +1,13 @@
 """`initlab diagnose CONFIG`: a table per scheme at initialization, and the figures."""
 
+import itertools
 import re
 
 import pytest
 import yaml
 
-from initlab.cli import main
-
 from conftest import RANDOM_NORMAL, one_error_line, write_factory_spec
+from initlab.cli import main
 
 SPEC = {
     "name": "deep-small",
@@ -45,7 +45,7 @@ def test_diagnose_prints_every_scheme_and_writes_the_figures(tmp_path, monkeypat
     assert all(len(rows) == 4 for rows in tables.values())  # 3 hidden layers and the output layer
     z_std = {scheme: [float(row[6]) for row in rows] for scheme, rows in tables.items()}
     # Tiny weights shrink the signal layer after layer (by ~sqrt(64) * 0.01 * a few); N(0, 1) weights saturate.
-    assert all(later < earlier / 5 for earlier, later in zip(z_std["small"], z_std["small"][1:]))
+    assert all(later < earlier / 5 for earlier, later in itertools.pairwise(z_std["small"]))
     assert all(std > 4 for std in z_std["nielsen-large"])
     assert all(0.5 < std < 2 for std in z_std["nielsen-default"][:3])
     saturated = {scheme: float(rows[1][9]) for scheme, rows in tables.items() if scheme != "zeros"}
@@ -71,8 +71,10 @@ def test_diagnose_seed_and_out_options(tmp_path, capsys):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"schemes": [{"name": "eye", "kernel": "identity", "bias": "zeros"}]},
-         r"schemes\[0\] \(eye\): cannot predict its variance: No variance is known for initializer class 'Identity'"),
+        (
+            {"schemes": [{"name": "eye", "kernel": "identity", "bias": "zeros"}]},
+            r"schemes\[0\] \(eye\): cannot predict its variance: No variance is known for initializer class 'Identity'",
+        ),
         ({"schemes": ["sparce10"]}, r"schemes\[0\]: unknown scheme 'sparce10'"),
     ],
 )

@@ -3,16 +3,21 @@ the others finish."""
 
 from mlflow.tracking import MlflowClient
 
-from initlab.cli import main
-
 from conftest import runs_of, write_spec
+from initlab.cli import main
 
 
 def test_failed_child_is_marked_and_the_others_finish(tmp_path, capsys, store):
     uri = store()
     exploding = {"name": "huge", "kernel": {"class_name": "RandomNormal", "config": {"stddev": 1e30}}, "bias": "zeros"}
-    spec = write_spec(tmp_path, model={"sizes": [784, 30, 10], "activation": "relu", "output": "softmax"},
-                      schemes=["he", exploding], seeds=[0], epochs=2, learning_rate=0.01)
+    spec = write_spec(
+        tmp_path,
+        model={"sizes": [784, 30, 10], "activation": "relu", "output": "softmax"},
+        schemes=["he", exploding],
+        seeds=[0],
+        epochs=2,
+        learning_rate=0.01,
+    )
     assert main(["compare", str(spec), "--tracking-uri", uri]) == 1
     assert "huge/seed=0: NonFiniteLossError" in capsys.readouterr().err
     parents, children = runs_of(MlflowClient(uri), "tiny")

@@ -4,10 +4,9 @@ one by one end."""
 import pytest
 from mlflow.tracking import MlflowClient
 
+from conftest import TINY, runs_of
 from initlab.comparison import run_comparison
 from keras_initlab.training import stacked
-
-from conftest import TINY, runs_of
 
 
 def test_every_seed_in_one_stacked_call_gives_the_curves_of_runs_trained_one_by_one(tmp_path, store):
@@ -20,8 +19,12 @@ def test_every_seed_in_one_stacked_call_gives_the_curves_of_runs_trained_one_by_
         run_comparison(spec, tracking_uri=uri, stack=stack)
         client = MlflowClient(uri)
         _, children = runs_of(client, "tiny")
-        curves[stack] = {c.data.tags["initlab.run_key"]: [m.value for m in sorted(
-            client.get_metric_history(c.info.run_id, "val_loss"), key=lambda m: m.step)] for c in children}
+        curves[stack] = {
+            c.data.tags["initlab.run_key"]: [
+                m.value for m in sorted(client.get_metric_history(c.info.run_id, "val_loss"), key=lambda m: m.step)
+            ]
+            for c in children
+        }
     assert len(curves[True]) == 6 and curves[True].keys() == curves[False].keys()
     for key, values in curves[False].items():
         assert curves[True][key] == pytest.approx(values, rel=1e-5), key

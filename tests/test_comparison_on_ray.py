@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from initlab.cluster import LOOPBACK_VARIABLE
-
 from conftest import RAY_ENV, ray_env
+from initlab.cluster import LOOPBACK_VARIABLE
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ray")]  # Ray; one worker scans /proc for its units
 
@@ -53,29 +52,46 @@ def children_of(outcome) -> dict:
     client = MlflowClient(outcome.tracking_uri)
     (parent,), runs = runs_of(client, "tiny")
     assert parent.info.status == "FINISHED"
-    return {run.data.tags["initlab.run_key"]: (run.info.status, run.data.params, {
-        key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
-        for key in ("val_loss", "val_accuracy", "train_loss")}) for run in runs}
+    return {
+        run.data.tags["initlab.run_key"]: (
+            run.info.status,
+            run.data.params,
+            {
+                key: [m.value for m in sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)]
+                for key in ("val_loss", "val_accuracy", "train_loss")
+            },
+        )
+        for run in runs
+    }
 
 
-def test_ctrl_c_then_resume_with_a_killed_worker_gives_each_run_once_as_it_is_made_here(ray_head_node, tmp_path,
-                                                                                         monkeypatch, store):
+def test_ctrl_c_then_resume_with_a_killed_worker_gives_each_run_once_as_it_is_made_here(
+    ray_head_node, tmp_path, monkeypatch, store
+):
     """A comparison on a head node, as a user runs it: Ctrl-C kills the runs in flight (KILLED with the epochs they
     finished, none half-written). ``--resume`` (from this process) with a worker killed mid-unit: Ray runs that unit
     again, and in the end each run is written once, whole, with the params and curves the same comparison gives here.
     Its workers inherit the loopback setting."""
     from mlflow.tracking import MlflowClient
 
-    from initlab.comparison import run_comparison
-
     from conftest import runs_of, write_spec
+    from initlab.comparison import run_comparison
 
     port, _ = ray_head_node
     spec = write_spec(tmp_path, seeds=[0], epochs=60, subset={"train": 2000, "val": 200})  # one unit of work
     uri = store("ray.db")
-    command = [str(Path(sys.executable).with_name("initlab")), "compare", str(spec), "--tracking-uri", uri,
-               "--ray", f"127.0.0.1:{port}"]
-    driver = subprocess.Popen(command, env=RAY_ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [
+        str(Path(sys.executable).with_name("initlab")),
+        "compare",
+        str(spec),
+        "--tracking-uri",
+        uri,
+        "--ray",
+        f"127.0.0.1:{port}",
+    ]
+    driver = subprocess.Popen(
+        command, env=RAY_ENV, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     for line in driver.stderr:
         if "epoch 1/60" in line:
             break
@@ -88,7 +104,9 @@ def test_ctrl_c_then_resume_with_a_killed_worker_gives_each_run_once_as_it_is_ma
     epochs = {run.info.status: [] for run in children}
     for run in children:
         epochs[run.info.status].append(len(client.get_metric_history(run.info.run_id, "val_accuracy")))
-    assert set(epochs) <= {"KILLED", "FINISHED"} and set(epochs.get("FINISHED", [])) <= {60}, epochs  # none half-written
+    assert set(epochs) <= {"KILLED", "FINISHED"} and set(epochs.get("FINISHED", [])) <= {60}, (
+        epochs
+    )  # none half-written
     assert max(epochs.get("KILLED", [0])) >= 1, epochs  # the unit in flight was stopped, its epochs kept by its worker
 
     ray_env(monkeypatch)  # resumed from this process, which has TensorFlow loaded already
@@ -109,8 +127,11 @@ def test_ctrl_c_then_resume_with_a_killed_worker_gives_each_run_once_as_it_is_ma
     assert len(on_ray.skipped) == len(epochs.get("FINISHED", []))  # what finished before Ctrl-C was kept
     here = run_comparison(spec, tracking_uri=store("here.db"))
     runs = {"here": children_of(here), "ray": children_of(on_ray)}
-    assert sorted(runs["ray"]) == sorted(runs["here"]) == sorted(
-        f"{scheme}/seed=0" for scheme in ("nielsen-default", "nielsen-large"))  # each once
+    assert (
+        sorted(runs["ray"])
+        == sorted(runs["here"])
+        == sorted(f"{scheme}/seed=0" for scheme in ("nielsen-default", "nielsen-large"))
+    )  # each once
     for key, (status, params, curves) in runs["here"].items():
         ray_status, ray_params, ray_curves = runs["ray"][key]
         assert status == ray_status == "FINISHED" and ray_params == params

@@ -10,11 +10,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_digits
 
 import keras_initlab as kil
+from conftest import runs_of
 from initlab import Comparison, run_comparison
 from initlab.spec_files import SpecError
 from initlab.tracking.layout import FAILURE_TAG, VIEW_TAG_PREFIX
-
-from conftest import runs_of
 
 DIGITS = load_digits()  # 1,797 real 8x8 digits, shipped in scikit-learn's wheel
 X, Y = (DIGITS.images / 16).reshape(-1, 64).astype("float32"), DIGITS.target
@@ -32,43 +31,87 @@ def test_your_fit_loop_is_laid_out_as_initlab_compare_lays_out_a_spec(store, cap
             for seed in (0, 1):
                 model = mlp(scheme, seed)
                 model.compile(keras.optimizers.SGD(0.3), "sparse_categorical_crossentropy", metrics=["accuracy"])
-                with comparison.run(scheme, seed, model, x_sample=X[1400:], y_sample=Y[1400:],
-                                    save_model=seed == 0) as run:
-                    model.fit(X[:1400], Y[:1400], validation_data=(X[1400:], Y[1400:]), epochs=3, batch_size=20,
-                              verbose=0, callbacks=[run.callback])
+                with comparison.run(
+                    scheme, seed, model, x_sample=X[1400:], y_sample=Y[1400:], save_model=seed == 0
+                ) as run:
+                    model.fit(
+                        X[:1400],
+                        Y[:1400],
+                        validation_data=(X[1400:], Y[1400:]),
+                        epochs=3,
+                        batch_size=20,
+                        verbose=0,
+                        callbacks=[run.callback],
+                    )
     out = capsys.readouterr().out
     assert "| he | 2 |" in out and "| glorot | 2 |" in out and f"then open {comparison.url}" in out
     client = MlflowClient(uri)
     (parent,), children = runs_of(client, "own")
     assert parent.info.status == "FINISHED" and len(children) == 4
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"comparison.png", "layers.png", "summary.md",
-                                                                            "summary.csv"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "comparison.png",
+        "layers.png",
+        "summary.md",
+        "summary.csv",
+    }
     view = json.loads(client.get_experiment(parent.info.experiment_id).tags[VIEW_TAG_PREFIX + parent.info.run_id])
     assert [s["name"] for s in view["compareRunSections"]] == ["Learning curves", "Layers", "System metrics"]
     # The same model and scheme through a spec: the own loop's child has its params and its metrics (and Keras'
     # training accuracy besides, which fit logs).
-    spec = {"name": "spec", "model": {"sizes": SIZES, "activation": "relu", "output": "softmax"}, "schemes": ["he"],
-            "seeds": [0], "epochs": 3, "batch_size": 20, "learning_rate": 0.3}
+    spec = {
+        "name": "spec",
+        "model": {"sizes": SIZES, "activation": "relu", "output": "softmax"},
+        "schemes": ["he"],
+        "seeds": [0],
+        "epochs": 3,
+        "batch_size": 20,
+        "learning_rate": 0.3,
+    }
     run_comparison(spec, tracking_uri=uri, data=kil.Dataset.from_arrays(X[:1400], Y[:1400], X[1400:], Y[1400:]))
     _, (from_spec,) = runs_of(client, "spec")
     own = next(c for c in children if c.data.tags["initlab.run_key"] == "he/seed=0")
     assert set(own.data.params) < set(from_spec.data.params)
-    assert {k: own.data.params[k] for k in ("scheme", "seed", "kernel_initializer", "bias_initializer", "parameters",
-                                            "optimizer", "learning_rate", "optimizer_config")} == \
-           {k: from_spec.data.params[k] for k in ("scheme", "seed", "kernel_initializer", "bias_initializer",
-                                                  "parameters", "optimizer", "learning_rate", "optimizer_config")}
+    assert {
+        k: own.data.params[k]
+        for k in (
+            "scheme",
+            "seed",
+            "kernel_initializer",
+            "bias_initializer",
+            "parameters",
+            "optimizer",
+            "learning_rate",
+            "optimizer_config",
+        )
+    } == {
+        k: from_spec.data.params[k]
+        for k in (
+            "scheme",
+            "seed",
+            "kernel_initializer",
+            "bias_initializer",
+            "parameters",
+            "optimizer",
+            "learning_rate",
+            "optimizer_config",
+        )
+    }
     assert set(own.data.metrics) == set(from_spec.data.metrics) | {"train_accuracy"}
     assert own.data.params["epochs"] == "3" and own.data.metrics["final_val_accuracy"] > 0.5
     history = client.get_metric_history(own.info.run_id, "val_accuracy")
     assert sorted(m.step for m in history) == [1, 2, 3]  # step = epoch, 1-based
     for layer in (1, 2):  # the layers watched on the sample: step 0 is the diagnostics', then every epoch
-        watched = sorted(client.get_metric_history(own.info.run_id, f"layers/layer{layer}/grad_norm"), key=lambda m: m.step)
+        watched = sorted(
+            client.get_metric_history(own.info.run_id, f"layers/layer{layer}/grad_norm"), key=lambda m: m.step
+        )
         assert [m.step for m in watched] == [0, 1, 2, 3]
         assert watched[0].value == own.data.metrics[f"init/layer{layer}/grad_norm"] > 0
     artifacts = {a.path for a in client.list_artifacts(own.info.run_id)}
     assert "model" in artifacts and "init" in artifacts  # asked for: the trained model; the step-0 table
-    layers = [json.loads(Path(client.download_artifacts(run.info.run_id, "init/initializers.json")).read_text())
-              for run in (own, from_spec)]
+    layers = [
+        json.loads(Path(client.download_artifacts(run.info.run_id, "init/initializers.json")).read_text())
+        for run in (own, from_spec)
+    ]
     assert layers[0] == layers[1] and [layer["layer"] for layer in layers[0]] == ["dense_1", "dense_2"]
     assert layers[0][1]["bias"].startswith("BiasConstant ")  # he: b = 0.01, every layer's initializers as built
 
@@ -108,8 +151,11 @@ def test_a_loop_of_your_own_and_runs_that_fail_or_are_interrupted(store, capsys)
     client = MlflowClient(uri)
     (parent,), children = runs_of(client, "custom")
     status = {c.data.tags["initlab.run_key"]: c.info.status for c in children}
-    assert status == {"he/seed=0": "FINISHED", "glorot/seed=0": "FAILED", "glorot/seed=1": "KILLED",
-                      "he/seed=2": "FINISHED"} and parent.info.status == "FAILED"
+    assert (
+        status
+        == {"he/seed=0": "FINISHED", "glorot/seed=0": "FAILED", "glorot/seed=1": "KILLED", "he/seed=2": "FINISHED"}
+        and parent.info.status == "FAILED"
+    )
     failed = next(c for c in children if c.data.tags["initlab.run_key"] == "glorot/seed=0")
     assert failed.data.tags[FAILURE_TAG] == "RuntimeError: no GPU"
     first = next(c for c in children if c.data.tags["initlab.run_key"] == "he/seed=0")
@@ -125,6 +171,9 @@ def test_a_loop_of_your_own_and_runs_that_fail_or_are_interrupted(store, capsys)
 
 
 def test_the_library_says_where_comparison_is():
-    with pytest.raises(AttributeError, match=r"keras_initlab.Comparison is the application's .* `from initlab import "
-                                             r"Comparison`"):
+    with pytest.raises(
+        AttributeError,
+        match=r"keras_initlab.Comparison is the application's .* `from initlab import "
+        r"Comparison`",
+    ):
         kil.Comparison  # noqa: B018 (the attribute access is the test)

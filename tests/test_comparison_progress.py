@@ -3,9 +3,8 @@
 import io
 import re
 
-from initlab.comparison import run_comparison
-
 from conftest import write_spec
+from initlab.comparison import run_comparison
 
 
 class Terminal(io.StringIO):

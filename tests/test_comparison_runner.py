@@ -11,14 +11,6 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from initlab.cli import main
-from initlab.comparison import ModelBuilder, diagnostic_batch, load_spec_data, run_comparison
-from initlab.spec import ComparisonSpec
-from initlab.spec_files import spec_path
-from keras_initlab import build_mlp, load_dataset, train_stacked
-from keras_initlab.diagnostics import diagnose
-from keras_initlab.models import load_factory
-
 from conftest import (
     FACTORY_SPEC,
     RANDOM_NORMAL,
@@ -30,6 +22,13 @@ from conftest import (
     write_factory_spec,
     write_spec,
 )
+from initlab.cli import main
+from initlab.comparison import ModelBuilder, diagnostic_batch, load_spec_data, run_comparison
+from initlab.spec import ComparisonSpec
+from initlab.spec_files import spec_path
+from keras_initlab import build_mlp, load_dataset, train_stacked
+from keras_initlab.diagnostics import diagnose
+from keras_initlab.models import load_factory
 
 
 def test_the_built_in_nielsen_comparison_tracks_exactly_what_the_library_trains(store):
@@ -40,16 +39,36 @@ def test_the_built_in_nielsen_comparison_tracks_exactly_what_the_library_trains(
     outcome = run_comparison(spec, tracking_uri=uri)
     client = MlflowClient(uri)
     _, children = runs_of(client, "nielsen")
-    tracked = {c.data.tags["initlab.run_key"]: [m.value for m in sorted(
-        client.get_metric_history(c.info.run_id, "val_accuracy"), key=lambda m: m.step)] for c in children}
+    tracked = {
+        c.data.tags["initlab.run_key"]: [
+            m.value for m in sorted(client.get_metric_history(c.info.run_id, "val_accuracy"), key=lambda m: m.step)
+        ]
+        for c in children
+    }
     data = load_dataset(spec.dataset)
     runs = spec.runs()
-    models = [build_mlp(spec.model.sizes, spec.model.activation, spec.model.output, run.scheme.name,
-                        l2_lambda=spec.l2_lambda, n_train=data.n_train, seed=run.seed) for run in runs]
-    histories = train_stacked(models, data, epochs=2, batch_size=spec.batch_size, learning_rate=spec.learning_rate,
-                              seed=[run.seed for run in runs])
+    models = [
+        build_mlp(
+            spec.model.sizes,
+            spec.model.activation,
+            spec.model.output,
+            run.scheme.name,
+            l2_lambda=spec.l2_lambda,
+            n_train=data.n_train,
+            seed=run.seed,
+        )
+        for run in runs
+    ]
+    histories = train_stacked(
+        models,
+        data,
+        epochs=2,
+        batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        seed=[run.seed for run in runs],
+    )
     assert not outcome.failures and len(tracked) == 6
-    assert tracked == {run.key: history.history["val_accuracy"] for run, history in zip(runs, histories)}
+    assert tracked == {run.key: history.history["val_accuracy"] for run, history in zip(runs, histories, strict=True)}
 
 
 def test_compare_into_a_sqlite_store(tmp_path, capsys, store):
@@ -144,10 +163,13 @@ def test_kill_9_then_resume_keeps_every_finished_run_once_with_its_own_times(tmp
     assert not list((tmp_path / "pending").glob("*/*/*/run.json"))  # every record written, then removed
 
 
-@pytest.mark.parametrize("signum, status, said", [(signal.SIGINT, 130, "interrupted (Ctrl-C)"),
-                                                  (signal.SIGTERM, 143, "terminated (SIGTERM)")])
-def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(tmp_path, capsys, monkeypatch, store,
-                                                                          signum, status, said):
+@pytest.mark.parametrize(
+    "signum, status, said",
+    [(signal.SIGINT, 130, "interrupted (Ctrl-C)"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+)
+def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(
+    tmp_path, capsys, monkeypatch, store, signum, status, said
+):
     from initlab.comparison.progress import Progress
 
     uri = store()
@@ -163,7 +185,10 @@ def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(tmp_path
     before = signal.getsignal(signum)
     assert main(["compare", str(spec), "--tracking-uri", uri, "--no-stack"]) == status
     line = one_error_line(capsys.readouterr().err)
-    assert line == f"initlab compare: {said}; the runs in flight are KILLED, the finished ones kept: rerun with --resume to finish"
+    assert (
+        line == f"initlab compare: {said}; the runs in flight are KILLED, the finished ones kept: "
+        "rerun with --resume to finish"
+    )
     (parent,), children = runs_of(MlflowClient(uri), "tiny")
     assert parent.info.status == "KILLED"
     assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
@@ -192,7 +217,10 @@ def test_a_resume_is_refused_while_the_comparison_runs_and_one_with_nothing_to_r
     assert "--resume: no comparison of tiny in " in captured.err and "with the 1 run record(s) left" in captured.err
     assert "resumed: 1 finished run(s) kept: nielsen-default/seed=0" in captured.out
     _, children = runs_of(MlflowClient(uri), "tiny")
-    assert sorted(c.data.tags["initlab.run_key"] for c in children) == ["nielsen-default/seed=0", "nielsen-large/seed=0"]
+    assert sorted(c.data.tags["initlab.run_key"] for c in children) == [
+        "nielsen-default/seed=0",
+        "nielsen-large/seed=0",
+    ]
 
 
 @pytest.mark.parametrize("stack", [True, False])
@@ -221,12 +249,17 @@ def test_the_convnet_kind_compares_and_diagnoses(tmp_path, capsys, store):
     spec = write_factory_spec(tmp_path, model={"kind": "convnet", "filters": [4, 8]}, schemes=["he", "lecun"], epochs=1)
     assert main(["compare", str(spec), "--tracking-uri", uri]) == 0
     client = MlflowClient(uri)
-    children = client.search_runs([client.get_experiment_by_name("factory").experiment_id], "tags.`mlflow.parentRunId` != ''")
+    children = client.search_runs(
+        [client.get_experiment_by_name("factory").experiment_id], "tags.`mlflow.parentRunId` != ''"
+    )
     assert {c.data.params["kind"] for c in children} == {"convnet"}
     for child in children:
         assert json.loads(child.data.params["filters"]) == [4, 8]
-        assert [layer.name for layer in saved_model(client, child).layers if hasattr(layer, "kernel")] == \
-            ["conv_1", "conv_2", "dense_out"]
+        assert [layer.name for layer in saved_model(client, child).layers if hasattr(layer, "kernel")] == [
+            "conv_1",
+            "conv_2",
+            "dense_out",
+        ]
         for depth in (1, 2, 3):  # the step-0 diagnostics of both conv layers and the output layer
             assert child.data.metrics[f"init/layer{depth}/grad_norm"] > 0
     assert main(["diagnose", str(spec), "--out", str(tmp_path / "figures")]) == 0
@@ -241,13 +274,17 @@ def test_a_factory_comparison_fails_alone_and_resumes(factories, capsys, store):
     assert "huge/seed=0: NonFiniteLossError" in capsys.readouterr().err
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("factory").experiment_id
-    children = {c.data.tags["initlab.run_key"]: c for c in client.search_runs([experiment], "tags.`mlflow.parentRunId` != ''")}
+    children = {
+        c.data.tags["initlab.run_key"]: c for c in client.search_runs([experiment], "tags.`mlflow.parentRunId` != ''")
+    }
     assert children["he/seed=0"].info.status == "FINISHED" and children["huge/seed=0"].info.status == "FAILED"
     assert children["he/seed=0"].data.params["factory"] == "models/factories.py:build"
 
     assert main(["compare", str(spec), "--tracking-uri", uri, "--resume"]) == 1  # huge fails again; he is kept
     assert "resumed: 1 finished run(s) kept: he/seed=0" in capsys.readouterr().out
-    again = {c.data.tags["initlab.run_key"]: c for c in client.search_runs([experiment], "tags.`mlflow.parentRunId` != ''")}
+    again = {
+        c.data.tags["initlab.run_key"]: c for c in client.search_runs([experiment], "tags.`mlflow.parentRunId` != ''")
+    }
     assert again["he/seed=0"].info.run_id == children["he/seed=0"].info.run_id
     assert again["huge/seed=0"].info.run_id != children["huge/seed=0"].info.run_id
     assert len(client.search_runs([experiment], "tags.`initlab.role` = 'comparison'")) == 1
@@ -262,8 +299,15 @@ def test_your_data_through_an_npz_spec_and_through_data_give_the_same_curves_and
     bunch = load_digits()  # real 8x8 digits, not MNIST
     x, y = (bunch.images / 16).astype("float32"), bunch.target
     np.savez(tmp_path / "digits.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
-    spec = {"name": "digits", "model": {"sizes": [64, 16, 10]}, "schemes": ["he", "glorot"], "seeds": [0],
-            "epochs": 2, "batch_size": 20, "learning_rate": 0.5}
+    spec = {
+        "name": "digits",
+        "model": {"sizes": [64, 16, 10]},
+        "schemes": ["he", "glorot"],
+        "seeds": [0],
+        "epochs": 2,
+        "batch_size": 20,
+        "learning_rate": 0.5,
+    }
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({**spec, "dataset": {"npz": "digits.npz"}}))
     uri = store()
     from_file = run_comparison(tmp_path / "spec.yaml", tracking_uri=uri, experiment="npz")
@@ -276,17 +320,29 @@ def test_your_data_through_an_npz_spec_and_through_data_give_the_same_curves_and
             assert (child.data.params["dataset"], child.data.params["dataset_hash"]) == ("digits", arrays.checksum)
             assert child.data.params["dataset_shapes"] == "train (1400, 8, 8, 1), val (397, 8, 8, 1)"
             history = client.get_metric_history(child.info.run_id, "val_accuracy")
-            curves.setdefault(child.data.params["scheme"], []).append([m.value for m in sorted(history, key=lambda m: m.step)])
+            curves.setdefault(child.data.params["scheme"], []).append(
+                [m.value for m in sorted(history, key=lambda m: m.step)]
+            )
     assert all(len(pair) == 2 and pair[0] == pair[1] and len(pair[0]) == 2 for pair in curves.values())
     assert curves["he"][0][-1] > 0.5  # it learned the digits
     other = y[1400:].copy()
     other[0] = (other[0] + 1) % 10
-    with pytest.raises(SpecError, match=rf"--resume: the data differ from those the comparison trained on \(dataset_hash: "
-                                        rf"{arrays.checksum} there, md5:\w+ now\)"):
-        run_comparison(spec, tracking_uri=uri, experiment="arrays", resume=True,
-                       data=Dataset.from_arrays(x[:1400], y[:1400], x[1400:], other, name="digits"))
+    with pytest.raises(
+        SpecError,
+        match=rf"--resume: the data differ from those the comparison trained on \(dataset_hash: "
+        rf"{arrays.checksum} there, md5:\w+ now\)",
+    ):
+        run_comparison(
+            spec,
+            tracking_uri=uri,
+            experiment="arrays",
+            resume=True,
+            data=Dataset.from_arrays(x[:1400], y[:1400], x[1400:], other, name="digits"),
+        )
     assert run_comparison(spec, tracking_uri=uri, experiment="arrays", resume=True, data=arrays).skipped == [
-        "glorot/seed=0", "he/seed=0"]
+        "glorot/seed=0",
+        "he/seed=0",
+    ]
 
 
 def test_vectors_train_in_the_mlp_and_data_is_checked_before_any_run(tmp_path, store):
@@ -298,15 +354,30 @@ def test_vectors_train_in_the_mlp_and_data_is_checked_before_any_run(tmp_path, s
     wine = load_wine()  # 178 real 13-feature vectors of 3 classes
     x = ((wine.data - wine.data.mean(0)) / wine.data.std(0)).astype("float32")
     data = Dataset.from_arrays(x[::2], wine.target[::2], x[1::2], wine.target[1::2], name="wine")
-    spec = {"name": "wine", "model": {"sizes": [13, 8, 3]}, "schemes": ["he"], "seeds": [0, 1], "epochs": 3,
-            "batch_size": 10, "learning_rate": 0.3}
+    spec = {
+        "name": "wine",
+        "model": {"sizes": [13, 8, 3]},
+        "schemes": ["he"],
+        "seeds": [0, 1],
+        "epochs": 3,
+        "batch_size": 10,
+        "learning_rate": 0.3,
+    }
     uri = store()
     outcome = run_comparison(spec, tracking_uri=uri, data=data)
     assert outcome.failures == {} and outcome.summary[0].final > 0.6
     for changes, error, message in [
-        ({"model": {"sizes": [784, 8, 3]}}, SpecError, r"model.sizes\[0\]: 784 inputs, but the examples of wine have 13 = 13 values; use 13"),
+        (
+            {"model": {"sizes": [784, 8, 3]}},
+            SpecError,
+            r"model.sizes\[0\]: 784 inputs, but the examples of wine have 13 = 13 values; use 13",
+        ),
         ({"model": {"sizes": [13, 8, 10]}}, SpecError, r"model.sizes\[-1\]: 10 outputs, but wine has 3 classes; use 3"),
-        ({"model": {"kind": "convnet"}}, SpecError, r"model: the convnet takes images \(H, W, C\), but the examples of wine have shape \(13,\)"),
+        (
+            {"model": {"kind": "convnet"}},
+            SpecError,
+            r"model: the convnet takes images \(H, W, C\), but the examples of wine have shape \(13,\)",
+        ),
         ({"dataset": "mnist-10k"}, ValueError, r"give the data once: the spec's dataset key or data=, not both"),
     ]:
         with pytest.raises(error, match=message):

@@ -13,9 +13,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from initlab.console import _CPP_LOG_LINE
-
 from conftest import write_spec
+from initlab.console import _CPP_LOG_LINE
 
 pytestmark = pytest.mark.integration  # each test runs the command in a process of its own
 
@@ -26,11 +25,19 @@ def test_the_command_prints_its_own_lines_only_and_imports_mlflow_only_in_its_tr
     spec = write_spec(tmp_path, seeds=[0], epochs=1)
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     # The console script's command (`initlab.console._command`: all but the exit), then what this process imported.
-    code = ("import os, sys; from initlab import console; "
-            "status = console._command(['compare', sys.argv[1], '--tracking-uri', sys.argv[2]]); "
-            "print(status, 'mlflow' in sys.modules, flush=True); os._exit(0)")
-    quiet = subprocess.run([sys.executable, "-c", code, str(spec), f"sqlite:///{tmp_path / 's.db'}"], env=env,
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    code = (
+        "import os, sys; from initlab import console; "
+        "status = console._command(['compare', sys.argv[1], '--tracking-uri', sys.argv[2]]); "
+        "print(status, 'mlflow' in sys.modules, flush=True); os._exit(0)"
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-c", code, str(spec), f"sqlite:///{tmp_path / 's.db'}"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert quiet.stdout.splitlines()[-1] == "0 False", quiet.stdout + quiet.stderr
     # TensorFlow's start-up lines hidden; piped, the progress is one line per epoch, and nothing else reaches stderr.
     assert quiet.stderr.splitlines() == [
@@ -47,8 +54,9 @@ def test_a_refused_spec_leaves_no_store_and_tensorflow_lines_show_when_asked_for
     spec.write_text(yaml.safe_dump({"name": "bad", "schemes": ["no-such-scheme"]}))
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "0"  # the user's own setting: TensorFlow's lines, as they asked
-    done = subprocess.run([str(INITLAB), "compare", str(spec)], env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [str(INITLAB), "compare", str(spec)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2 and "initlab compare: schemes[0]: unknown scheme 'no-such-scheme'" in done.stderr
     assert [line for line in done.stderr.splitlines() if _CPP_LOG_LINE.match(line)], done.stderr
     # No store, made or half-made, and not the folder or the lock file its tracking process made for it.
@@ -72,24 +80,30 @@ def test_what_trains_nothing_runs_where_tensorflow_and_keras_cannot_be_imported(
     spec = initlab("spec", "nielsen")
     assert spec.returncode == 0 and spec.stdout.startswith("#") and "nielsen-default" in spec.stdout, spec.stderr
     with open("/dev/full", "w") as full:  # output that cannot be written: exit 120, one line
-        done = subprocess.run([str(INITLAB), "list"], env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        done = subprocess.run(
+            [str(INITLAB), "list"], env=env, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120
+        )
     assert done.returncode == 120 and done.stderr == "initlab list: cannot write the output (No space left on device)\n"
     read, write = os.pipe()
     os.close(read)  # a reader that went away (| head): quietly, as any Unix tool
-    done = subprocess.run([str(INITLAB), "spec", "nielsen"], env=env, stdout=write, stderr=subprocess.PIPE, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [str(INITLAB), "spec", "nielsen"], env=env, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120
+    )
     os.close(write)
     assert done.returncode == 141 and done.stderr == ""
     refused = initlab("serve", "--host", "0.0.0.0")  # the server's rules, decided before MLflow's server starts
     assert refused.returncode == 2 and "needs a login" in refused.stderr, refused.stderr
     # The tracking process, started as the command starts it, makes the store and answers requests.
     uri = f"sqlite:///{tmp_path / 's.db'}"
-    code = ("import sys; from initlab.tracking.process import RemoteTracker, start_tracking_process, "
-            "take_tracking_process; process = start_tracking_process(sys.argv[1]); "
-            "tracker = RemoteTracker(*take_tracking_process(), sys.argv[1], 'blocked', 'x'); "
-            "tracker.start_parent({}, resume=False); tracker.close(); print(process.process.wait(timeout=60))")
-    done = subprocess.run([sys.executable, "-c", code, uri], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys; from initlab.tracking.process import RemoteTracker, start_tracking_process, "
+        "take_tracking_process; process = start_tracking_process(sys.argv[1]); "
+        "tracker = RemoteTracker(*take_tracking_process(), sys.argv[1], 'blocked', 'x'); "
+        "tracker.start_parent({}, resume=False); tracker.close(); print(process.process.wait(timeout=60))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, uri], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.strip() == "0", done.stdout + done.stderr
     assert len(MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("blocked").experiment_id])) == 1
 
@@ -97,7 +111,13 @@ def test_what_trains_nothing_runs_where_tensorflow_and_keras_cannot_be_imported(
 def test_a_killed_commands_tracking_process_removes_the_new_store_it_was_making(tmp_path):
     """A command killed (SIGKILL) while TensorFlow loads: its tracking process, which was making the new store, removes
     it and ends quietly (it used to leave ``.<store>.<pid>.new`` for the next start to find)."""
-    command = [str(INITLAB), "compare", str(write_spec(tmp_path, epochs=1)), "--tracking-uri", f"sqlite:///{tmp_path / 'b.db'}"]
+    command = [
+        str(INITLAB),
+        "compare",
+        str(write_spec(tmp_path, epochs=1)),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'b.db'}",
+    ]
     killed = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.5)  # the arguments parsed, the tracking process started, TensorFlow loading (5-10 s here)
     killed.kill()

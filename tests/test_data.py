@@ -152,9 +152,7 @@ def test_mnist_10k_class_counts_are_plausible():
     for y, n in ((ds.y_train, 8000), (ds.y_val, 2000)):
         counts = np.bincount(y, minlength=10)
         assert len(counts) == 10 and counts.sum() == n
-        assert (counts > 0.06 * n).all() and (counts < 0.14 * n).all(), (
-            counts
-        )  # MNIST test set: 8.9%..11.4% per digit
+        assert (counts > 0.06 * n).all() and (counts < 0.14 * n).all(), counts  # MNIST test set: 8.9%..11.4% per digit
 
 
 def test_mnist_10k_checksum_and_source():
@@ -241,9 +239,7 @@ def test_mnist_from_gz_idx_dir_verified_and_preferred(tmp_path, monkeypatch, no_
 
 def test_tiny_gz_under_an_official_name_fails_its_checksum(tmp_path, no_mnist_anywhere):
     directory = write_idx_dir(tmp_path / "idx", gz=True)
-    with pytest.raises(
-        DataFileError, match=r"train-images-idx3-ubyte\.gz: md5 checksum mismatch.*f68b3c2d"
-    ):
+    with pytest.raises(DataFileError, match=r"train-images-idx3-ubyte\.gz: md5 checksum mismatch.*f68b3c2d"):
         load_dataset("mnist", data_dir=directory)
 
 
@@ -308,16 +304,12 @@ def test_a_data_dir_without_mnist_fails_at_once_naming_it(tmp_path, monkeypatch,
     )
 
 
-def test_bad_file_in_an_earlier_place_is_an_error_not_skipped(
-    tmp_path, monkeypatch, no_mnist_anywhere
-):
+def test_bad_file_in_an_earlier_place_is_an_error_not_skipped(tmp_path, monkeypatch, no_mnist_anywhere):
     bad_dir = write_idx_dir(tmp_path / "bad")
     raw = (bad_dir / "train-labels-idx1-ubyte").read_bytes()
     (bad_dir / "train-labels-idx1-ubyte").write_bytes(raw[:-1])
     monkeypatch.setenv(data.DATA_ENV_VAR, str(write_idx_dir(tmp_path / "good")))
-    with pytest.raises(
-        DataFileError, match=r"bad/train-labels-idx1-ubyte: header says shape \(10012,\)"
-    ):
+    with pytest.raises(DataFileError, match=r"bad/train-labels-idx1-ubyte: header says shape \(10012,\)"):
         load_dataset("mnist", data_dir=bad_dir)
 
 
@@ -334,15 +326,12 @@ def test_mnist_nowhere_is_one_error_listing_every_place(tmp_path, monkeypatch, n
     assert isinstance(info.value, FileNotFoundError)
     assert "1. `data_dir` argument: not given" in message
     assert (
-        f"2. ${data.DATA_ENV_VAR} {half}: has train-images-idx3-ubyte.gz "
-        "but no train-labels-idx1-ubyte[.gz]" in message
+        f"2. ${data.DATA_ENV_VAR} {half}: has train-images-idx3-ubyte.gz but no train-labels-idx1-ubyte[.gz]" in message
     )
     keras_cache = tmp_path / "keras_home" / "datasets"
     assert f"3. Keras' cache {keras_cache}: no such directory" in message
     assert "4. TensorFlow Datasets ('mnist'): " in message
-    assert (
-        "pass it as `data_dir` or set $KERAS_INITLAB_DATA" in message and "'mnist-10k'" in message
-    )
+    assert "pass it as `data_dir` or set $KERAS_INITLAB_DATA" in message and "'mnist-10k'" in message
     assert elapsed < 20, f"giving up took {elapsed:.1f}s"
 
 
@@ -354,9 +343,7 @@ def test_mnist_nowhere_without_tfds_installed(tmp_path, monkeypatch, no_mnist_an
     message = str(info.value)
     assert "1. `data_dir` argument: not given" in message
     assert f"2. ${data.DATA_ENV_VAR} {tmp_path / 'nothing-here'}: no such directory" in message
-    assert (
-        "4. TensorFlow Datasets ('mnist'): ImportError: " in message and "not installed" in message
-    )
+    assert "4. TensorFlow Datasets ('mnist'): ImportError: " in message and "not installed" in message
 
 
 # ---------------------------------------------------------------- corrupt files
@@ -378,9 +365,7 @@ def test_bundled_file_corrupted_in_place_stops_mnist_10k(tmp_path, monkeypatch):
     fake = tmp_path / "data_files"
     fake.mkdir()
     shutil.copy(BUNDLED / "t10k-images-idx3-ubyte.gz", fake)
-    (fake / "t10k-labels-idx1-ubyte.gz").write_bytes(
-        gzip.compress(idx_bytes(np.zeros(10000, np.uint8)))
-    )
+    (fake / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(np.zeros(10000, np.uint8))))
     monkeypatch.setattr(data.mnist, "BUNDLED_DIR", fake)
     with pytest.raises(DataFileError, match=r"t10k-labels-idx1-ubyte\.gz: md5 checksum mismatch"):
         load_dataset("mnist-10k")
@@ -460,17 +445,13 @@ def test_npz_with_wrong_contents_is_an_error(tmp_path, monkeypatch, no_mnist_any
     directory = tmp_path / "npz"
     directory.mkdir()
     npz = directory / "mnist.npz"
-    np.savez(
-        npz, x_train=np.zeros((10_012, 28, 28), np.float64), y_train=np.zeros(10_012, np.uint8)
-    )
+    np.savez(npz, x_train=np.zeros((10_012, 28, 28), np.float64), y_train=np.zeros(10_012, np.uint8))
     register(monkeypatch, npz, "sha256")
     with pytest.raises(DataFileError, match=r"mnist\.npz: not MNIST: images are float64"):
         load_dataset("mnist", data_dir=directory)
     np.savez(npz, x_train=np.zeros((10_012, 28, 28), np.uint8))
     register(monkeypatch, npz, "sha256")
-    with pytest.raises(
-        DataFileError, match=r"mnist\.npz: needs arrays x_train and y_train, holds \['x_train'\]"
-    ):
+    with pytest.raises(DataFileError, match=r"mnist\.npz: needs arrays x_train and y_train, holds \['x_train'\]"):
         load_dataset("mnist", data_dir=directory)
     npz.write_bytes(b"not a zip file")
     register(monkeypatch, npz, "sha256")
@@ -506,9 +487,7 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_unknown_name_without_tfds_says_what_is_built_in(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
-    with pytest.raises(
-        ImportError, match=r"'mnist_10k' comes from TensorFlow Datasets.*'mnist-10k', 'mnist'"
-    ):
+    with pytest.raises(ImportError, match=r"'mnist_10k' comes from TensorFlow Datasets.*'mnist-10k', 'mnist'"):
         load_dataset("mnist_10k")
 
 
@@ -517,9 +496,7 @@ def test_unknown_name_without_tfds_says_what_is_built_in(monkeypatch):
 
 def test_unknown_tfds_name_is_a_value_error():
     pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(
-        ValueError, match=r"Unknown dataset name: 'no_such_dataset_xyz'.*'fashion_mnist'"
-    ):
+    with pytest.raises(ValueError, match=r"Unknown dataset name: 'no_such_dataset_xyz'.*'fashion_mnist'"):
         load_dataset("no_such_dataset_xyz")
     with pytest.raises(ValueError) as info:  # a long name is shown in at most 80 characters
         load_dataset("z" * 5000)
@@ -535,9 +512,7 @@ def test_tfds_dataset_that_is_not_image_classification_is_refused():
 
 def test_tfds_dataset_last_sixth_validates(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(
-        num_examples=60, data_dir=str(tmp_path)
-    ):  # random examples, no download
+    with tfds.testing.mock_data(num_examples=60, data_dir=str(tmp_path)):  # random examples, no download
         ds = load_dataset("fashion_mnist", data_dir=tmp_path)
         batch = next(
             iter(
@@ -614,19 +589,46 @@ def test_arrays_become_a_dataset_of_images_or_vectors_named_by_their_content():
 GOOD = (np.zeros((4, 3), np.float32), np.array([0, 1, 0, 1]), np.zeros((2, 3), np.float32), np.array([1, 0]))
 
 
-@pytest.mark.parametrize("position, value, kwargs, error, message", [
-    (0, np.array([[0, 1, np.nan]] * 4, np.float32), {}, ValueError, r"x_train\[0, 2\] is nan; features must be finite"),
-    (2, np.full((2, 3), np.inf, np.float32), {}, ValueError, r"x_val\[0, 0\] is inf"),
-    (0, np.zeros((4, 3), np.int16), {}, TypeError, r"`x_train` must be an array of uint8 pixels or of floating-point"),
-    (1, np.array([0.0, 1, 0, 1]), {}, TypeError, r"`y_train` must be an array of integer class labels"),
-    (3, np.array([1, -1]), {}, ValueError, r"y_val holds the label -1; labels are class indices"),
-    (1, np.array([0, 1, 0]), {}, ValueError, r"y_train must hold one label per example, shape \(4,\); got shape \(3,\)"),
-    (2, np.zeros((2, 4), np.float32), {}, ValueError, r"x_train's are \(3,\), x_val's \(4,\)"),
-    (0, np.zeros((0, 3), np.float32), {}, ValueError, r"`x_train` must be examples .* with n >= 1"),
-    (0, np.zeros(4, np.float32), {}, ValueError, r"`x_train` must be examples \(n, F\), \(n, H, W\) or \(n, H, W, C\)"),
-    (3, np.array([1, 0]), {"num_classes": 1}, ValueError, r"label 1 is not below num_classes=1"),
-    (3, np.array([1, 0]), {"name": ""}, ValueError, r"`name` must be a dataset name of 1 to 100 characters"),
-])
+@pytest.mark.parametrize(
+    "position, value, kwargs, error, message",
+    [
+        (
+            0,
+            np.array([[0, 1, np.nan]] * 4, np.float32),
+            {},
+            ValueError,
+            r"x_train\[0, 2\] is nan; features must be finite",
+        ),
+        (2, np.full((2, 3), np.inf, np.float32), {}, ValueError, r"x_val\[0, 0\] is inf"),
+        (
+            0,
+            np.zeros((4, 3), np.int16),
+            {},
+            TypeError,
+            r"`x_train` must be an array of uint8 pixels or of floating-point",
+        ),
+        (1, np.array([0.0, 1, 0, 1]), {}, TypeError, r"`y_train` must be an array of integer class labels"),
+        (3, np.array([1, -1]), {}, ValueError, r"y_val holds the label -1; labels are class indices"),
+        (
+            1,
+            np.array([0, 1, 0]),
+            {},
+            ValueError,
+            r"y_train must hold one label per example, shape \(4,\); got shape \(3,\)",
+        ),
+        (2, np.zeros((2, 4), np.float32), {}, ValueError, r"x_train's are \(3,\), x_val's \(4,\)"),
+        (0, np.zeros((0, 3), np.float32), {}, ValueError, r"`x_train` must be examples .* with n >= 1"),
+        (
+            0,
+            np.zeros(4, np.float32),
+            {},
+            ValueError,
+            r"`x_train` must be examples \(n, F\), \(n, H, W\) or \(n, H, W, C\)",
+        ),
+        (3, np.array([1, 0]), {"num_classes": 1}, ValueError, r"label 1 is not below num_classes=1"),
+        (3, np.array([1, 0]), {"name": ""}, ValueError, r"`name` must be a dataset name of 1 to 100 characters"),
+    ],
+)
 def test_arrays_that_are_not_examples_and_labels_are_refused_naming_the_array(position, value, kwargs, error, message):
     arrays = list(GOOD)
     arrays[position] = value
@@ -640,14 +642,26 @@ def test_an_npz_in_keras_layout_is_a_dataset_and_anything_else_is_said(tmp_path)
     np.savez(tmp_path / "val.npz", x_train=x[:1500], y_train=y[:1500], x_val=x[1500:], y_val=y[1500:])
     from_file = Dataset.from_npz(tmp_path / "digits.npz")
     arrays = Dataset.from_arrays(x[:1500], y[:1500], x[1500:], y[1500:], name="digits")
-    assert (from_file.name, from_file.source, from_file.checksum) == ("digits", str(tmp_path / "digits.npz"), arrays.checksum)
+    assert (from_file.name, from_file.source, from_file.checksum) == (
+        "digits",
+        str(tmp_path / "digits.npz"),
+        arrays.checksum,
+    )
     assert Dataset.from_npz(tmp_path / "val.npz", name="digits").checksum == arrays.checksum
     np.savez(tmp_path / "half.npz", x_train=x, y_train=y)
-    with pytest.raises(DataFileError, match=r"half.npz: needs arrays x_train, y_train and x_val, y_val \(or x_test, "
-                                            r"y_test\); holds x_train, y_train"):
+    with pytest.raises(
+        DataFileError,
+        match=r"half.npz: needs arrays x_train, y_train and x_val, y_val \(or x_test, "
+        r"y_test\); holds x_train, y_train",
+    ):
         Dataset.from_npz(tmp_path / "half.npz")
-    np.savez(tmp_path / "objects.npz", x_train=np.array([{"a": 1}] * 3, dtype=object), y_train=y[:3],
-             x_val=x[:1], y_val=y[:1])
+    np.savez(
+        tmp_path / "objects.npz",
+        x_train=np.array([{"a": 1}] * 3, dtype=object),
+        y_train=y[:3],
+        x_val=x[:1],
+        y_val=y[:1],
+    )
     with pytest.raises(DataFileError, match=r"objects.npz: not a readable .npz file .*allow_pickle"):
         Dataset.from_npz(tmp_path / "objects.npz")  # never unpickled
     np.savez(tmp_path / "nan.npz", x_train=np.full((3, 2), np.nan), y_train=y[:3], x_val=x[:1, 0], y_val=y[:1])
@@ -665,12 +679,20 @@ def test_keras_data_sets_come_from_keras_cache_or_fail_at_once_naming_the_file(t
         for kind in ("labels-idx1", "images-idx3"):
             shutil.copy(BUNDLED / f"{source}-{kind}-ubyte.gz", cache / f"{split}-{kind}-ubyte.gz")
     ds = load_dataset("keras:fashion_mnist")
-    assert (ds.name, ds.source, ds.image_shape, ds.n_train, ds.n_val) == ("keras:fashion_mnist", "keras:fashion_mnist",
-                                                                          (28, 28, 1), 10_000, 10_000)
+    assert (ds.name, ds.source, ds.image_shape, ds.n_train, ds.n_val) == (
+        "keras:fashion_mnist",
+        "keras:fashion_mnist",
+        (28, 28, 1),
+        10_000,
+        10_000,
+    )
     np.testing.assert_array_equal(ds.y_train, read_idx(BUNDLED / "t10k-labels-idx1-ubyte.gz"))
     start = time.perf_counter()
-    with pytest.raises(DatasetNotFoundError, match=rf"keras:cifar10: Keras' cache has no {tmp_path}/datasets/"
-                                                   r"cifar-10-batches-py-target_archive; fetch it once"):
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=rf"keras:cifar10: Keras' cache has no {tmp_path}/datasets/"
+        r"cifar-10-batches-py-target_archive; fetch it once",
+    ):
         load_dataset("keras:cifar10")
     assert time.perf_counter() - start < 5  # no download tried
     with pytest.raises(ValueError, match=r"Unknown Keras data set 'imagenet'; Keras' data sets: keras:mnist, "):

@@ -9,8 +9,15 @@ import pytest
 
 from keras_initlab import build_convnet, build_mlp
 from keras_initlab.diagnostics import (
-    DiagnosticsTable, LayerDiagnostics, _is_plain_dense, _patch_sum_layer, _patch_sums, collect_signals, diagnose,
-    linear_twin, preactivations,
+    DiagnosticsTable,
+    LayerDiagnostics,
+    _is_plain_dense,
+    _patch_sum_layer,
+    _patch_sums,
+    collect_signals,
+    diagnose,
+    linear_twin,
+    preactivations,
 )
 
 init = keras.initializers
@@ -19,11 +26,13 @@ SIGMAS = 4.0
 
 def test_large_weights_saturate_the_sigmoid_hidden_layer(tables):
     large, default = tables["nielsen-large"][0], tables["nielsen-default"][0]
-    print(f"\nhidden sigmoid layer on 1000 mnist-10k validation images, seed 0:"
-          f"\n  nielsen-large:   z std {large.preactivation_std:.3f} (predicted {large.predicted_std:.3f}), "
-          f"saturated {large.saturated_fraction:.4f}"
-          f"\n  nielsen-default: z std {default.preactivation_std:.3f} (predicted {default.predicted_std:.3f}), "
-          f"saturated {default.saturated_fraction:.4f}")
+    print(
+        f"\nhidden sigmoid layer on 1000 mnist-10k validation images, seed 0:"
+        f"\n  nielsen-large:   z std {large.preactivation_std:.3f} (predicted {large.predicted_std:.3f}), "
+        f"saturated {large.saturated_fraction:.4f}"
+        f"\n  nielsen-default: z std {default.preactivation_std:.3f} (predicted {default.predicted_std:.3f}), "
+        f"saturated {default.saturated_fraction:.4f}"
+    )
     # A sigmoid saturates (a < 0.01 or a > 0.99) when |z| > logit(0.99) = 4.6. With
     # E[x^2] ~ 0.1 on MNIST, N(0, 1) weights give std(z) ~ sqrt(784 * 0.1 + 1) ~ 9, so a
     # Gaussian z would saturate ~60% of the time; N(0, 1/784) weights give ~1.05 and
@@ -58,7 +67,7 @@ def test_fields_and_markdown(tables):
         table[0].name = "other"
     markdown = table.to_markdown().splitlines()
     assert len(markdown) == 2 + len(table)
-    assert all(f"| {row.depth} | {row.name} | sigmoid |" in line for row, line in zip(table, markdown[2:]))
+    assert all(f"| {row.depth} | {row.name} | sigmoid |" in line for row, line in zip(table, markdown[2:], strict=True))
     metrics = table.metrics()
     assert metrics["init/layer1/saturated_fraction"] == table[0].saturated_fraction
     assert metrics["init/layer2/preact_std"] == table[1].preactivation_std
@@ -120,8 +129,15 @@ def test_conv_padding_and_strides_enter_the_prediction():
     # 0.64 of the E[x^2] a padding-blind formula would assume. Inputs N(0, 1).
     x = np.random.default_rng(0).standard_normal((1000, 6, 6, 3)).astype("float32")
     inputs = keras.Input((6, 6, 3))
-    z = keras.layers.Conv2D(256, 5, strides=2, padding="same", kernel_initializer=init.GlorotUniform(seed=1),
-                            bias_initializer=init.RandomNormal(stddev=0.3, seed=2), activation="tanh")(inputs)
+    z = keras.layers.Conv2D(
+        256,
+        5,
+        strides=2,
+        padding="same",
+        kernel_initializer=init.GlorotUniform(seed=1),
+        bias_initializer=init.RandomNormal(stddev=0.3, seed=2),
+        activation="tanh",
+    )(inputs)
     model = keras.Model(inputs, z)
     (row,) = diagnose(model, x)
     # Independently: TensorFlow's 'same' padding puts 1 row/column before and 2 after
@@ -142,14 +158,16 @@ def test_conv_padding_and_strides_enter_the_prediction():
 
 def test_dense_then_activation_layers(mnist_val):
     x, y = mnist_val
-    seq = keras.Sequential([
-        keras.layers.Dense(40, kernel_initializer=init.RandomNormal(stddev=1.0, seed=1)),
-        keras.layers.Activation("sigmoid"),
-        keras.layers.Dense(20, kernel_initializer=init.HeNormal(seed=2), bias_initializer="zeros"),
-        keras.layers.ReLU(),
-        keras.layers.Dense(20, activation="tanh", use_bias=False, kernel_initializer=init.GlorotNormal(seed=3)),
-        keras.layers.Dense(10, activation="softmax", kernel_initializer=init.LecunUniform(seed=4)),
-    ])  # not built: diagnose builds it for the batch
+    seq = keras.Sequential(
+        [
+            keras.layers.Dense(40, kernel_initializer=init.RandomNormal(stddev=1.0, seed=1)),
+            keras.layers.Activation("sigmoid"),
+            keras.layers.Dense(20, kernel_initializer=init.HeNormal(seed=2), bias_initializer="zeros"),
+            keras.layers.ReLU(),
+            keras.layers.Dense(20, activation="tanh", use_bias=False, kernel_initializer=init.GlorotNormal(seed=3)),
+            keras.layers.Dense(10, activation="softmax", kernel_initializer=init.LecunUniform(seed=4)),
+        ]
+    )  # not built: diagnose builds it for the batch
     x = x.reshape(len(x), 784)  # an unbuilt Sequential model is built for the batch's shape
     table = diagnose(seq, x, y)
     assert [r.activation for r in table] == ["sigmoid", "relu", "tanh", "softmax"]

@@ -6,12 +6,13 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import RAISE_LINE
 from keras_initlab import Scheme, load_dataset, train
 from keras_initlab.models import FactoryError, build_from_factory, load_factory
 
-from conftest import RAISE_LINE
-
 Z = 5.0
+
+
 def kernels(model):
     return {layer.name: keras.ops.convert_to_numpy(layer.kernel) for layer in model.layers if hasattr(layer, "kernel")}
 
@@ -50,7 +51,9 @@ def test_a_scheme_instance_pair_is_cloned_with_fresh_seeds():
 
 
 def test_an_unbuilt_sequential_is_built_for_the_input_shape(factories):
-    model = build_from_factory(load_factory("models/factories.py:sequential", factories), Scheme("he", 0), (28, 28, 1), 10)
+    model = build_from_factory(
+        load_factory("models/factories.py:sequential", factories), Scheme("he", 0), (28, 28, 1), 10
+    )
     assert model.output_shape == (None, 10)
 
 

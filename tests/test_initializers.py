@@ -179,7 +179,11 @@ def test_seed_generator_gives_fresh_values_per_call_reproducibly(cls):
 def test_reusing_one_int_seeded_instance_gives_identical_layers():
     init = ScaledGaussian(seed=3)
     model = keras.Sequential(
-        [keras.Input((20,)), keras.layers.Dense(20, kernel_initializer=init), keras.layers.Dense(20, kernel_initializer=init)]
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(20, kernel_initializer=init),
+            keras.layers.Dense(20, kernel_initializer=init),
+        ]
     )
     np.testing.assert_array_equal(model.layers[0].kernel.numpy(), model.layers[1].kernel.numpy())
 
@@ -187,7 +191,11 @@ def test_reusing_one_int_seeded_instance_gives_identical_layers():
 def test_reusing_one_seed_generator_instance_gives_different_layers():
     init = ScaledGaussian(seed=keras.random.SeedGenerator(3))
     model = keras.Sequential(
-        [keras.Input((20,)), keras.layers.Dense(20, kernel_initializer=init), keras.layers.Dense(20, kernel_initializer=init)]
+        [
+            keras.Input((20,)),
+            keras.layers.Dense(20, kernel_initializer=init),
+            keras.layers.Dense(20, kernel_initializer=init),
+        ]
     )
     assert not np.array_equal(model.layers[0].kernel.numpy(), model.layers[1].kernel.numpy())
 
@@ -211,7 +219,9 @@ def test_non_numeric_gain(cls, gain):
 
 @pytest.mark.parametrize("cls", [ScaledGaussian, InverseSqrtUniform])
 def test_unknown_mode(cls):
-    with pytest.raises(ValueError, match=r"`mode` must be one of \('fan_in', 'fan_out', 'fan_avg'\). Received: mode='fan'"):
+    with pytest.raises(
+        ValueError, match=r"`mode` must be one of \('fan_in', 'fan_out', 'fan_avg'\). Received: mode='fan'"
+    ):
         cls(mode="fan")
 
 

@@ -33,6 +33,7 @@ LIBRARY = [
     "keras_initlab.lsuv",
     "keras_initlab.training.driver",
     "keras_initlab.training.planning",
+    "keras_initlab.training.stackable",
     "keras_initlab.training.single",
     "keras_initlab.training.stacked",
     "keras_initlab.training",
@@ -66,6 +67,7 @@ APPLICATION = [
     "initlab.comparison.progress",
     "initlab.comparison.children",
     "initlab.comparison.group",
+    "initlab.comparison.summary",
     "initlab.comparison.local",
     "initlab.comparison.on_ray",
     "initlab.comparison.runner",
@@ -103,8 +105,11 @@ def python_files() -> list[Path]:
 
 @functools.cache
 def modules() -> dict[str, ast.Module]:
-    return {module_name(p): ast.parse(p.read_text()) for p in python_files()
-            if p.relative_to(REPO).parts[0] in ("keras_initlab", "initlab")}
+    return {
+        module_name(p): ast.parse(p.read_text())
+        for p in python_files()
+        if p.relative_to(REPO).parts[0] in ("keras_initlab", "initlab")
+    }
 
 
 def imported(tree: ast.Module, top_level_only: bool = False) -> set[str]:
@@ -177,26 +182,48 @@ def test_what_trains_nothing_imports_no_heavy_library():
         assert not {n.split(".")[0] for n in names} & HEAVY, (name, sorted(names))
         parents = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}  # run first by Python
         todo += [m for m in internal(names) | parents if m not in seen and m in trees]
-    assert {"initlab.cli", "initlab.server", "initlab.spec_files", "initlab.catalog", "initlab.tracking.tracker",
-            "initlab.tracking.queue"} <= seen
+    assert {
+        "initlab.cli",
+        "initlab.server",
+        "initlab.spec_files",
+        "initlab.catalog",
+        "initlab.tracking.tracker",
+        "initlab.tracking.queue",
+    } <= seen
 
 
 def test_tensorflow_is_imported_only_behind_the_boundary():
     # The trainers and the diagnostics' gradient norms; each entry point calls backend.require_tensorflow.
     users = {name for name, tree in modules().items() if any(n.split(".")[0] == "tensorflow" for n in imported(tree))}
-    assert users == {"keras_initlab.diagnostics", "keras_initlab.watch", "keras_initlab.training.driver",
-                     "keras_initlab.training.planning", "keras_initlab.training.single", "keras_initlab.training.stacked"}
-    for name in ("keras_initlab.diagnostics", "keras_initlab.watch", "keras_initlab.training.single",
-                 "keras_initlab.training.stacked"):
+    assert users == {
+        "keras_initlab.diagnostics",
+        "keras_initlab.watch",
+        "keras_initlab.training.driver",
+        "keras_initlab.training.planning",
+        "keras_initlab.training.single",
+        "keras_initlab.training.stacked",
+    }
+    for name in (
+        "keras_initlab.diagnostics",
+        "keras_initlab.watch",
+        "keras_initlab.training.single",
+        "keras_initlab.training.stacked",
+    ):
         assert "keras_initlab.backend" in imported(modules()[name]), name
 
 
 def test_the_spec_imports_no_trainer_and_no_tensorflow():
     spec = modules()["initlab.spec"]
     assert not {n for n in imported(spec) if n.split(".")[0] == "tensorflow"}
-    assert not internal(imported(spec)) & {"keras_initlab.training", "keras_initlab.training.driver",
-                                            "keras_initlab.training.single", "keras_initlab.training.stacked",
-                                            "keras_initlab.diagnostics", "initlab.tracking", "initlab.plots"}
+    assert not internal(imported(spec)) & {
+        "keras_initlab.training",
+        "keras_initlab.training.driver",
+        "keras_initlab.training.single",
+        "keras_initlab.training.stacked",
+        "keras_initlab.diagnostics",
+        "initlab.tracking",
+        "initlab.plots",
+    }
 
 
 def test_plotting_tracking_and_cluster_libraries_are_imported_lazily():
@@ -215,9 +242,14 @@ def test_plotting_tracking_and_cluster_libraries_are_imported_lazily():
 
 
 def test_no_module_is_longer_than_one_job_needs():
-    lengths = {module_name(p): len(p.read_text().splitlines()) for p in python_files()
-               if p.relative_to(REPO).parts[0] in ("keras_initlab", "initlab")}
-    assert max(lengths.values()) <= 600 and sorted(lengths.values())[-2] < 500, sorted(lengths.items(), key=lambda kv: -kv[1])[:3]
+    lengths = {
+        module_name(p): len(p.read_text().splitlines())
+        for p in python_files()
+        if p.relative_to(REPO).parts[0] in ("keras_initlab", "initlab")
+    }
+    assert max(lengths.values()) <= 600 and sorted(lengths.values())[-2] < 500, sorted(
+        lengths.items(), key=lambda kv: -kv[1]
+    )[:3]
     assert all(n <= 300 for name, n in lengths.items() if name.startswith("initlab.comparison")), lengths
 
 
@@ -225,9 +257,23 @@ def test_the_readme_map_is_the_tree():
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
     mapped = set(re.findall(r"^\| `([^`]+)`", section, flags=re.MULTILINE))
-    tree = {str(p.relative_to(REPO)) for p in python_files() if p.relative_to(REPO).parts[0] in ("keras_initlab", "initlab")}
-    tree |= {"initlab/examples/", "keras_initlab/data_files/", "tests/", "scripts/", "tracking/", "setup.cfg",
-             "README.md", "BENCHMARKS.md", "docs/"}
+    tree = {
+        str(p.relative_to(REPO)) for p in python_files() if p.relative_to(REPO).parts[0] in ("keras_initlab", "initlab")
+    }
+    tree |= {
+        "initlab/examples/",
+        "keras_initlab/data_files/",
+        "tests/",
+        "scripts/",
+        "tracking/",
+        "setup.cfg",
+        "README.md",
+        "BENCHMARKS.md",
+        "CHANGELOG.md",
+        "pyproject.toml",
+        ".pre-commit-config.yaml",
+        "docs/",
+    }
     assert mapped == tree, (sorted(mapped - tree), sorted(tree - mapped))
 
 

@@ -1,4 +1,5 @@
-"""LSUV: unit pre-activation variance measured independently, the iteration cap, seeds, bad input, and in comparisons."""
+"""LSUV: unit pre-activation variance measured independently, the iteration cap, seeds, bad input, and in
+comparisons."""
 
 import json
 
@@ -40,7 +41,9 @@ def preactivation_stds(model, x):
 
 def test_a_deep_tanh_mlp_gets_unit_preactivation_std(batch):
     # nielsen-default has N(0, 1) biases: z no longer scales with the kernel alone, several passes are needed.
-    model = kil.build_mlp([784] + [256] * 10 + [10], activation="tanh", output="softmax", scheme="nielsen-default", seed=0)
+    model = kil.build_mlp(
+        [784] + [256] * 10 + [10], activation="tanh", output="softmax", scheme="nielsen-default", seed=0
+    )
     steps = kil.lsuv(model, batch, tol=TOL)
     assert [s.layer for s in steps] == [f"dense_{i}" for i in range(1, 12)]
     assert max(s.iterations for s in steps) > 1
@@ -67,21 +70,25 @@ def test_the_iteration_cap_is_respected(batch):
 
 
 def test_the_same_seed_and_batch_give_the_same_weights(batch):
-    first, second, other = (kil.build_mlp([784, 64, 64, 10], activation="relu", output="softmax",
-                                          scheme="orthogonal", seed=s) for s in (1, 1, 2))
+    first, second, other = (
+        kil.build_mlp([784, 64, 64, 10], activation="relu", output="softmax", scheme="orthogonal", seed=s)
+        for s in (1, 1, 2)
+    )
     for model in (first, second, other):
         kil.lsuv(model, batch)
-    for a, b, c in zip(first.get_weights(), second.get_weights(), other.get_weights()):
+    for a, b in zip(first.get_weights(), second.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first.get_weights()[0], other.get_weights()[0])
 
 
 def test_float16_kernels(batch):
-    model = keras.Sequential([
-        keras.Input((784,)),
-        keras.layers.Dense(64, activation="tanh", dtype="float16", kernel_initializer="orthogonal"),
-        keras.layers.Dense(10, activation="softmax", dtype="float16", kernel_initializer="orthogonal"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(64, activation="tanh", dtype="float16", kernel_initializer="orthogonal"),
+            keras.layers.Dense(10, activation="softmax", dtype="float16", kernel_initializer="orthogonal"),
+        ]
+    )
     kil.lsuv(model, batch.reshape(len(batch), -1))
     assert all(layer.kernel.dtype == "float16" for layer in model.layers)
     for std in preactivation_stds(model, batch):
@@ -105,8 +112,11 @@ def test_a_dead_layer_is_left_alone_without_nan(batch):
         (lambda m, x: kil.lsuv(m, x, tol=0), ValueError, r"`tol` must be a positive finite number"),
         (lambda m, x: kil.lsuv(m, x, tol="0.1"), TypeError, r"`tol` must be a positive finite number"),
         (lambda m, x: kil.lsuv(m, x, max_iter=0), ValueError, r"`max_iter` must be an int >= 1"),
-        (lambda m, x: kil.lsuv(keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten()]), x),
-         ValueError, r"has no Dense or Conv1D/2D/3D layer"),
+        (
+            lambda m, x: kil.lsuv(keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten()]), x),
+            ValueError,
+            r"has no Dense or Conv1D/2D/3D layer",
+        ),
     ],
 )
 def test_bad_input(batch, call, error, message):
@@ -114,7 +124,7 @@ def test_bad_input(batch, call, error, message):
     before = [w.copy() for w in model.get_weights()]
     with pytest.raises(error, match=message):
         call(model, batch[:16])
-    for a, b in zip(before, model.get_weights()):  # nothing was changed
+    for a, b in zip(before, model.get_weights(), strict=True):  # nothing was changed
         np.testing.assert_array_equal(a, b)
 
 
@@ -142,7 +152,9 @@ SPEC = {
 
 def children(uri, experiment):
     client = MlflowClient(uri)
-    found = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], "tags.`mlflow.parentRunId` != ''")
+    found = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id], "tags.`mlflow.parentRunId` != ''"
+    )
     return client, {c.data.params["scheme"]: c for c in found}
 
 
@@ -152,7 +164,9 @@ import keras
 
 def build(scheme, input_shape, num_classes):
     inputs = keras.Input(input_shape)
-    h = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=scheme.kernel(), bias_initializer=scheme.bias())(inputs)
+    kernel, bias = scheme.kernel(), scheme.bias()
+    conv = keras.layers.Conv2D(4, 3, activation="relu", kernel_initializer=kernel, bias_initializer=bias)
+    h = conv(inputs)
     h = keras.layers.Flatten()(h)
     outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=scheme.kernel(),
                                  bias_initializer=scheme.bias())(h)

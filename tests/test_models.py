@@ -19,7 +19,7 @@ def weights(model):
 def test_one_seed_reproduces_the_whole_model_and_layers_differ():
     a = build_mlp([50, 50, 50, 10], scheme="nielsen-default", seed=3)
     b = build_mlp([50, 50, 50, 10], scheme="nielsen-default", seed=3)
-    for wa, wb in zip(weights(a), weights(b)):
+    for wa, wb in zip(weights(a), weights(b), strict=True):
         np.testing.assert_array_equal(wa, wb)
     assert not np.array_equal(a.layers[1].kernel.numpy(), a.layers[2].kernel.numpy())
     assert not np.array_equal(a.layers[1].kernel.numpy(), build_mlp([50, 50, 50, 10], seed=4).layers[1].kernel.numpy())
@@ -92,7 +92,7 @@ def test_one_sgd_step_matches_nielsens_update_computed_by_hand():
         b2 - eta * delta2.sum(axis=0),
     ]
     train(model, data, epochs=1, batch_size=batch, learning_rate=eta, seed=0)  # exactly one step
-    for got, want in zip(weights(model), expected):
+    for got, want in zip(weights(model), expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert not np.allclose(weights(model)[0], w1)  # the step did move the weights
 

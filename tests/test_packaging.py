@@ -50,14 +50,23 @@ def built(tmp_path_factory) -> dict[str, Path]:
         isolation = ["--no-build-isolation"]  # this environment's setuptools: no download
     else:
         isolation = []  # (a Python without setuptools in its environments) pip fetches them
-    run([sys.executable, "-c", "import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])",
-         str(out)], cwd=source)
+    run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from setuptools import build_meta; build_meta.build_sdist(sys.argv[1])",
+            str(out),
+        ],
+        cwd=source,
+    )
     (sdist,) = out.glob("*.tar.gz")  # keras-initlab- or keras_initlab-, by setuptools version
     with tarfile.open(sdist) as archive:
         archive.extractall(folder / "unpacked", filter="data")
     (unpacked,) = (folder / "unpacked").iterdir()
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "--wheel-dir", str(out), str(unpacked)],
-        cwd=folder)
+    run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "--wheel-dir", str(out), str(unpacked)],
+        cwd=folder,
+    )
     (wheel,) = out.glob("*.whl")
     return {"sdist": sdist, "wheel": wheel}
 
@@ -67,31 +76,60 @@ def test_the_wheel_and_the_sdist_hold_the_library_the_application_specs_factory_
     packages = {name for name in wheel if name.startswith(("keras_initlab/", "initlab/"))}
     assert {f"initlab/examples/specs/{name}.yaml" for name in SPECS} <= packages
     assert "initlab/examples/models/small_cnn.py" in packages
-    assert {"keras_initlab/data_files/t10k-images-idx3-ubyte.gz", "keras_initlab/data_files/t10k-labels-idx1-ubyte.gz",
-            "initlab/server.py", "initlab/tracking/process.py", "keras_initlab/training/stacked.py"} <= packages, sorted(packages)
+    assert {
+        "keras_initlab/data_files/t10k-images-idx3-ubyte.gz",
+        "keras_initlab/data_files/t10k-labels-idx1-ubyte.gz",
+        "initlab/server.py",
+        "initlab/tracking/process.py",
+        "keras_initlab/training/stacked.py",
+        "keras_initlab/py.typed",  # PEP 561: users' type checkers read the annotations
+        "initlab/py.typed",
+    } <= packages, sorted(packages)
     (entry_points,) = [name for name in wheel if name.endswith(".dist-info/entry_points.txt")]
     assert "initlab = initlab.console:main" in zipfile.ZipFile(built["wheel"]).read(entry_points).decode()
     assert not [name for name in wheel if name.startswith(("tests/", "scripts/"))]
-    assert {name.split("/")[0] for name in wheel if "/" in name and ".dist-info/" not in name} == {"keras_initlab", "initlab"}
+    assert {name.split("/")[0] for name in wheel if "/" in name and ".dist-info/" not in name} == {
+        "keras_initlab",
+        "initlab",
+    }
     with tarfile.open(built["sdist"]) as archive:
         sdist = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
-    assert packages == {name for name in sdist if name.startswith(("keras_initlab/", "initlab/"))
-                        and "." in name.rsplit("/", 1)[1]}
+    assert packages == {
+        name for name in sdist if name.startswith(("keras_initlab/", "initlab/")) and "." in name.rsplit("/", 1)[1]
+    }
 
 
 def test_the_installed_wheel_runs_the_main_job_and_the_diagnostics_from_an_empty_folder(built, tmp_path):
     fresh = tmp_path / "env"
     run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], cwd=tmp_path)
-    site = Path(run([str(fresh / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                    cwd=tmp_path).strip())
+    site = Path(
+        run(
+            [str(fresh / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            cwd=tmp_path,
+        ).strip()
+    )
     (site / "_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # this environment's packages
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     python = str(fresh / "bin" / "python")
-    run([python, "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "--no-compile",
-         str(built["wheel"])], cwd=tmp_path, env=env)
+    run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--ignore-installed",
+            "--no-compile",
+            str(built["wheel"]),
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     for package in ("keras_initlab", "initlab"):
-        origin = run([python, "-c", f"import importlib.util as u; print(u.find_spec('{package}').origin)"],
-                     cwd=tmp_path, env=env)
+        origin = run(
+            [python, "-c", f"import importlib.util as u; print(u.find_spec('{package}').origin)"], cwd=tmp_path, env=env
+        )
         assert Path(origin.strip()).is_relative_to(site), origin  # the wheel's copy, not this checkout's
 
     empty = tmp_path / "empty"
@@ -101,7 +139,10 @@ def test_the_installed_wheel_runs_the_main_job_and_the_diagnostics_from_an_empty
     assert "| nielsen-default | 3 |" in out and "| nielsen-large | 3 |" in out, out
     assert (empty / "tracking" / "mlflow.db").is_file()
     out = run([initlab, "diagnose", "nielsen"], cwd=empty, env=env)
-    assert "## nielsen-default" in out and (empty / "diagnostics" / "nielsen" / "preact-std-by-depth.png").is_file(), out
-    refused = subprocess.run([initlab, "serve", "--host", "0.0.0.0"], cwd=empty, env=env, capture_output=True,
-                             text=True, timeout=60)  # the server's module, found in the installed package
+    assert "## nielsen-default" in out and (empty / "diagnostics" / "nielsen" / "preact-std-by-depth.png").is_file(), (
+        out
+    )
+    refused = subprocess.run(
+        [initlab, "serve", "--host", "0.0.0.0"], cwd=empty, env=env, capture_output=True, text=True, timeout=60
+    )  # the server's module, found in the installed package
     assert refused.returncode == 2 and "needs a login" in refused.stderr, refused.stderr

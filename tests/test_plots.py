@@ -4,7 +4,10 @@ from one forward pass, and the watched layers' gradient norms."""
 import pytest
 
 from initlab.plots import (
-    diagnose_with_histograms, plot_activation_histograms, plot_layers, plot_preactivation_std_by_depth,
+    diagnose_with_histograms,
+    plot_activation_histograms,
+    plot_layers,
+    plot_preactivation_std_by_depth,
 )
 from keras_initlab import build_convnet, build_mlp
 from keras_initlab.diagnostics import diagnose
@@ -15,7 +18,9 @@ def test_diagnose_with_histograms_is_both_from_one_pass(mnist_val):
     model = build_mlp([784, 30, 10], scheme="he", seed=5)
     table, figure = diagnose_with_histograms(model, x[:300], y[:300], title="he")
     assert table == diagnose(model, x[:300], y[:300])
-    assert [a.get_title() for a in figure.axes] == [a.get_title() for a in plot_activation_histograms(model, x[:300]).axes]
+    assert [a.get_title() for a in figure.axes] == [
+        a.get_title() for a in plot_activation_histograms(model, x[:300]).axes
+    ]
     assert figure._suptitle.get_text() == "he"
 
 
@@ -42,8 +47,11 @@ def test_the_layers_figure_shows_the_geometric_mean_gradient_norm_by_layer_and_e
     def run(norms):  # norms[k][e]: layer k + 1 at measurement e
         return {"val_accuracy": [0.5, 0.6], **{f"layers/layer{k + 1}/grad_norm": row for k, row in enumerate(norms)}}
 
-    results = {"he": [run([[1.0, 4.0, 1.0], [1e-5, 1e-4, 0.0]]), run([[4.0, 1.0, 1.0], [1e-5, 1e-2, 0.0]])],
-               "glorot": [run([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])], "unwatched": [{"val_accuracy": [0.1, 0.2]}]}
+    results = {
+        "he": [run([[1.0, 4.0, 1.0], [1e-5, 1e-4, 0.0]]), run([[4.0, 1.0, 1.0], [1e-5, 1e-2, 0.0]])],
+        "glorot": [run([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])],
+        "unwatched": [{"val_accuracy": [0.1, 0.2]}],
+    }
     figure = plot_layers(results, every=5)
     panels = [axes for axes in figure.axes if axes.get_title()]
     assert [axes.get_title() for axes in panels] == ["he", "glorot"]  # a panel per watched scheme

@@ -9,8 +9,17 @@ import pytest
 import keras_initlab
 from keras_initlab import get_scheme, list_schemes
 
-BUILT_IN = ["nielsen-default", "nielsen-large", "uniform-inv-sqrt", "he", "glorot", "lecun", "sparse10", "small",
-            "zeros"]
+BUILT_IN = [
+    "nielsen-default",
+    "nielsen-large",
+    "uniform-inv-sqrt",
+    "he",
+    "glorot",
+    "lecun",
+    "sparse10",
+    "small",
+    "zeros",
+]
 UNITS = 10_000  # independent hidden units, one z each
 Z = 5.0
 
@@ -32,7 +41,7 @@ def test_every_built_in_scheme_is_listed_with_a_description():
 @pytest.mark.parametrize("name", BUILT_IN)
 def test_get_scheme_returns_fresh_keras_initializers(name):
     first, second = get_scheme(name), get_scheme(name)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert isinstance(a, keras.initializers.Initializer)
         assert a is not b
 
@@ -88,8 +97,9 @@ def test_he_doubles_the_variance_and_sets_biases_to_one_hundredth():
     assert abs(z.var() - 2.0) < Z * 2.0 * math.sqrt(2 / UNITS)
 
 
-@pytest.mark.parametrize("name, variance", [("glorot", lambda n_in, n_out: 2 / (n_in + n_out)),
-                                            ("lecun", lambda n_in, n_out: 1 / n_in)])
+@pytest.mark.parametrize(
+    "name, variance", [("glorot", lambda n_in, n_out: 2 / (n_in + n_out)), ("lecun", lambda n_in, n_out: 1 / n_in)]
+)
 def test_glorot_and_lecun_are_the_keras_variances_with_zero_bias(name, variance):
     kernel, bias = get_scheme(name, seed=0)
     assert not np.any(keras.ops.convert_to_numpy(bias((10,))))
@@ -106,8 +116,15 @@ def test_zeros_and_small():
 
 
 def test_public_api_is_importable_from_the_package():
-    for name in ["ScaledGaussian", "InverseSqrtUniform", "SparseGaussian", "BiasConstant", "get_scheme", "list_schemes",
-                 "Scheme"]:
+    for name in [
+        "ScaledGaussian",
+        "InverseSqrtUniform",
+        "SparseGaussian",
+        "BiasConstant",
+        "get_scheme",
+        "list_schemes",
+        "Scheme",
+    ]:
         assert hasattr(keras_initlab, name)
 
 

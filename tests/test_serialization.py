@@ -59,9 +59,9 @@ def test_keras_file_reloads_in_a_fresh_process_with_only_import_keras_initlab(tm
         f"""
         import keras, numpy as np
         import keras_initlab
-        saved = np.load({str(tmp_path / 'w.npz')!r})
+        saved = np.load({str(tmp_path / "w.npz")!r})
         saved = [saved[f"arr_{{i}}"] for i in range(len(saved.files))]
-        loaded = keras.saving.load_model({str(tmp_path / 'm.keras')!r})
+        loaded = keras.saving.load_model({str(tmp_path / "m.keras")!r})
         rebuilt = keras.Model.from_config(loaded.get_config())
         for a, b, c in zip(saved, loaded.weights, rebuilt.weights):
             np.testing.assert_array_equal(a, b.numpy())

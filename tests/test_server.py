@@ -13,9 +13,8 @@ import urllib.request
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initlab.cli import main
-
 from conftest import Server, free_port, one_error_line, runs_of, write_spec
+from initlab.cli import main
 
 PASSWORD = "a password of 24 letters"
 """An admin password MLflow's login takes (at least 12 characters)."""
@@ -35,9 +34,12 @@ def test_an_authenticated_server(tmp_path, capsys, monkeypatch):
         # settings: this user's alone.
         assert (tmp_path / "auth.db").stat().st_size > 0
         assert mode(tmp_path / "auth.db") == mode(tmp_path / "basic_auth.ini") == 0o600
-        request = urllib.request.Request(server.uri + "/api/2.0/mlflow/experiments/create", method="POST",
-                                         data=json.dumps({"name": "intruder"}).encode(),
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            server.uri + "/api/2.0/mlflow/experiments/create",
+            method="POST",
+            data=json.dumps({"name": "intruder"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 401  # no login, no experiment
@@ -66,28 +68,47 @@ def test_serve_refuses_to_listen_beyond_this_machine_without_a_login(tmp_path):
     for host in ("0.0.0.0", "::", "192.0.2.1", "example.org"):
         started = time.perf_counter()
         done = subprocess.run(server.command + ["--host", host], env=env, capture_output=True, text=True, timeout=60)
-        assert done.returncode == 2 and f"--host {host} makes the server reachable from other machines, so it " \
-            "needs a login: set MLFLOW_AUTH_ADMIN_PASSWORD" in done.stderr, done.stderr
+        assert (
+            done.returncode == 2
+            and f"--host {host} makes the server reachable from other machines, so it "
+            "needs a login: set MLFLOW_AUTH_ADMIN_PASSWORD"
+            in done.stderr
+        ), done.stderr
         assert time.perf_counter() - started < 5  # refused by the launcher: no TensorFlow, no MLflow imported
     done = subprocess.run(server.command + ["--", "-h0.0.0.0"], env=env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "-h0.0.0.0 sets mlflow server's --host: pass --host to initlab serve, before --, " \
-        "not to mlflow server" in done.stderr, done.stderr
+    assert (
+        done.returncode == 2
+        and "-h0.0.0.0 sets mlflow server's --host: pass --host to initlab serve, before --, not to mlflow server"
+        in done.stderr
+    ), done.stderr
     assert not (tmp_path / "server.db").exists()
 
 
 def test_serve_command_line_and_login_settings(tmp_path, monkeypatch):
     from initlab.server import ServeError, auth_settings, parser, server_command
 
-    with pytest.raises(ServeError, match="MLFLOW_AUTH_ADMIN_PASSWORD has 11 characters; MLflow's login needs at least 12"):
+    with pytest.raises(
+        ServeError, match="MLFLOW_AUTH_ADMIN_PASSWORD has 11 characters; MLflow's login needs at least 12"
+    ):
         server_command(parser().parse_args([]), {"MLFLOW_AUTH_ADMIN_PASSWORD": "x" * 11})  # its server fails at start
 
     monkeypatch.chdir(tmp_path)
     options = parser().parse_args([])
     argv, env = server_command(options, {})
     assert argv[1:4] == ["-m", "mlflow", "server"]
-    assert argv[4:] == ["--backend-store-uri", f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}",  # compare's default
-                        "--artifacts-destination", str(tmp_path / "tracking" / "server-artifacts"), "--serve-artifacts",
-                        "--host", "127.0.0.1", "--port", "5000", "--workers", "1"]
+    assert argv[4:] == [
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'tracking' / 'mlflow.db'}",  # compare's default
+        "--artifacts-destination",
+        str(tmp_path / "tracking" / "server-artifacts"),
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5000",
+        "--workers",
+        "1",
+    ]
     assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no login asked for, none set up; no job runner
     _, env = server_command(options, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"})
     assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"}  # the user's choice kept
@@ -104,15 +125,25 @@ def test_serve_command_line_and_login_settings(tmp_path, monkeypatch):
     _, env = server_command(options, {**secret, "MLFLOW_FLASK_SERVER_SECRET_KEY": "k"})
     assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"] == "k"  # one set is kept (several servers share it)
     text = auth_settings(options, {"MLFLOW_AUTH_ADMIN_USERNAME": "root", **secret})
-    assert text == ("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
-                    f"database_uri = sqlite:///{tmp_path / 'tracking' / 'auth.db'}\nadmin_username = root\n")
+    assert text == (
+        "[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{tmp_path / 'tracking' / 'auth.db'}\nadmin_username = root\n"
+    )
     assert PASSWORD not in text  # the password stays in the environment
 
 
-LISTENING = [(["--host", "0.0.0.0"], "--host"), (["--host=0.0.0.0"], "--host=0.0.0.0"), (["-h", "0.0.0.0"], "-h"),
-             (["-h0.0.0.0"], "-h0.0.0.0"), (["-h=0.0.0.0"], "-h=0.0.0.0"), (["-w2", "-h0.0.0.0"], "-h0.0.0.0"),
-             (["--port", "5001"], "--port"), (["--port=5001"], "--port=5001"), (["-p", "5001"], "-p"),
-             (["-p5001"], "-p5001")]
+LISTENING = [
+    (["--host", "0.0.0.0"], "--host"),
+    (["--host=0.0.0.0"], "--host=0.0.0.0"),
+    (["-h", "0.0.0.0"], "-h"),
+    (["-h0.0.0.0"], "-h0.0.0.0"),
+    (["-h=0.0.0.0"], "-h=0.0.0.0"),
+    (["-w2", "-h0.0.0.0"], "-h0.0.0.0"),
+    (["--port", "5001"], "--port"),
+    (["--port=5001"], "--port=5001"),
+    (["-p", "5001"], "-p"),
+    (["-p5001"], "-p5001"),
+]
 """Options after ``--`` that choose where mlflow server listens, in the spellings Click reads, and the word of them
 that Click reads as the option."""
 
@@ -132,8 +163,10 @@ def test_serve_refuses_where_to_listen_after_the_double_dash_in_every_spelling(t
     for before, environ in (([], {}), (["--insecure"], {}), ([], {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD})):
         with pytest.raises(ServeError) as refused:
             server_command(parser().parse_args([*before, "--", *tokens]), environ)
-        assert str(refused.value) == (f"{option} sets mlflow server's --{name}: pass --{name} to initlab serve, "
-                                      "before --, not to mlflow server (the login check reads it)")
+        assert str(refused.value) == (
+            f"{option} sets mlflow server's --{name}: pass --{name} to initlab serve, "
+            "before --, not to mlflow server (the login check reads it)"
+        )
 
 
 def test_click_reads_no_other_spelling_of_where_to_listen():
@@ -152,8 +185,9 @@ def test_click_reads_no_other_spelling_of_where_to_listen():
     for abbreviation in ("--ho", "--hos", "--po", "--por"):
         with pytest.raises(click.NoSuchOption):
             mlflow.cli.server.make_context("server", [abbreviation, "0.0.0.0"])
-    assert {param.opts[0]: param.envvar for param in params.values() if param.name.endswith("_opts")} == \
-        WEB_SERVER_OPTIONS
+    assert {
+        param.opts[0]: param.envvar for param in params.values() if param.name.endswith("_opts")
+    } == WEB_SERVER_OPTIONS
 
 
 def test_serve_refuses_the_web_server_options_without_a_login(monkeypatch):
@@ -165,8 +199,11 @@ def test_serve_refuses_the_web_server_options_without_a_login(monkeypatch):
     bind = Config().parser().parse_args(["-b", "0.0.0.0:5000", "-b", "127.0.0.1:5000"]).bind
     assert bind == ["0.0.0.0:5000", "127.0.0.1:5000"]
     for tokens in (["--gunicorn-opts", "-b 0.0.0.0:5000"], ["--uvicorn-opts=--reload"], ["--waitress-opts", ""]):
-        with pytest.raises(ServeError, match=f"^{tokens[0].split('=')[0]} can make the web server listen beyond "
-                                             "--host 127.0.0.1, so it needs a login: set MLFLOW_AUTH_ADMIN_PASSWORD"):
+        with pytest.raises(
+            ServeError,
+            match=f"^{tokens[0].split('=')[0]} can make the web server listen beyond "
+            "--host 127.0.0.1, so it needs a login: set MLFLOW_AUTH_ADMIN_PASSWORD",
+        ):
             server_command(parser().parse_args(["--", *tokens]), {})
         server_command(parser().parse_args(["--insecure", "--", *tokens]), {})  # the user's call
         server_command(parser().parse_args(["--", *tokens]), {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD})  # behind a login

@@ -7,12 +7,11 @@ import time
 
 import pytest
 
+from conftest import RANDOM_NORMAL, TINY, one_error_line, write_spec
 from initlab.cli import main
 from initlab.spec import ComparisonSpec
 from initlab.spec_files import BUILTIN_SPECS, SpecError, builtin_specs, read_spec_file, spec_path
 from keras_initlab.schemes import list_schemes
-
-from conftest import RANDOM_NORMAL, TINY, one_error_line, write_spec
 
 BOMB = """name: bomb
 schemes: [he]
@@ -27,8 +26,17 @@ h: [*g, *g, *g, *g, *g, *g, *g, *g, *g]
 """
 """A "billion laughs" spec: nine aliases expand to 9**8 strings."""
 
-NAMES = ["all-schemes", "all-schemes-relu", "cnn-adam", "deep-relu", "deep-relu-adam", "deep-relu-bn", "deep-tanh", "nielsen",
-         "relu-bias"]
+NAMES = [
+    "all-schemes",
+    "all-schemes-relu",
+    "cnn-adam",
+    "deep-relu",
+    "deep-relu-adam",
+    "deep-relu-bn",
+    "deep-tanh",
+    "nielsen",
+    "relu-bias",
+]
 
 
 def test_every_built_in_spec_is_in_the_package_and_valid():
@@ -51,11 +59,17 @@ def test_a_name_is_the_built_in_spec_and_a_path_is_a_file(tmp_path, monkeypatch)
     assert spec_path("mine.yaml").resolve() == tmp_path / "mine.yaml"
     assert spec_path(tmp_path / "nielsen") == tmp_path / "nielsen"
     assert spec_path("plain").resolve() == tmp_path / "plain"  # no built-in spec of that name: the file
-    with pytest.raises(SpecError, match=r"nielsn: no built-in spec of that name and no such file; built-in specs: "
-                                        r"all-schemes, all-schemes-relu, .*nielsen, relu-bias \(initlab list\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"nielsn: no built-in spec of that name and no such file; built-in specs: "
+        r"all-schemes, all-schemes-relu, .*nielsen, relu-bias \(initlab list\)",
+    ):
         spec_path("nielsn")
-    with pytest.raises(SpecError, match=r"configs/nielsen.yaml: no such spec file \(the built-in spec of that name: "
-                                        r"initlab compare nielsen\)"):
+    with pytest.raises(
+        SpecError,
+        match=r"configs/nielsen.yaml: no such spec file \(the built-in spec of that name: "
+        r"initlab compare nielsen\)",
+    ):
         spec_path("configs/nielsen.yaml")
 
 
@@ -73,15 +87,31 @@ def test_spec_files_json_and_missing(tmp_path):
     "content, message",
     [
         (BOMB, r"not valid YAML: aliases \(\*a\) are not allowed in a spec"),
-        ("name: x\nschemes: [he]\nseeds: [" + ", ".join(map(str, range(300_000))) + "]\n", r"bytes; a spec is at most 1048576"),
+        (
+            "name: x\nschemes: [he]\nseeds: [" + ", ".join(map(str, range(300_000))) + "]\n",
+            r"bytes; a spec is at most 1048576",
+        ),
         (b"name: caf\xe9\nschemes: [he]\n", r"not UTF-8 text \(byte 9 is 0xe9\)"),
-        ("name: x\nschemes: [he]\nepochs: 1000000000000\n", r"^epochs: must be an int between 1 and 100000; got 1000000000000$"),
-        ("name: x\nschemes: [he]\nseeds: [" + ", ".join(map(str, range(2000))) + "]\n", r"^seeds: must be a list of 1 to 1000"),
+        (
+            "name: x\nschemes: [he]\nepochs: 1000000000000\n",
+            r"^epochs: must be an int between 1 and 100000; got 1000000000000$",
+        ),
+        (
+            "name: x\nschemes: [he]\nseeds: [" + ", ".join(map(str, range(2000))) + "]\n",
+            r"^seeds: must be a list of 1 to 1000",
+        ),
         ("name: x\nschemes: [he]\n1: 2\n", r"^spec: must be a mapping of spec keys with str keys"),
         ("[" * 200_000, r"nested too deeply to be a spec"),
-        (json.dumps({"name": "x", "seeds": list(range(1000)), "schemes": list(list_schemes()) + [
-            {**RANDOM_NORMAL, "name": f"rn{i}"} for i in range(4)]}),
-         rf"^seeds: 1000 seeds x {len(list_schemes()) + 4} schemes = {1000 * (len(list_schemes()) + 4)} runs"),
+        (
+            json.dumps(
+                {
+                    "name": "x",
+                    "seeds": list(range(1000)),
+                    "schemes": list(list_schemes()) + [{**RANDOM_NORMAL, "name": f"rn{i}"} for i in range(4)],
+                }
+            ),
+            rf"^seeds: 1000 seeds x {len(list_schemes()) + 4} schemes = {1000 * (len(list_schemes()) + 4)} runs",
+        ),
         (f"name: {'n' * 101}\nschemes: [he]\n", r"^name: must be a name of at most 100 letters"),
         ("name: x\nschemes: [he]\ndataset: " + "d" * 500_000 + "\nbogus: 1\n", r"^bogus: unknown key"),
     ],
@@ -102,18 +132,37 @@ SCHEME_TWICE = {"name": "rn", "kernel": {"class_name": "RandomNormal", "config":
 @pytest.mark.parametrize(
     "file, text, message",
     [
-        ("spec.yaml", "name: a\nschemes: [he]\nname: b\n",
-         r"^name: the key is given twice in its mapping; keep one \(lines 1 and 3\)$"),
-        ("spec.yaml", "name: a\nschemes: [he]\nmodel:\n  sizes: [784, 10]\n  activation: relu\n  activation: tanh\n",
-         r"^model\.activation: the key is given twice in its mapping; keep one \(lines 5 and 6\)$"),
-        ("spec.yml", ("name: a\nschemes:\n- he\n- name: rn\n  kernel: {class_name: RandomNormal, config: {stddev: 0.1, "
-                      "stddev: 9}}\n  bias: zeros\n"),
-         r"^schemes\[1\]\.kernel\.config\.stddev: the key is given twice in its mapping; keep one \(lines 5 and 5\)$"),
-        ("spec.json", '{"name": "a", "schemes": ["he"], "name": "b"}',
-         r"^name: the key is given twice in its mapping; keep one$"),
-        ("spec.json", json.dumps({"name": "a", "schemes": ["he", SCHEME_TWICE]}).replace(
-            '"stddev": 0.1', '"stddev": 0.1, "stddev": 9'),
-         r"^schemes\[1\]\.kernel\.config\.stddev: the key is given twice in its mapping; keep one$"),
+        (
+            "spec.yaml",
+            "name: a\nschemes: [he]\nname: b\n",
+            r"^name: the key is given twice in its mapping; keep one \(lines 1 and 3\)$",
+        ),
+        (
+            "spec.yaml",
+            "name: a\nschemes: [he]\nmodel:\n  sizes: [784, 10]\n  activation: relu\n  activation: tanh\n",
+            r"^model\.activation: the key is given twice in its mapping; keep one \(lines 5 and 6\)$",
+        ),
+        (
+            "spec.yml",
+            (
+                "name: a\nschemes:\n- he\n- name: rn\n  kernel: {class_name: RandomNormal, config: {stddev: 0.1, "
+                "stddev: 9}}\n  bias: zeros\n"
+            ),
+            r"^schemes\[1\]\.kernel\.config\.stddev: the key is given twice in its mapping; "
+            r"keep one \(lines 5 and 5\)$",
+        ),
+        (
+            "spec.json",
+            '{"name": "a", "schemes": ["he"], "name": "b"}',
+            r"^name: the key is given twice in its mapping; keep one$",
+        ),
+        (
+            "spec.json",
+            json.dumps({"name": "a", "schemes": ["he", SCHEME_TWICE]}).replace(
+                '"stddev": 0.1', '"stddev": 0.1, "stddev": 9'
+            ),
+            r"^schemes\[1\]\.kernel\.config\.stddev: the key is given twice in its mapping; keep one$",
+        ),
     ],
 )
 def test_a_key_given_twice_is_refused_with_its_key_path(tmp_path, file, text, message):

@@ -22,12 +22,14 @@ def nielsen(scheme, data, seed=0):
 
 
 def assert_same_training(stacked_models, stacked_results, alone_models, alone_histories):
-    for model, result, other, history in zip(stacked_models, stacked_results, alone_models, alone_histories):
+    for model, result, other, history in zip(
+        stacked_models, stacked_results, alone_models, alone_histories, strict=True
+    ):
         assert isinstance(result, keras.callbacks.History), result
         assert set(result.history) == {"train_loss", "val_loss", "val_accuracy"}
         for key, values in history.history.items():
             np.testing.assert_allclose(result.history[key], values, **TOLERANCE, err_msg=key)
-        for w, v in zip(model.weights, other.weights):
+        for w, v in zip(model.weights, other.weights, strict=True):
             np.testing.assert_allclose(w.numpy(), v.numpy(), **TOLERANCE, err_msg=w.path)
 
 
@@ -40,7 +42,9 @@ def test_three_schemes_stacked_end_where_train_takes_each_alone(small):
     results = train_stacked(models, small, epochs=1, batch_size=10, learning_rate=0.1, seed=7)
     histories = [train(m, small, epochs=1, batch_size=10, learning_rate=0.1, seed=7) for m in alone]
     assert_same_training(models, results, alone, histories)
-    assert all(not np.allclose(b, m.layers[1].kernel.numpy()) for b, m in zip(before, models))  # weights written back
+    assert all(
+        not np.allclose(b, m.layers[1].kernel.numpy()) for b, m in zip(before, models, strict=True)
+    )  # weights written back
     assert len({r.history["val_loss"][0] for r in results}) == 3  # the slices did not share weights
 
 
@@ -50,8 +54,10 @@ def test_models_of_several_seeds_in_one_group_end_where_train_takes_each_with_it
     runs = [(s, seed) for seed in (5, 0, 9) for s in ("nielsen-default", "nielsen-large")][::-1]
     seeds = [seed for _, seed in runs]
     alone = [nielsen(s, small, seed=i) for i, (s, _) in enumerate(runs)]
-    histories = [train(m, small, epochs=2, batch_size=10, learning_rate=0.1, seed=seed)
-                 for m, seed in zip(alone, seeds)]
+    histories = [
+        train(m, small, epochs=2, batch_size=10, learning_rate=0.1, seed=seed)
+        for m, seed in zip(alone, seeds, strict=True)
+    ]
     for plan in (dict(lanes=1), dict(lanes=2)):
         models = [nielsen(s, small, seed=i) for i, (s, _) in enumerate(runs)]
         results = train_stacked(models, small, epochs=2, batch_size=10, learning_rate=0.1, seed=seeds, **plan)
@@ -71,12 +77,12 @@ def test_seeds_are_one_int_or_one_per_model(small):
 
 def test_the_compiled_epoch_is_made_once_per_architecture(small):
     models = [nielsen("he", small, seed=i) for i in range(3)]
-    arch = stacked._architecture(models)
+    arch = stacked.architecture(models)
     first = stacked._compiled_epoch(arch, 10, 0.1)
-    assert stacked._compiled_epoch(stacked._architecture(models[1:]), 10, 0.1) is first
+    assert stacked._compiled_epoch(stacked.architecture(models[1:]), 10, 0.1) is first
     assert stacked._compiled_epoch(arch, 20, 0.1) is not first
     relu = build_mlp([784, 30, 10], activation="relu", output="softmax", scheme="he", seed=0)
-    assert stacked._compiled_epoch(stacked._architecture([relu]), 10, 0.1) is not first
+    assert stacked._compiled_epoch(stacked.architecture([relu]), 10, 0.1) is not first
 
 
 def test_a_small_memory_budget_splits_the_models_into_groups_with_the_same_results(small, monkeypatch):
@@ -89,8 +95,13 @@ def test_a_small_memory_budget_splits_the_models_into_groups_with_the_same_resul
 
     waves = []
     original = stacked._train_wave
-    monkeypatch.setattr(stacked, "_train_wave", lambda steps, groups, *a: waves.append(
-        [sum(map(len, segments)) for segments in groups]) or original(steps, groups, *a))
+    monkeypatch.setattr(
+        stacked,
+        "_train_wave",
+        lambda steps, groups, *a: (
+            waves.append([sum(map(len, segments)) for segments in groups]) or original(steps, groups, *a)
+        ),
+    )
     split = [nielsen("nielsen-default", small, seed=i) for i in range(4)]
     split_results = train_stacked(split, small, epochs=2, seed=1, max_bytes=tiny, lanes=1)
     assert waves == [[2], [2]]
@@ -131,7 +142,9 @@ def test_one_model_blowing_up_leaves_the_others_untouched(small, seeds):
 
     assert isinstance(results[1], NonFiniteLossError)
     assert "Non-finite loss in epoch 1 of model 'mlp_he'" in str(results[1])
-    histories = [train(m, small, epochs=3, learning_rate=0.05, seed=seed) for m, seed in zip(alone, seeds[::2])]
+    histories = [
+        train(m, small, epochs=3, learning_rate=0.05, seed=seed) for m, seed in zip(alone, seeds[::2], strict=True)
+    ]
     assert all(len(values) == 3 for r in (results[0], results[2]) for values in r.history.values())
     assert_same_training([models[0], models[2]], [results[0], results[2]], alone, histories)
 
@@ -180,13 +193,12 @@ def test_callbacks_see_the_weights_of_each_epoch_and_early_stopping_restores_the
 
     schemes = ("nielsen-default", "nielsen-large", "he")
     stacked_seen, alone_seen = [Weights() for _ in schemes], [Weights() for _ in schemes]
-    train_stacked([nielsen(s, small) for s in schemes], small, epochs=3, seed=2,
-                  callbacks=[[w] for w in stacked_seen])
-    for scheme, seen in zip(schemes, alone_seen):
+    train_stacked([nielsen(s, small) for s in schemes], small, epochs=3, seed=2, callbacks=[[w] for w in stacked_seen])
+    for scheme, seen in zip(schemes, alone_seen, strict=True):
         train(nielsen(scheme, small), small, epochs=3, seed=2, callbacks=[seen])
-    for stacked_run, alone_run in zip(stacked_seen, alone_seen):
+    for stacked_run, alone_run in zip(stacked_seen, alone_seen, strict=True):
         assert len(stacked_run.kernels) == 3
-        for a, b in zip(stacked_run.kernels, alone_run.kernels):
+        for a, b in zip(stacked_run.kernels, alone_run.kernels, strict=True):
             np.testing.assert_allclose(a, b, **TOLERANCE)
 
     # EarlyStopping restores the best epoch's weights at the end, as with `train`. Monitoring the
@@ -196,7 +208,7 @@ def test_callbacks_see_the_weights_of_each_epoch_and_early_stopping_restores_the
 
     models = [nielsen(s, small) for s in schemes]
     results = train_stacked(models, small, epochs=3, seed=2, callbacks=[[early_stopping()] for _ in models])
-    for scheme, model, result, seen in zip(schemes, models, results, alone_seen):
+    for scheme, model, result, seen in zip(schemes, models, results, alone_seen, strict=True):
         best = int(np.argmin(result.history["val_accuracy"]))
         assert best < 2
         alone = nielsen(scheme, small)
@@ -208,8 +220,11 @@ def test_callbacks_see_the_weights_of_each_epoch_and_early_stopping_restores_the
 @pytest.mark.parametrize(
     "other, message",
     [
-        (dict(sizes=[784, 100, 10]), r"model 1 \('mlp_he'\) differs from model 0 \('mlp_he'\) in sizes "
-                                     r"\[784, 100, 10\] != \[784, 30, 10\]"),
+        (
+            dict(sizes=[784, 100, 10]),
+            r"model 1 \('mlp_he'\) differs from model 0 \('mlp_he'\) in sizes "
+            r"\[784, 100, 10\] != \[784, 30, 10\]",
+        ),
         (dict(activation="relu"), r"activation of Dense layer 1 'relu' != 'sigmoid'"),
         (dict(output="softmax"), r"activation of Dense layer 2 'softmax' != 'sigmoid'"),
         (dict(l2_lambda=1.0), r"L2 coefficient of Dense layer 1 6.25e-05 != 0.0003125"),
@@ -227,15 +242,29 @@ def test_models_of_different_architectures_do_not_stack(small, other, message):
     [
         (lambda: [], {}, r"`models` must be a list of at least 1 Keras model\(s\)"),
         (lambda: [build_mlp([784, 10], seed=0)] * 2, {}, r"the same model more than once"),
-        (lambda: [keras.Sequential([keras.Input((784,)), keras.layers.Dropout(0.1), keras.layers.Dense(10)])], {},
-         r"layer 'dropout\w*' of model 'sequential\w*' is a Dropout; only Dense layers stack"),
-        (lambda: [build_mlp([784, 10], seed=0)], {"callbacks": [[]] * 2}, r"`callbacks` must be a list of 1 lists of callbacks"),
+        (
+            lambda: [keras.Sequential([keras.Input((784,)), keras.layers.Dropout(0.1), keras.layers.Dense(10)])],
+            {},
+            r"layer 'dropout\w*' of model 'sequential\w*' is a Dropout; only Dense layers stack",
+        ),
+        (
+            lambda: [build_mlp([784, 10], seed=0)],
+            {"callbacks": [[]] * 2},
+            r"`callbacks` must be a list of 1 lists of callbacks",
+        ),
         (lambda: [build_mlp([784, 10], seed=0)], {"max_bytes": 0}, r"`max_bytes` must be an int >= 1 or None"),
         (lambda: [build_mlp([784, 10], seed=0)], {"epochs": 0}, r"`epochs` must be an int >= 1"),
-        (lambda: [build_mlp([784, 10], seed=0)], {"max_group_size": 0}, r"`max_group_size` must be an int >= 1 or None"),
+        (
+            lambda: [build_mlp([784, 10], seed=0)],
+            {"max_group_size": 0},
+            r"`max_group_size` must be an int >= 1 or None",
+        ),
         (lambda: [build_mlp([784, 10], seed=0)], {"lanes": -2}, r"`lanes` must be an int >= 1 or None"),
-        (lambda: [keras.Sequential([keras.Input((28, 28)), keras.layers.Dense(10)])], {},
-         r"whose input is a flat vector; model 'sequential\w*' has input shape \(None, 28, 28\)"),
+        (
+            lambda: [keras.Sequential([keras.Input((28, 28)), keras.layers.Dense(10)])],
+            {},
+            r"whose input is a flat vector; model 'sequential\w*' has input shape \(None, 28, 28\)",
+        ),
     ],
 )
 def test_bad_arguments(small, models, kwargs, message):
@@ -263,7 +292,9 @@ def test_arguments_of_the_wrong_type_are_type_errors(small, kwargs, message):
 
 def test_a_negative_learning_rate_and_a_lone_model_are_refused(small):
     models = [build_mlp([784, 10], seed=0), build_mlp([784, 10], seed=1)]
-    with pytest.raises(ValueError, match=r"`learning_rate` must be a positive finite number. Received: learning_rate=-1.0"):
+    with pytest.raises(
+        ValueError, match=r"`learning_rate` must be a positive finite number. Received: learning_rate=-1.0"
+    ):
         train_stacked(models, small, learning_rate=-1.0)  # would silently climb the loss
     with pytest.raises(TypeError, match=r"`models` must be a list"):
         train_stacked(models[0], small)

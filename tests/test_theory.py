@@ -17,7 +17,10 @@ import pytest
 
 from keras_initlab import BiasConstant, InverseSqrtUniform, ScaledGaussian, SparseGaussian, get_scheme, list_schemes
 from keras_initlab.theory import (
-    SUPPORTED_INITIALIZERS, TRUNCATED_NORMAL_VARIANCE_FACTOR, predicted_preactivation_std, weight_mean,
+    SUPPORTED_INITIALIZERS,
+    TRUNCATED_NORMAL_VARIANCE_FACTOR,
+    predicted_preactivation_std,
+    weight_mean,
     weight_variance,
 )
 

@@ -90,7 +90,9 @@ def test_a_tracking_process_that_dies_is_a_lost_store_and_the_finished_runs_stay
     child.add_epoch(1, {"val_accuracy": 0.5})
     child.finish(None)
     queue.submit_runs([child])
-    with pytest.raises(TrackingLostError, match=r"stopped working \(ConnectionError: the MLflow tracking process ended"):
+    with pytest.raises(
+        TrackingLostError, match=r"stopped working \(ConnectionError: the MLflow tracking process ended"
+    ):
         queue.wait()
     queue.close()
     (record,) = queue.records.attempt.glob("*/")
@@ -100,6 +102,8 @@ def test_a_tracking_process_that_dies_is_a_lost_store_and_the_finished_runs_stay
     process.kill()
     process.wait()
     queue = TrackingQueue(uri, "lost", "x", Records(uri, "lost", "x"))
-    with pytest.raises(TrackingUnavailableError, match=f"cannot use the MLflow store {uri}: the MLflow tracking process"):
+    with pytest.raises(
+        TrackingUnavailableError, match=f"cannot use the MLflow store {uri}: the MLflow tracking process"
+    ):
         queue.wait()
     queue.close()

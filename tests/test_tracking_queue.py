@@ -10,9 +10,8 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from initlab.cli import main
-
 from conftest import COMMAND_ENV, COMPARE, Server, check_comparison, free_port, one_error_line, runs_of, write_spec
+from initlab.cli import main
 
 pytestmark = pytest.mark.integration  # comparisons in processes of their own, a server
 
@@ -23,12 +22,19 @@ def test_a_store_that_cannot_be_written_fails_in_one_line_and_resume_finishes(tm
     assert main(["compare", str(spec), "--tracking-uri", uri]) == 0  # the store exists
     spec = write_spec(tmp_path, seeds=[0], epochs=2)
 
-    def no_file_may_grow():  # like a full disk: no file grows past 256 KiB (EFBIG instead of ENOSPC); the store is larger
+    # like a full disk: no file grows past 256 KiB (EFBIG instead of ENOSPC); the store is larger
+    def no_file_may_grow():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (256 << 10, resource.RLIM_INFINITY))
 
-    full = subprocess.run(COMPARE + [str(spec), "--tracking-uri", uri], env=COMMAND_ENV, capture_output=True, text=True,
-                          timeout=300, preexec_fn=no_file_may_grow)
+    full = subprocess.run(
+        COMPARE + [str(spec), "--tracking-uri", uri],
+        env=COMMAND_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=no_file_may_grow,
+    )
     assert full.returncode == 1, full.stdout + full.stderr
     assert "stopped working" in one_error_line(full.stderr) and "rerun with --resume" in full.stderr
     assert main(["compare", str(spec), "--tracking-uri", uri, "--resume"]) == 0  # here, without the limit
@@ -36,7 +42,10 @@ def test_a_store_that_cannot_be_written_fails_in_one_line_and_resume_finishes(tm
     parents, children = runs_of(MlflowClient(uri), "tiny")
     assert not [c for c in children if c.info.status == "RUNNING"]
     finished = [c for c in children if c.info.status == "FINISHED" and c.data.params["epochs"] == "2"]
-    assert sorted(c.data.tags["initlab.run_key"] for c in finished) == ["nielsen-default/seed=0", "nielsen-large/seed=0"]
+    assert sorted(c.data.tags["initlab.run_key"] for c in finished) == [
+        "nielsen-default/seed=0",
+        "nielsen-large/seed=0",
+    ]
 
 
 def test_a_comparison_on_a_server_that_dies_is_reported_quickly_and_resume_keeps_every_run_there(tmp_path, monkeypatch):
@@ -44,8 +53,14 @@ def test_a_comparison_on_a_server_that_dies_is_reported_quickly_and_resume_keeps
     try:
         spec = write_spec(tmp_path, epochs=30, subset={"train": 1000, "val": 200})
         env = {**COMMAND_ENV, "MLFLOW_TRACKING_URI": server.uri, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-        first = subprocess.Popen(COMPARE + [str(spec), "--no-stack"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
+        first = subprocess.Popen(
+            COMPARE + [str(spec), "--no-stack"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         client = MlflowClient(server.uri)
         progress = []
         for line in first.stderr:  # kill the server while the second run trains (one progress line per epoch)
@@ -56,7 +71,9 @@ def test_a_comparison_on_a_server_that_dies_is_reported_quickly_and_resume_keeps
         # Runs are written by a thread of their own while the next one trains: kill once the first is in MLflow.
         deadline = time.time() + 120
         experiment = client.get_experiment_by_name("tiny").experiment_id
-        while not [r for r in client.search_runs([experiment], "tags.`initlab.run_key` != ''") if r.info.status == "FINISHED"]:
+        while not [
+            r for r in client.search_runs([experiment], "tags.`initlab.run_key` != ''") if r.info.status == "FINISHED"
+        ]:
             assert time.time() < deadline, "the first run never reached MLflow"
             time.sleep(0.2)
         server.stop(signal.SIGKILL)

@@ -13,10 +13,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from conftest import COMMAND_ENV, COMPARE, free_port, one_error_line, runs_of, write_spec
 from initlab.cli import main
 from initlab.tracking.store import store_lock
-
-from conftest import COMMAND_ENV, COMPARE, free_port, one_error_line, runs_of, write_spec
 
 
 def test_default_store_is_tracking_sqlite_in_the_current_directory(tmp_path, monkeypatch, capsys):
@@ -38,7 +37,8 @@ def test_default_store_is_tracking_sqlite_in_the_current_directory(tmp_path, mon
 
 
 def test_unreachable_server_is_reported_before_training_with_the_advice_for_where_its_uri_came_from(
-        tmp_path, capsys, monkeypatch):
+    tmp_path, capsys, monkeypatch
+):
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.time()
     assert main(["compare", str(write_spec(tmp_path)), "--tracking-uri", uri]) == 2
@@ -56,7 +56,10 @@ def test_a_uri_with_a_login_is_refused_naming_the_variables_and_never_shows_the_
     err = capsys.readouterr().err
     line = one_error_line(err)
     assert "s3cret-pw" not in err and "http://admin:***@" in line
-    assert f"pass http://127.0.0.1:{uri.split(':')[-1]} and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in line
+    assert (
+        f"pass http://127.0.0.1:{uri.split(':')[-1]} and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+        in line
+    )
 
 
 def test_store_problems_are_one_line_errors(tmp_path, capsys, monkeypatch):
@@ -122,8 +125,13 @@ def test_two_comparisons_start_on_a_new_store_at_once(tmp_path):
     does not exist yet: one makes it (MLflow's migrations), the other waits for it; both finish."""
     uri = f"sqlite:///{tmp_path / 'new.db'}"
     spec = write_spec(tmp_path, seeds=[0], epochs=1)
-    other = subprocess.Popen(COMPARE + [str(spec), "--tracking-uri", uri], env=COMMAND_ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    other = subprocess.Popen(
+        COMPARE + [str(spec), "--tracking-uri", uri],
+        env=COMMAND_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 60
     while not (tmp_path / "new.lock").exists():  # the other comparison is opening the store
         assert other.poll() is None and time.time() < deadline, other.communicate()[0]

@@ -14,17 +14,23 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port, wait_until_healthy, write_spec
 from initlab.cli import main
 from initlab.tracking.ui import LAYER_CHARTS, LEARNING_CURVES, UI_PORT, watched_layers
-
-from conftest import free_port, wait_until_healthy, write_spec
 
 pytestmark = pytest.mark.integration  # an MLflow UI and a browser
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # As root (CI), without a GPU, and with no connection attempts beyond the page under test.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -46,10 +52,22 @@ def mlflow_ui(tmp_path, comparison):
     port = free_port()
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
-        process = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", uri,
-                                    "--host", "127.0.0.1", "--port", str(port)],
-                                   env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
         yield f"http://127.0.0.1:{port}"
@@ -78,7 +96,7 @@ def test_the_printed_link_opens_the_grouped_learning_curves(tmp_path, comparison
             layer_charts = [f"layers/layer{k}/{stat}" for stat in LAYER_CHARTS for k in watched_layers(2)]
             expect(cards.nth(len(LEARNING_CURVES))).to_contain_text(layer_charts[0], timeout=60_000)
             shown = [cards.nth(i).inner_text().split("\n")[0] for i in range(len(LEARNING_CURVES), cards.count())]
-            assert shown == layer_charts[:len(shown)]  # in order; the UI renders the cards that come into view
+            assert shown == layer_charts[: len(shown)]  # in order; the UI renders the cards that come into view
             expect(page.get_by_text("Group by: scheme")).to_be_visible()
             # The runs table renders after the charts' section headers: on a busy 2-core machine (CI) more than
             # the default 5 s later.

@@ -100,12 +100,15 @@ def test_asking_for_a_missing_gpu_is_an_error():
             resolve_device("gpu")
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"epochs": 0}, ValueError, "`epochs` must be an int >= 1"),
-    ({"batch_size": 2.5}, TypeError, "`batch_size` must be an int >= 1"),  # a wrong type is a TypeError
-    ({"epochs": True}, TypeError, "`epochs` must be an int >= 1. Received: epochs=True"),
-    ({"batch_size": 5000}, ValueError, "exceeds the 1000 training examples"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"epochs": 0}, ValueError, "`epochs` must be an int >= 1"),
+        ({"batch_size": 2.5}, TypeError, "`batch_size` must be an int >= 1"),  # a wrong type is a TypeError
+        ({"epochs": True}, TypeError, "`epochs` must be an int >= 1. Received: epochs=True"),
+        ({"batch_size": 5000}, ValueError, "exceeds the 1000 training examples"),
+    ],
+)
 def test_bad_training_arguments(mnist, kwargs, error, message):
     data = mnist.subset(1000, 10)
     with pytest.raises(error, match=message):
@@ -118,21 +121,37 @@ def test_data_that_does_not_fit_the_model(mnist):
 
 
 def dropout_mlp(scheme, seed):
-    return keras.Sequential([keras.Input((784,)), keras.layers.Dense(30, activation="tanh", kernel_initializer=scheme),
-                             keras.layers.Dropout(0.3, seed=7), keras.layers.Dense(10, activation="softmax")])
+    return keras.Sequential(
+        [
+            keras.Input((784,)),
+            keras.layers.Dense(30, activation="tanh", kernel_initializer=scheme),
+            keras.layers.Dropout(0.3, seed=7),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
 
 
 ARCHITECTURES = {  # (model of a scheme and a seed, optimizer)
-    "mlp, plain SGD": (lambda scheme, seed: build_mlp([784, 30, 10], scheme=scheme, l2_lambda=5.0, n_train=200,
-                                                      seed=seed), lambda: None),
-    "mlp, momentum": (lambda scheme, seed: build_mlp([784, 30, 10], scheme=scheme, seed=seed),
-                      lambda: keras.optimizers.SGD(0.05, momentum=0.9)),
-    "deep relu mlp, Adam": (lambda scheme, seed: build_mlp([784, 20, 20, 20, 10], activation="relu", scheme=scheme,
-                                                           seed=seed), lambda: keras.optimizers.Adam(1e-3)),
-    "convnet, Adam": (lambda scheme, seed: build_convnet(filters=(4, 8), scheme=scheme, seed=seed),
-                      lambda: keras.optimizers.Adam(1e-3)),
-    "dropout": (lambda scheme, seed: dropout_mlp("he_normal" if scheme == "he" else "glorot_uniform", seed),
-                lambda: None),
+    "mlp, plain SGD": (
+        lambda scheme, seed: build_mlp([784, 30, 10], scheme=scheme, l2_lambda=5.0, n_train=200, seed=seed),
+        lambda: None,
+    ),
+    "mlp, momentum": (
+        lambda scheme, seed: build_mlp([784, 30, 10], scheme=scheme, seed=seed),
+        lambda: keras.optimizers.SGD(0.05, momentum=0.9),
+    ),
+    "deep relu mlp, Adam": (
+        lambda scheme, seed: build_mlp([784, 20, 20, 20, 10], activation="relu", scheme=scheme, seed=seed),
+        lambda: keras.optimizers.Adam(1e-3),
+    ),
+    "convnet, Adam": (
+        lambda scheme, seed: build_convnet(filters=(4, 8), scheme=scheme, seed=seed),
+        lambda: keras.optimizers.Adam(1e-3),
+    ),
+    "dropout": (
+        lambda scheme, seed: dropout_mlp("he_normal" if scheme == "he" else "glorot_uniform", seed),
+        lambda: None,
+    ),
 }
 
 
@@ -176,15 +195,20 @@ def test_only_models_whose_config_says_everything_share_a_loop(mnist):
             return self.dense(x)
 
     custom = keras.Sequential([keras.Input((784,)), Scaled(), keras.layers.Dense(10, activation="softmax")])
-    lam = keras.Sequential([keras.Input((784,)), keras.layers.Lambda(lambda x: 2 * x),
-                            keras.layers.Dense(10, activation="softmax")])
+    lam = keras.Sequential(
+        [keras.Input((784,)), keras.layers.Lambda(lambda x: 2 * x), keras.layers.Dense(10, activation="softmax")]
+    )
     subclassed = Subclassed()
     subclassed.build((None, 784))
     assert [single._structure(m) for m in (custom, lam, subclassed)] == [None, None, None]
     data = mnist.subset(100, 50)
     single._SHARED.clear()
-    for model in (custom, build_mlp([784, 30, 10], l2_lambda=1.0, n_train=100),
-                  build_mlp([784, 30, 10], l2_lambda=2.0, n_train=100), build_mlp([784, 30, 10], seed=3)):
+    for model in (
+        custom,
+        build_mlp([784, 30, 10], l2_lambda=1.0, n_train=100),
+        build_mlp([784, 30, 10], l2_lambda=2.0, n_train=100),
+        build_mlp([784, 30, 10], seed=3),
+    ):
         train(model, data, epochs=1)
     assert len(single._SHARED) == 3  # the L2 coefficient is part of the computation; the seed is not
     single._SHARED.clear()

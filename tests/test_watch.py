@@ -34,7 +34,9 @@ def convnet():
 
 MODELS = {
     "relu mlp": lambda: kil.build_mlp([784, 32, 16, 10], activation="relu", output="softmax", scheme="he", seed=0),
-    "tanh mlp": lambda: kil.build_mlp([784, 32, 10], activation="tanh", output="sigmoid", scheme="nielsen-large", seed=0),
+    "tanh mlp": lambda: kil.build_mlp(
+        [784, 32, 10], activation="tanh", output="sigmoid", scheme="nielsen-large", seed=0
+    ),
     "convnet": convnet,
 }
 
@@ -50,18 +52,29 @@ def test_fit_with_the_callback_logs_what_diagnose_measures_at_every_epoch_and_th
 
     class Check(keras.callbacks.Callback):  # after the watch: the logs hold its statistics; diagnose the model now
         def on_epoch_end(self, epoch, logs=None):
-            seen.append((dict(logs), step_zero(kil.diagnose(self.model, x, y, loss=default)),
-                         [self.model.get_layer(row.name).kernel.numpy() for row in kil.diagnose(self.model, x)]))
+            seen.append(
+                (
+                    dict(logs),
+                    step_zero(kil.diagnose(self.model, x, y, loss=default)),
+                    [self.model.get_layer(row.name).kernel.numpy() for row in kil.diagnose(self.model, x)],
+                )
+            )
 
     initial = step_zero(kil.diagnose(model, x, y, loss=default))
-    model.fit(data.x_train.reshape(-1, *model.input_shape[1:]), data.y_train, epochs=2, batch_size=50, verbose=0,
-              callbacks=[watch, Check()])
+    model.fit(
+        data.x_train.reshape(-1, *model.input_shape[1:]),
+        data.y_train,
+        epochs=2,
+        batch_size=50,
+        verbose=0,
+        callbacks=[watch, Check()],
+    )
     assert watch.initial.keys() == initial.keys() and watch.initial == pytest.approx(initial, **FLOAT32)
     assert {key.rsplit("/", 1)[1] for key in initial} <= set(STEP_ZERO)
     for logs, measured, after in seen:
         for key, value in measured.items():
             assert logs[key] == pytest.approx(value, **FLOAT32), key
-        for depth, (old, new) in enumerate(zip(kernels, after), start=1):  # ||W - W'|| / ||W'||
+        for depth, (old, new) in enumerate(zip(kernels, after, strict=True), start=1):  # ||W - W'|| / ||W'||
             ratio = np.linalg.norm(new - old) / np.linalg.norm(old)
             assert 0 < ratio and logs[f"layers/layer{depth}/update_ratio"] == pytest.approx(ratio, rel=1e-4)
         kernels = after
@@ -70,13 +83,16 @@ def test_fit_with_the_callback_logs_what_diagnose_measures_at_every_epoch_and_th
 
 def test_the_stacked_trainer_measures_every_model_as_the_single_model_trainer_does(data):
     def models():
-        return [kil.build_mlp([784, 24, 12, 10], activation="relu", output="softmax", scheme=scheme, seed=seed)
-                for seed in (0, 1) for scheme in ("he", "glorot")]
+        return [
+            kil.build_mlp([784, 24, 12, 10], activation="relu", output="softmax", scheme=scheme, seed=seed)
+            for seed in (0, 1)
+            for scheme in ("he", "glorot")
+        ]
 
     watch = LayerWatch(*probe(data))
     stacked = kil.train_stacked(models(), data, epochs=2, batch_size=20, seed=[0, 0, 1, 1], watch=watch)
     unwatched = kil.train_stacked(models(), data, epochs=2, batch_size=20, seed=[0, 0, 1, 1])
-    for k, (model, seed) in enumerate(zip(models(), (0, 0, 1, 1))):
+    for k, (model, seed) in enumerate(zip(models(), (0, 0, 1, 1), strict=True)):
         for key, values in unwatched[k].history.items():  # watching changes nothing else, to the last bit
             assert stacked[k].history[key] == values, (k, key)
         alone = kil.train(model, data, epochs=2, batch_size=20, seed=seed, watch=watch).history
@@ -92,8 +108,11 @@ def test_every_n_epochs_and_no_watch_by_default(data):
     model = MODELS["relu mlp"]()
     history = kil.train(model, data, epochs=4, batch_size=50, watch=LayerWatch(*probe(data), every=2)).history
     assert len(history["val_accuracy"]) == 4 and len(history["layers/layer1/grad_norm"]) == 2
-    assert not [key for key in kil.train(MODELS["relu mlp"](), data, epochs=1, batch_size=50).history
-                if key.startswith("layers/")]
+    assert not [
+        key
+        for key in kil.train(MODELS["relu mlp"](), data, epochs=1, batch_size=50).history
+        if key.startswith("layers/")
+    ]
 
 
 def test_bad_watches_are_refused_naming_the_argument(data):

@@ -19,13 +19,25 @@ All of it needs the TensorFlow backend (`keras_initlab.backend`).
 """
 
 from initlab.comparison.builder import ModelBuilder, diagnostic_batch
-from initlab.comparison.diagnose import diagnose_spec
-from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
 from initlab.comparison.children import EpochMetricsLogger, model_params, optimizer_params, shared_params
-from initlab.comparison.runner import ComparisonOutcome, run_comparison
+from initlab.comparison.diagnose import diagnose_spec
 from initlab.comparison.own_loop import Comparison, ComparisonRun
+from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
+from initlab.comparison.runner import ComparisonOutcome, run_comparison
 
 __all__ = [
-    "Comparison", "ComparisonOutcome", "ComparisonRun", "EpochMetricsLogger", "ModelBuilder", "check_spec_fits", "diagnose_spec", "diagnostic_batch",
-    "load_spec_data", "model_params", "optimizer_params", "resolve_spec_device", "run_comparison", "shared_params",
+    "Comparison",
+    "ComparisonOutcome",
+    "ComparisonRun",
+    "EpochMetricsLogger",
+    "ModelBuilder",
+    "check_spec_fits",
+    "diagnose_spec",
+    "diagnostic_batch",
+    "load_spec_data",
+    "model_params",
+    "optimizer_params",
+    "resolve_spec_device",
+    "run_comparison",
+    "shared_params",
 ]

@@ -13,15 +13,14 @@ from collections.abc import Callable
 
 import keras
 
+from initlab.plots import diagnose_with_histograms
+from initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, SchemeSpec, SpecError
 from keras_initlab.data import Dataset
 from keras_initlab.diagnostics import diagnose, diagnosed_layers
 from keras_initlab.lsuv import LSUVStep, lsuv
 from keras_initlab.models import FactoryError, build_convnet, build_from_factory, build_mlp, default_loss, load_factory
 from keras_initlab.schemes import LSUV, Scheme
 from keras_initlab.watch import LayerWatch
-
-from initlab.plots import diagnose_with_histograms
-from initlab.spec import ComparisonSpec, ConvNetModel, FactoryModel, MLPModel, SchemeSpec, SpecError
 
 DIAGNOSTIC_EXAMPLES = 1000
 """How many validation examples (the first ones) the diagnostics at initialization use."""
@@ -54,13 +53,25 @@ class ModelBuilder:
         model, data = self.spec.model, self.data
         if isinstance(model, MLPModel):
             return build_mlp(
-                model.sizes, model.activation, model.output, scheme.initializers(),
-                l2_lambda=self.spec.l2_lambda, n_train=data.n_train, seed=seed,
+                model.sizes,
+                model.activation,
+                model.output,
+                scheme.initializers(),
+                l2_lambda=self.spec.l2_lambda,
+                n_train=data.n_train,
+                seed=seed,
             )
         if isinstance(model, ConvNetModel):
             return build_convnet(
-                data.image_shape, model.filters, data.num_classes, model.activation, model.output,
-                scheme.initializers(), l2_lambda=self.spec.l2_lambda, n_train=data.n_train, seed=seed,
+                data.image_shape,
+                model.filters,
+                data.num_classes,
+                model.activation,
+                model.output,
+                scheme.initializers(),
+                l2_lambda=self.spec.l2_lambda,
+                n_train=data.n_train,
+                seed=seed,
             )
         return build_from_factory(self.factory, Scheme(scheme.initializers(), seed), data.image_shape, data.num_classes)
 

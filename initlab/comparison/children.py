@@ -12,21 +12,22 @@ import json
 
 import keras
 
-from keras_initlab.data import Dataset
-from keras_initlab.models import all_layers
-from keras_initlab.watch import step_zero
-
 from initlab.comparison.builder import ModelBuilder
 from initlab.messages import one_line
 from initlab.plots import to_png
 from initlab.spec import ComparisonSpec, FactoryModel, Run
 from initlab.tracking import ChildRun, initializer_param
+from keras_initlab.data import Dataset
+from keras_initlab.models import all_layers
+from keras_initlab.watch import step_zero
 
 
 def model_params(spec: ComparisonSpec) -> dict[str, str]:
     """The spec's model as run parameters: ``sizes``, ``activation``, ``output`` of the MLP; ``kind``,
     ``filters``, ... of the conv net; ``factory`` (and ``loss``) of a factory model."""
-    params = {key: json.dumps(value) if isinstance(value, list) else value for key, value in spec.model.to_json().items()}
+    params = {
+        key: json.dumps(value) if isinstance(value, list) else value for key, value in spec.model.to_json().items()
+    }
     if isinstance(spec.model, FactoryModel):
         params["loss"] = "sparse_categorical_crossentropy" if spec.loss is None else json.dumps(spec.loss)
     return params
@@ -43,7 +44,8 @@ def optimizer_config_params(optimizer: keras.optimizers.Optimizer) -> dict[str, 
     config = {k: v for k, v in keras.optimizers.serialize(optimizer)["config"].items() if k != "name"}
     return {
         "optimizer": type(optimizer).__name__,
-        "learning_rate": json.dumps(config["learning_rate"]) if isinstance(config["learning_rate"], dict)
+        "learning_rate": json.dumps(config["learning_rate"])
+        if isinstance(config["learning_rate"], dict)
         else config["learning_rate"],
         "optimizer_config": json.dumps(config, sort_keys=True),
     }
@@ -83,7 +85,9 @@ def run_params(scheme: str, seed: int, model: keras.Model) -> dict:
     return {
         "scheme": scheme,
         "kernel_initializer": initializer_param(first.kernel_initializer) if first else "-",
-        "bias_initializer": initializer_param(first.bias_initializer) if first and hasattr(first, "bias_initializer") else "-",
+        "bias_initializer": initializer_param(first.bias_initializer)
+        if first and hasattr(first, "bias_initializer")
+        else "-",
         "parameters": model.count_params(),
         "seed": seed,
     }
@@ -93,9 +97,18 @@ def layer_initializers(model: keras.Model) -> bytes:
     """Every layer's initializers as built (`initlab.tracking.initializer_param`), for a child run's
     ``init/initializers.json``: ``[{"layer": name, "kernel": ..., "bias": ...}, ...]`` (the params hold the first
     layer's only: a deep model's would pass MLflow's limit on a param's length)."""
-    layers = [{"layer": layer.name, **{part: initializer_param(getattr(layer, f"{part}_initializer"))
-                                      for part in ("kernel", "bias") if hasattr(layer, f"{part}_initializer")}}
-              for layer in all_layers(model) if hasattr(layer, "kernel_initializer")]
+    layers = [
+        {
+            "layer": layer.name,
+            **{
+                part: initializer_param(getattr(layer, f"{part}_initializer"))
+                for part in ("kernel", "bias")
+                if hasattr(layer, f"{part}_initializer")
+            },
+        }
+        for layer in all_layers(model)
+        if hasattr(layer, "kernel_initializer")
+    ]
     return (json.dumps(layers, indent=1) + "\n").encode()
 
 
@@ -131,20 +144,24 @@ def initial_diagnostics(
     """Per model, ``(table, PNG or None)`` of `ModelBuilder.diagnose`, or why it has none (e.g. an initializer
     whose variance the theory lacks: the run trains without them)."""
     results = []
-    for run, model, lsuv_steps in zip(group, models, steps):
+    for run, model, lsuv_steps in zip(group, models, steps, strict=True):
         try:
-            table, figure = builder.diagnose(model, lsuv_steps, f"{run.key}: activations at init" if histograms else None)
+            table, figure = builder.diagnose(
+                model, lsuv_steps, f"{run.key}: activations at init" if histograms else None
+            )
             results.append((table, None if figure is None else to_png(figure)))
         except Exception as e:
             results.append(f"{type(e).__name__}: {one_line(e)}")
     return results
 
 
-def diagnose_copies(builder: ModelBuilder, group: list[Run], weights: list[list], steps: list, histograms: bool) -> list:
+def diagnose_copies(
+    builder: ModelBuilder, group: list[Run], weights: list[list], steps: list, histograms: bool
+) -> list:
     """`initial_diagnostics` of copies of a group's models, built anew and given the ``weights`` those had before
     training (the models themselves train meanwhile)."""
     copies = []
-    for run, model_weights in zip(group, weights):
+    for run, model_weights in zip(group, weights, strict=True):
         copy = builder.build(run.scheme, run.seed)
         copy.set_weights(model_weights)
         copies.append(copy)
@@ -154,7 +171,7 @@ def diagnose_copies(builder: ModelBuilder, group: list[Run], weights: list[list]
 def record_initial(children: list[ChildRun], results: list[tuple | str], watched: bool) -> None:
     """Adds `initial_diagnostics`' results to the child runs; ``watched``: their values of the watched statistics
     also as step 0 of ``layers/layer<k>/<stat>`` (`keras_initlab.watch.step_zero`)."""
-    for child, result in zip(children, results):
+    for child, result in zip(children, results, strict=True):
         if isinstance(result, str):
             child.skip_initial_diagnostics(result)
         else:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from keras_initlab.backend import require_tensorflow
-
 from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
 from initlab.messages import shown_text
 from initlab.plots import plot_preactivation_std_by_depth
 from initlab.spec import ComparisonSpec, SpecError, check_seed
+from keras_initlab.backend import require_tensorflow
+
 
 def diagnose_spec(spec: ComparisonSpec, out_dir: str | os.PathLike, seed: int | None = None) -> dict:
     """Every scheme of ``spec`` at initialization: ``{scheme: DiagnosticsTable}``, and figures in ``out_dir``.

@@ -9,18 +9,23 @@ from concurrent.futures import Future
 
 import keras
 
-from keras_initlab.training import train, train_stacked
-
 from initlab.comparison.builder import ModelBuilder
-from initlab.comparison.progress import Progress
 from initlab.comparison.children import EpochMetricsLogger, record_initial
+from initlab.comparison.progress import Progress
 from initlab.spec import Run
 from initlab.tracking import ChildRun, TrackingQueue, TrackingUnavailableError
+from keras_initlab.training import train, train_stacked
 
 
 def train_group(
-    builder: ModelBuilder, group: list[Run], models: list[keras.Model], children: list[ChildRun], bar: Progress,
-    queue: TrackingQueue, initial: Future | None = None, lanes: int | None = None,
+    builder: ModelBuilder,
+    group: list[Run],
+    models: list[keras.Model],
+    children: list[ChildRun],
+    bar: Progress,
+    queue: TrackingQueue,
+    initial: Future | None = None,
+    lanes: int | None = None,
 ) -> dict[str, str]:
     """Trains one group of runs and hands each, ended, to ``queue``; returns ``{run_key: failure}``.
 
@@ -40,8 +45,15 @@ def train_group(
     try:
         try:
             if spec.stacks:  # one model alone is trained by `train` inside train_stacked
-                outcomes = train_stacked(models, data, callbacks=callbacks, learning_rate=spec.learning_rate,
-                                         seed=[run.seed for run in group], lanes=lanes, **common)
+                outcomes = train_stacked(
+                    models,
+                    data,
+                    callbacks=callbacks,
+                    learning_rate=spec.learning_rate,
+                    seed=[run.seed for run in group],
+                    lanes=lanes,
+                    **common,
+                )
             else:
                 (model,) = models
                 optimizer, loss = spec.build_optimizer(), builder.loss(model)
@@ -62,7 +74,7 @@ def train_group(
     if initial is not None:
         record_initial(children, initial.result(), builder.watch is not None)
     failures = {}
-    for child, model, outcome in zip(children, models, outcomes):
+    for child, model, outcome in zip(children, models, outcomes, strict=True):
         if isinstance(outcome, Exception):
             failures[child.run_key] = f"{type(outcome).__name__}: {outcome}"
             child.finish(None, "FAILED", failures[child.run_key])

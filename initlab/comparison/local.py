@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from keras_initlab.training.planning import wave_size
-
 from initlab.background import lower_thread_priority
 from initlab.comparison.builder import ModelBuilder
+from initlab.comparison.children import diagnose_copies, prepare, prepare_diagnosed
 from initlab.comparison.group import train_group
 from initlab.comparison.progress import Interrupts, Progress
-from initlab.comparison.children import diagnose_copies, prepare, prepare_diagnosed
 from initlab.spec import Run
 from initlab.tracking import TrackingQueue
+from keras_initlab.training.planning import wave_size
 
 
 def groups(runs: list[Run], stack: bool, size: int) -> list[list[Run]]:
@@ -31,7 +30,7 @@ def groups(runs: list[Run], stack: bool, size: int) -> list[list[Run]]:
     (the runs of one seed share their mini-batches), or one by one."""
     if not stack:
         return [[run] for run in runs]
-    return [runs[i:i + size] for i in range(0, len(runs), size)]
+    return [runs[i : i + size] for i in range(0, len(runs), size)]
 
 
 class LocalRunner:
@@ -55,8 +54,15 @@ class LocalRunner:
         """``runs`` in the groups they train in (`groups`)."""
         return groups(runs, self.stack, self.size)
 
-    def train(self, groups: list[list[Run]], queue: TrackingQueue, shared: dict, histograms: bool, bar: Progress,
-              interrupts: Interrupts) -> tuple[dict, dict]:
+    def train(
+        self,
+        groups: list[list[Run]],
+        queue: TrackingQueue,
+        shared: dict,
+        histograms: bool,
+        bar: Progress,
+        interrupts: Interrupts,
+    ) -> tuple[dict, dict]:
         """Trains ``groups`` in turn (`train_group`), each run handed to ``queue`` when it ends. Returns
         ``({run key: its summary curves} of the FINISHED runs, {run key: failure})``
         (`initlab.tracking.ChildRun.summary_curves`). On any error the groups
@@ -76,8 +82,9 @@ class LocalRunner:
                 if i + 1 < len(groups):  # the next group's models and diagnostics while this one trains
                     prepared = preparer.submit(prepare_diagnosed, builder, shared, groups[i + 1], histograms)
                 failures.update(train_group(builder, group, models, children, bar, queue, initial))
-                curves.update({child.run_key: child.summary_curves() for child in children
-                               if child.status == "FINISHED"})
+                curves.update(
+                    {child.run_key: child.summary_curves() for child in children if child.status == "FINISHED"}
+                )
                 bar.finish(len(group))
         except BaseException:
             preparer.shutdown(wait=False, cancel_futures=True)

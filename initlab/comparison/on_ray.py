@@ -17,9 +17,9 @@ import threading
 
 from initlab.cluster import RayAddress, check_store_reachable, connect, disconnect
 from initlab.comparison.builder import ModelBuilder
+from initlab.comparison.children import initial_diagnostics, prepare, record_initial
 from initlab.comparison.group import train_group
 from initlab.comparison.progress import Interrupts, Progress
-from initlab.comparison.children import initial_diagnostics, prepare, record_initial
 from initlab.messages import one_line
 from initlab.spec import ComparisonSpec, Run, SpecError
 from initlab.tracking import Records, TrackingQueue
@@ -61,8 +61,9 @@ class RayRunner:
         try:
             check_store_reachable(uri, cluster)
             if builder.spec.device == "gpu" and not cluster.resources.get("GPU"):
-                raise SpecError(f"device: 'gpu', but the Ray cluster at {address} has no GPU; use auto or cpu, or "
-                                "one with GPUs")
+                raise SpecError(
+                    f"device: 'gpu', but the Ray cluster at {address} has no GPU; use auto or cpu, or one with GPUs"
+                )
         except Exception:
             disconnect()
             raise
@@ -77,8 +78,15 @@ class RayRunner:
         """``runs`` in their units of work (`units`)."""
         return units(runs, self.stack)
 
-    def train(self, groups: list[list[Run]], queue: TrackingQueue, shared: dict, histograms: bool, bar: Progress,
-              interrupts: Interrupts) -> tuple[dict, dict]:
+    def train(
+        self,
+        groups: list[list[Run]],
+        queue: TrackingQueue,
+        shared: dict,
+        histograms: bool,
+        bar: Progress,
+        interrupts: Interrupts,
+    ) -> tuple[dict, dict]:
         """Runs the units ``groups`` as Ray tasks (`train_unit`), the dataset sent once to the object store; the
         progress line follows the epochs they report, and makes its checks (``interrupts``, the store) meanwhile.
         Returns ``({run key: its summary curves} of the FINISHED runs, {run key: failure})``. On Ctrl-C each unit
@@ -94,8 +102,21 @@ class RayRunner:
         tracker = queue.wait()
         gpus = 1 if spec.device == "gpu" else 0
         task = ray.remote(train_unit).options(num_cpus=1, num_gpus=gpus, max_retries=UNIT_RETRIES)
-        pending = {task.remote(spec, data_ref, [run.key for run in unit], tracker.uri, self.experiment,
-                               tracker.parent_id, shared, histograms, epochs, i): unit for i, unit in enumerate(groups)}
+        pending = {
+            task.remote(
+                spec,
+                data_ref,
+                [run.key for run in unit],
+                tracker.uri,
+                self.experiment,
+                tracker.parent_id,
+                shared,
+                histograms,
+                epochs,
+                i,
+            ): unit
+            for i, unit in enumerate(groups)
+        }
         curves, failures = {}, {}
         try:
             while pending:
@@ -128,8 +149,18 @@ class RayRunner:
         return curves, failures
 
 
-def train_unit(spec: ComparisonSpec, data, keys: list[str], uri: str, experiment: str, parent_id: str,
-               shared: dict, histograms: bool, epochs, index: int) -> dict:
+def train_unit(
+    spec: ComparisonSpec,
+    data,
+    keys: list[str],
+    uri: str,
+    experiment: str,
+    parent_id: str,
+    shared: dict,
+    histograms: bool,
+    epochs,
+    index: int,
+) -> dict:
     """One unit of work on a Ray worker: builds its runs' models, diagnoses them, trains them and writes each as a
     child run of ``parent_id`` (child runs of these keys left by an earlier attempt are replaced). Epochs are
     put on ``epochs`` (a `ray.util.queue.Queue` the driver drains) as ``(index, epoch, logs)``. Returns
@@ -147,7 +178,9 @@ def train_unit(spec: ComparisonSpec, data, keys: list[str], uri: str, experiment
     try:
         queue.submit(lambda tracker: tracker.join_parent(parent_id, keys))
         models, children, steps = prepare(builder, shared, group)
-        record_initial(children, initial_diagnostics(builder, group, models, steps, histograms), builder.watch is not None)
+        record_initial(
+            children, initial_diagnostics(builder, group, models, steps, histograms), builder.watch is not None
+        )
         bar = QueuedProgress(epochs, index, len(group), spec.epochs, [queue.raise_if_lost])
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)  # a lane per CPU it was given
         failures = train_group(builder, group, models, children, bar, queue, lanes=max(1, int(cpus)))
@@ -166,8 +199,11 @@ class QueuedProgress(Progress):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
-        event = (self.index, epoch, {key: float(value) for key, value in (logs or {}).items()
-                                     if not key.startswith("layers/")})  # the watched layers: not for the line
+        event = (
+            self.index,
+            epoch,
+            {key: float(value) for key, value in (logs or {}).items() if not key.startswith("layers/")},
+        )  # the watched layers: not for the line
         # Sent without waiting for it: a task waiting on Ray (`Queue.put_nowait` does) lends its CPU back to the
         # scheduler, which would start another unit, and a worker importing TensorFlow, on it meanwhile.
         self.queue.actor.put_nowait.remote(event)

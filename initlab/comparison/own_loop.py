@@ -12,14 +12,15 @@ for a script around ``model.fit`` (or a loop of its own) instead of a spec.
 ...                 model.fit(x, y, validation_data=(x_val, y_val), epochs=10, callbacks=[run.callback])
 >>> comparison.url                                                                        # doctest: +SKIP
 
-A child run gets what a spec's child gets (`initlab.tracking.layout`): the params (``scheme``, ``seed``, the
-first layer's ``kernel_initializer`` and ``bias_initializer`` (every layer's in ``init/initializers.json``), ``parameters``, the compiled optimizer's
-``optimizer``/``learning_rate``/``optimizer_config``, ``epochs`` as ``fit`` was asked), the step-0
-diagnostics of the model on ``x_sample`` (``init/layer<k>/...``; the gradient norms with ``y_sample``), with
-both the layers' statistics on them at step 0 and after every epoch (``layers/layer<k>/...``, `keras_initlab.watch`;
-``watch=N``: every N epochs, ``False``: never), each epoch's logs at step = epoch (Keras' ``loss`` and ``accuracy`` as ``train_loss`` and ``train_accuracy``, the
-names a spec's runs have; ``val_*`` as they are), ``final_val_accuracy`` and ``best_val_accuracy``, the trained
-model with ``save_model=True``, and its status: FINISHED, FAILED (an exception, re-raised) or KILLED (Ctrl-C).
+A child run gets what a spec's child gets (`initlab.tracking.layout`): the params (``scheme``, ``seed``, the first
+layer's ``kernel_initializer`` and ``bias_initializer`` (every layer's in ``init/initializers.json``), ``parameters``,
+the compiled optimizer's ``optimizer``/``learning_rate``/``optimizer_config``, ``epochs`` as ``fit`` was asked), the
+step-0 diagnostics of the model on ``x_sample`` (``init/layer<k>/...``; the gradient norms with ``y_sample``), with both
+the layers' statistics on them at step 0 and after every epoch (``layers/layer<k>/...``, `keras_initlab.watch`;
+``watch=N``: every N epochs, ``False``: never), each epoch's logs at step = epoch (Keras' ``loss`` and ``accuracy`` as
+``train_loss`` and ``train_accuracy``, the names a spec's runs have; ``val_*`` as they are), ``final_val_accuracy`` and
+``best_val_accuracy``, the trained model with ``save_model=True``, and its status: FINISHED, FAILED (an exception,
+re-raised) or KILLED (Ctrl-C).
 A run that ends is a record on disk at once, written to MLflow by the comparison's background writer
 (`initlab.tracking.TrackingQueue`), as ``initlab compare`` does: recording never waits on MLflow. Leaving the
 comparison prints the summary table and logs it with the comparison plot on the parent run, saves the shared
@@ -34,21 +35,28 @@ from datetime import datetime
 
 import keras
 
+from initlab.background import quick_gil_handoff
+from initlab.comparison.children import layer_initializers, optimizer_config_params, run_params
+from initlab.comparison.summary import finish_parent, summary_files
+from initlab.messages import one_line, shown
+from initlab.spec import Run, SchemeSpec
+from initlab.tracking import (
+    ChildRun,
+    Records,
+    TrackingQueue,
+    check_experiment,
+    check_reachable,
+    check_writable,
+    http_limits,
+    resolve_tracking_uri,
+    ui_command,
+    ui_url,
+)
 from keras_initlab.checks import check_int
 from keras_initlab.diagnostics import diagnose
 from keras_initlab.models import default_loss
 from keras_initlab.schemes import Scheme
 from keras_initlab.watch import WatchLayers, step_zero
-
-from initlab.background import quick_gil_handoff
-from initlab.comparison.children import layer_initializers, optimizer_config_params, run_params
-from initlab.messages import one_line, shown
-from initlab.comparison.runner import finish_parent, summary_files
-from initlab.spec import Run, SchemeSpec
-from initlab.tracking import (
-    ChildRun, Records, TrackingQueue, check_experiment, check_reachable, check_writable, http_limits,
-    resolve_tracking_uri, ui_command, ui_url,
-)
 
 KERAS_LOG_NAMES = {"loss": "train_loss", "accuracy": "train_accuracy"}
 """Keras' names of an epoch's training logs -> the names a spec's child runs use."""
@@ -70,8 +78,14 @@ class Comparison:
     `initlab.tracking.TrackingUnavailableError` for a store that cannot be used (when entered).
     """
 
-    def __init__(self, name: str, tracking_uri: str | None = None, experiment: str | None = None, progress="stdout",
-                 watch: bool | int = True):
+    def __init__(
+        self,
+        name: str,
+        tracking_uri: str | None = None,
+        experiment: str | None = None,
+        progress="stdout",
+        watch: bool | int = True,
+    ):
         self.watch = int(watch) if isinstance(watch, bool) else check_int(watch, "watch", minimum=1)
         self.name = check_experiment(name)
         self.experiment = check_experiment(experiment or name)
@@ -98,16 +112,18 @@ class Comparison:
             self._stack = stack.pop_all()
 
         def start(tracker):
-            tracker.start_parent({"training": "own loop"}, resume=False,
-                                 run_name=f"{self.name} {datetime.now():%Y-%m-%d %H:%M}")
+            tracker.start_parent(
+                {"training": "own loop"}, resume=False, run_name=f"{self.name} {datetime.now():%Y-%m-%d %H:%M}"
+            )
             records.set_parent(tracker.parent_id)
             return tracker
 
         self._started = self._queue.submit(start)
         return self
 
-    def run(self, scheme, seed: int, model: keras.Model, x_sample=None, y_sample=None,
-            save_model: bool = False) -> ComparisonRun:
+    def run(
+        self, scheme, seed: int, model: keras.Model, x_sample=None, y_sample=None, save_model: bool = False
+    ) -> ComparisonRun:
         """A child run of ``model`` initialized by ``scheme`` (a built-in name, a (kernel, bias) pair of
         initializers, or a `keras_initlab.Scheme`) with ``seed``; use it as ``with comparison.run(...) as run:``
         and give ``run.callback`` to ``fit`` (or call ``run.log_epoch``). The step-0 diagnostics are measured
@@ -196,7 +212,12 @@ class ComparisonRun:
         if getattr(model, "optimizer", None) is not None:
             params.update(optimizer_config_params(model.optimizer))
         self.comparison, self.key, self.scheme, self.model, self.save_model = (
-            comparison, run.key, run.scheme.name, model, save_model)
+            comparison,
+            run.key,
+            run.scheme.name,
+            model,
+            save_model,
+        )
         self.child = ChildRun(run.key, params)
         self.child.files["init/initializers.json"] = layer_initializers(model)
         self._watch, self.depth = None, 0

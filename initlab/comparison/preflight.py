@@ -13,15 +13,15 @@ import math
 import keras
 import numpy as np
 
+from initlab.comparison.builder import ModelBuilder
+from initlab.messages import one_line, shown, shown_text
+from initlab.spec import ComparisonSpec, ConvNetModel, MLPModel, NpzFile, SpecError
 from keras_initlab.data import Dataset, load_dataset
 from keras_initlab.diagnostics import diagnosed_layers
 from keras_initlab.models import FactoryError, as_model_input, factory_name
 from keras_initlab.training import resolve_device
 from keras_initlab.training.planning import memory_budget, mlp_bytes
 
-from initlab.comparison.builder import ModelBuilder
-from initlab.messages import one_line, shown, shown_text
-from initlab.spec import ComparisonSpec, ConvNetModel, MLPModel, NpzFile, SpecError
 
 def load_spec_data(spec: ComparisonSpec, data: Dataset | None = None) -> Dataset:
     """The spec's dataset (`keras_initlab.data.load_dataset`, or `keras_initlab.Dataset.from_npz` for
@@ -37,11 +37,15 @@ def load_spec_data(spec: ComparisonSpec, data: Dataset | None = None) -> Dataset
             else:
                 data = load_dataset(spec.dataset, data_dir=spec.data_dir)
         except (ValueError, OSError, ImportError) as e:
-            key, given = ("dataset.npz", spec.dataset.npz) if isinstance(spec.dataset, NpzFile) else ("dataset", spec.dataset)
+            key, given = (
+                ("dataset.npz", spec.dataset.npz) if isinstance(spec.dataset, NpzFile) else ("dataset", spec.dataset)
+            )
             raise SpecError(f"{key}: {shown(given)} cannot be loaded: {one_line(e)}") from None
     if spec.subset is None:
         return data
-    for key, wanted, available in zip(("subset.train", "subset.val"), spec.subset, (data.n_train, data.n_val)):
+    for key, wanted, available in zip(
+        ("subset.train", "subset.val"), spec.subset, (data.n_train, data.n_val), strict=True
+    ):
         if wanted > available:
             raise SpecError(f"{key}: {wanted} examples asked for, but {data.name} has {available}")
     return data.subset(*spec.subset)
@@ -142,4 +146,3 @@ def _check_factory_outputs(spec: ComparisonSpec, builder: ModelBuilder, model: k
             )
     if not math.isfinite(loss):
         raise SpecError(f"model.factory: {name}'s loss on {len(x)} validation images is {loss} before training")
-

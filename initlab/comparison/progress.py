@@ -103,13 +103,16 @@ class Progress(keras.callbacks.Callback):
         filled = round(self.BAR * self.trained / total)
         elapsed = time.perf_counter() - self.started
         eta = elapsed / self.trained * (total - self.trained)
-        line = (f"[{'#' * filled}{'.' * (self.BAR - filled)}] {self.done}/{self.runs} runs  ETA {_clock(eta)}  "
-                f"epoch {epoch + 1}/{self.epochs}  {accuracy}  {self.label}")
+        line = (
+            f"[{'#' * filled}{'.' * (self.BAR - filled)}] {self.done}/{self.runs} runs  ETA {_clock(eta)}  "
+            f"epoch {epoch + 1}/{self.epochs}  {accuracy}  {self.label}"
+        )
         width = shutil.get_terminal_size().columns - 1
         self.stream.write("\r" + line[:width] + "\x1b[K")
 
     def report(self, runs: Sequence[Run], epoch: int, logs: dict | None) -> None:
-        """Epoch ``epoch`` (0-based) of a group of ``runs`` trained elsewhere (a unit on a cluster), with the logs of its last run."""
+        """Epoch ``epoch`` (0-based) of a group of ``runs`` trained elsewhere (a unit on a cluster), with the logs of
+        its last run."""
         self.start(runs)
         self.on_epoch_end(epoch, logs)
 

@@ -15,25 +15,30 @@ from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
-from keras_initlab.backend import require_tensorflow
-from keras_initlab.data import Dataset
-
 from initlab.background import quick_gil_handoff
 from initlab.cluster import RayAddress, parse_address
+from initlab.comparison.children import data_params, model_params, shared_params
 from initlab.comparison.local import LocalRunner
 from initlab.comparison.on_ray import RayRunner
 from initlab.comparison.preflight import check_spec_fits, load_spec_data, resolve_spec_device
 from initlab.comparison.progress import Interrupts, Progress
-from initlab.comparison.children import data_params, model_params, shared_params
+from initlab.comparison.summary import finish_parent, summarize_comparison
 from initlab.messages import one_line, shown
-from initlab.plots import plot_comparison, plot_layers, to_png
-from initlab.report import Results, summarize, to_csv, to_markdown
 from initlab.spec import ComparisonSpec, SpecError
 from initlab.spec_files import read_spec_file, spec_path
 from initlab.tracking import (
-    ComparisonTracker, Records, TrackingQueue, TrackingUnavailableError, check_experiment, check_reachable,
-    check_writable, http_limits, resolve_tracking_uri,
+    ComparisonTracker,
+    Records,
+    TrackingQueue,
+    TrackingUnavailableError,
+    check_experiment,
+    check_reachable,
+    check_writable,
+    http_limits,
+    resolve_tracking_uri,
 )
+from keras_initlab.backend import require_tensorflow
+from keras_initlab.data import Dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +51,6 @@ class ComparisonOutcome:
     summary: list
     failures: dict[str, str]
     skipped: list[str]
-
 
 
 def run_comparison(
@@ -88,11 +92,10 @@ def run_comparison(
     both at a lower priority than training, which gets the GIL back quickly
     (`initlab.background.quick_gil_handoff`).
 
-    With ``ray`` (``"local"``, ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"``, or an
-    `initlab.cluster.RayAddress`; see `initlab.cluster`), the runs train as Ray tasks instead: one per seed's stacked group (or
-    per run where stacking does not apply), each on one CPU (and one GPU for ``device: gpu``); the
-    workers write their child runs, this process the parent run, the progress line and the summary.
-    Needs ``pip install 'keras-initlab[ray]'``.
+    With ``ray`` (``"local"``, ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"``, or an `initlab.cluster.RayAddress`;
+    see `initlab.cluster`), the runs train as Ray tasks instead: one per seed's stacked group (or per run where stacking
+    does not apply), each on one CPU (and one GPU for ``device: gpu``); the workers write their child runs, this process
+    the parent run, the progress line and the summary. Needs ``pip install 'keras-initlab[ray]'``.
 
     A run that fails (an exception, a non-finite loss) is marked FAILED with the
     reason and the others go on; ``resume`` re-opens the latest parent run of the
@@ -131,27 +134,35 @@ def run_comparison(
     builder = check_spec_fits(spec, load_spec_data(spec, data), device)
     records = Records(uri, experiment, spec.hash)
     with records.running(resume, f"the comparison of {spec.name} in experiment {experiment!r} of {uri}"):
-        runner = (LocalRunner(builder, device, stack) if address is None
-                  else RayRunner(address, builder, uri, experiment, stack))
+        runner = (
+            LocalRunner(builder, device, stack)
+            if address is None
+            else RayRunner(address, builder, uri, experiment, stack)
+        )
         # MLflow on one thread, the next group's models and diagnostics on another, training on this one.
         with runner, http_limits(), quick_gil_handoff(), Interrupts() as interrupts:
             queue = TrackingQueue(uri, experiment, spec.hash, records)
             try:
                 depth = builder.depth if spec.watch else None
-                started = queue.submit(lambda tracker: _start(tracker, spec, builder.data, resume, spec_file, records,
-                                                               progress, depth))
+                started = queue.submit(
+                    lambda tracker: _start(tracker, spec, builder.data, resume, spec_file, records, progress, depth)
+                )
                 if resume or runner.needs_parent or not uri.startswith("sqlite:///"):
-                    queue.wait()  # what to train depends on the store (units elsewhere need the parent); a server's errors first
+                    # what to train depends on the store (units elsewhere need the parent); a server's errors first
+                    queue.wait()
                 finished = started.result() if resume else {}
                 curves = {}  # run key -> {metric: values by step} of its summary curves, of every FINISHED run
                 if finished:
                     curves = queue.submit(lambda tracker: tracker.summary_curves(finished)).result()
                 groups = runner.groups([run for run in spec.runs() if run.key not in finished])
                 bar = Progress(progress, sum(map(len, groups)), spec.epochs, [interrupts.check, queue.raise_if_lost])
-                trained, failures = runner.train(groups, queue, shared_params(spec, builder.data, device), histograms, bar, interrupts)
+                trained, failures = runner.train(
+                    groups, queue, shared_params(spec, builder.data, device), histograms, bar, interrupts
+                )
                 curves.update(trained)
                 bar.close()
-                summary, files, description = _summarize(spec, builder.data.name, curves)  # while the last runs are written
+                # while the last runs are written
+                summary, files, description = summarize_comparison(spec, builder.data.name, curves)
                 status = "FAILED" if failures else "FINISHED"
                 queue.submit(lambda tracker: finish_parent(tracker, files, description, status))
                 tracker = queue.wait()
@@ -170,6 +181,7 @@ def run_comparison(
                 raise
             finally:
                 queue.close()
+    assert tracker.parent_id is not None  # the comparison ran: its parent run exists
     return ComparisonOutcome(uri, tracker.experiment_id, tracker.parent_id, summary, failures, sorted(finished))
 
 
@@ -180,31 +192,47 @@ RESUMED_DATA_PARAMS = ("dataset_shapes", "dataset_hash")
 """The parent's params (`data_params`) that a ``resume`` must find equal: the data, not only their name."""
 
 
-def _resolve_spec(spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file,
-                  data: Dataset | None) -> tuple[ComparisonSpec, object]:
+def _resolve_spec(
+    spec: ComparisonSpec | Mapping | str | os.PathLike, spec_file: str | os.PathLike | None, data: Dataset | None
+) -> tuple[ComparisonSpec, str | os.PathLike | None]:
     """``(spec, the file it was read from)``: a built-in spec's name or a file is read, a mapping validated. With
     ``data`` (which the spec then leaves out), the spec's ``dataset`` is the data's name."""
+    given: Mapping
     if isinstance(spec, (str, os.PathLike)):
         path = spec_path(spec)  # a built-in spec's name, or a file
-        spec, spec_file = ComparisonSpec.from_file(path), path if spec_file is None else spec_file
-        given = read_spec_file(path) if data is not None else {}  # the keys as written (a file read twice: rare)
+        resolved, spec_file = ComparisonSpec.from_file(path), path if spec_file is None else spec_file
+        raw = read_spec_file(path) if data is not None else {}  # the keys as written (a file read twice: rare)
+        given = raw if isinstance(raw, Mapping) else {}  # a mapping: `from_file` has validated it
     elif not isinstance(spec, ComparisonSpec):
-        spec, given = ComparisonSpec.from_dict(spec), spec
+        resolved, given = ComparisonSpec.from_dict(spec), spec
     else:  # the keys it holds are those that differ from the defaults
+        resolved = spec
         given = {key: None for key in DATA_KEYS if getattr(spec, key) != getattr(ComparisonSpec, key)}
     if data is None:
-        return spec, spec_file
+        return resolved, spec_file
     if not isinstance(data, Dataset):
-        raise TypeError(f"data must be a keras_initlab.Dataset (Dataset.from_arrays, Dataset.from_npz, load_dataset); "
-                        f"got {shown(data)}")
+        raise TypeError(
+            f"data must be a keras_initlab.Dataset (Dataset.from_arrays, Dataset.from_npz, load_dataset); "
+            f"got {shown(data)}"
+        )
     for key in DATA_KEYS:
         if key in given:
-            raise ValueError(f"give the data once: the spec's {key} key or data=, not both (leave {key} out of the spec)")
-    return dataclasses.replace(spec, dataset=data.name), spec_file
+            raise ValueError(
+                f"give the data once: the spec's {key} key or data=, not both (leave {key} out of the spec)"
+            )
+    return dataclasses.replace(resolved, dataset=data.name), spec_file
 
 
-def _start(tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, resume: bool, spec_file,
-           records: Records, progress, depth: int | None) -> dict[str, str]:
+def _start(
+    tracker: ComparisonTracker,
+    spec: ComparisonSpec,
+    data: Dataset,
+    resume: bool,
+    spec_file,
+    records: Records,
+    progress,
+    depth: int | None,
+) -> dict[str, str]:
     """Starts (or with ``resume`` re-opens) the parent run, named ``<spec> YYYY-MM-DD HH:MM``, and logs the
     spec and saves the chart view (with the "Layers" section for watched models of ``depth`` layers); with
     ``resume``, writes the records of runs that ended without reaching MLflow last time (the store
@@ -222,16 +250,22 @@ def _start(tracker: ComparisonTracker, spec: ComparisonSpec, data: Dataset, resu
     if previous is not None:
         _check_same_data(tracker.run_params(previous), data_now)
     vanished = resume and previous is None
-    finished = tracker.start_parent(params=shared, resume=resume, run_name=f"{spec.name} {datetime.now():%Y-%m-%d %H:%M}")
-    records.set_parent(tracker.parent_id)
+    finished = tracker.start_parent(
+        params=shared, resume=resume, run_name=f"{spec.name} {datetime.now():%Y-%m-%d %H:%M}"
+    )
+    parent_id = tracker.parent_id
+    assert parent_id is not None  # start_parent made the parent run or re-opened it
+    records.set_parent(parent_id)
     if resume:
-        waiting = records.waiting(tracker.parent_id, every=vanished)
+        waiting = records.waiting(parent_id, every=vanished)
         if vanished and progress is not None:
-            progress.write(f"--resume: no comparison of {spec.name} in {tracker.uri} to re-open; starting one, with "
-                           f"the {len(waiting)} run record(s) left on this machine in {records.root}\n")
+            progress.write(
+                f"--resume: no comparison of {spec.name} in {tracker.uri} to re-open; starting one, with "
+                f"the {len(waiting)} run record(s) left on this machine in {records.root}\n"
+            )
         finished.update(tracker.log_records(waiting, finished))
     tracker.save_view(runs=len(spec.runs()), depth=depth)
-    files = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
+    files: dict[str, str | bytes] = {"spec.json": json.dumps(spec.to_json(), indent=2) + "\n"}
     if spec_file is not None:  # the file as written, beside what ran (overrides applied)
         files[f"original-{Path(spec_file).name}"] = Path(spec_file).read_bytes()
     tracker.log_parent_artifacts(files)
@@ -247,44 +281,3 @@ def _check_same_data(parent: Mapping[str, str], data_now: Mapping[str, str]) -> 
                 f"--resume: the data differ from those the comparison trained on ({key}: {parent[key]} there, "
                 f"{data_now[key]} now); resume with the same data, or leave out --resume to start a new comparison"
             )
-
-
-def _summarize(spec: ComparisonSpec, data_name: str, curves: Mapping[str, Mapping[str, list[float]]]) -> tuple:
-    """The summary of the FINISHED runs' curves (``{run key: {metric: values}}``: ``val_accuracy`` and the watched
-    gradient norms), and what the parent run gets of it: ``(summary rows, files, description)``: the plots
-    (``layers.png`` when the layers were watched) and the tables; the table in Markdown."""
-    keys = {run.key: run.scheme.name for run in spec.runs()}
-    results: dict[str, list[dict]] = {s.name: [] for s in spec.schemes}
-    for key in sorted(curves):
-        results[keys[key]].append(curves[key])
-    results = {scheme: runs for scheme, runs in results.items() if runs}
-    if not results:
-        return [], {}, None
-    title = f"{spec.name}: {spec.model.describe()} on {data_name}"
-    summary, files = summary_files(results, title, spec.watch)
-    return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{files['summary.md']}"
-
-
-def summary_files(results: Results, title: str, every: int) -> tuple[list, dict[str, str | bytes]]:
-    """``(summary rows, the parent's files)`` of a comparison's ``results`` (`initlab.report.summarize`): the
-    tables (``summary.csv``, ``summary.md``), ``comparison.png`` and, for layers watched every ``every`` epochs
-    (0: not watched), ``layers.png`` where it can be drawn (not when no run was watched, their diagnostics having
-    failed, or seeds were measured at other steps). Raises the ValueError of `summarize` for ragged curves."""
-    summary = summarize(results)
-    files = {"summary.csv": to_csv(summary), "summary.md": to_markdown(summary),
-             "comparison.png": to_png(plot_comparison(results, title=title))}
-    if every:
-        try:
-            files["layers.png"] = to_png(plot_layers(results, every=every, title=f"{title}: kernel gradient norms"))
-        except ValueError:
-            pass
-    return summary, files
-
-
-def finish_parent(tracker: ComparisonTracker, files: dict, description: str | None, status: str) -> None:
-    """The summary's files and description on the parent run, then its ``status``."""
-    if files:
-        tracker.log_parent_artifacts(files)
-    if description is not None:
-        tracker.describe_parent(description)
-    tracker.finish_parent(status)

@@ -25,14 +25,36 @@ from initlab.tracking.layout import check_experiment
 from initlab.tracking.queue import TrackingQueue
 from initlab.tracking.records import ChildRun, Records, initializer_param
 from initlab.tracking.store import (
-    HTTP_LIMITS, TrackingLostError, TrackingUnavailableError, check_reachable, check_writable, http_limits,
-    pending_root, quiet_store_logging, resolve_tracking_uri,
+    HTTP_LIMITS,
+    TrackingLostError,
+    TrackingUnavailableError,
+    check_reachable,
+    check_writable,
+    http_limits,
+    pending_root,
+    quiet_store_logging,
+    resolve_tracking_uri,
 )
 from initlab.tracking.tracker import ComparisonTracker
 from initlab.tracking.ui import ui_command, ui_url, view_state
 
 __all__ = [
-    "HTTP_LIMITS", "ChildRun", "ComparisonTracker", "Records", "TrackingLostError", "TrackingQueue", "TrackingUnavailableError",
-    "check_experiment", "check_reachable", "check_writable", "http_limits", "initializer_param", "pending_root", "quiet_store_logging",
-    "resolve_tracking_uri", "ui_command", "ui_url", "view_state",
+    "HTTP_LIMITS",
+    "ChildRun",
+    "ComparisonTracker",
+    "Records",
+    "TrackingLostError",
+    "TrackingQueue",
+    "TrackingUnavailableError",
+    "check_experiment",
+    "check_reachable",
+    "check_writable",
+    "http_limits",
+    "initializer_param",
+    "pending_root",
+    "quiet_store_logging",
+    "resolve_tracking_uri",
+    "ui_command",
+    "ui_url",
+    "view_state",
 ]

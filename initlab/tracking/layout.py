@@ -50,7 +50,15 @@ MAX_EXPERIMENT_NAME = 256
 def check_experiment(name: str) -> str:
     """``name`` if it can name an MLflow experiment here: one line of at most `MAX_EXPERIMENT_NAME` printable
     characters, without ``/`` (a folder separator in the paths and links made of it)."""
-    if not isinstance(name, str) or not name.strip() or not name.isprintable() or "/" in name or len(name) > MAX_EXPERIMENT_NAME:
-        raise SpecError(f"experiment {shown(name)}: give a name of at most {MAX_EXPERIMENT_NAME} printable "
-                        "characters on one line, without '/'")
+    if (
+        not isinstance(name, str)
+        or not name.strip()
+        or not name.isprintable()
+        or "/" in name
+        or len(name) > MAX_EXPERIMENT_NAME
+    ):
+        raise SpecError(
+            f"experiment {shown(name)}: give a name of at most {MAX_EXPERIMENT_NAME} printable "
+            "characters on one line, without '/'"
+        )
     return name

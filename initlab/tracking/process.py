@@ -34,8 +34,14 @@ from initlab.background import BACKGROUND_NICENESS
 from initlab.messages import one_line
 from initlab.tracking.records import TrackerBase
 from initlab.tracking.store import (
-    PREPARED_STORE_VARIABLE, TrackingUnavailableError, default_database, holds_lock_file, http_limits,
-    is_tracking_error, quiet_store_logging, sqlite_database,
+    PREPARED_STORE_VARIABLE,
+    TrackingUnavailableError,
+    default_database,
+    holds_lock_file,
+    http_limits,
+    is_tracking_error,
+    quiet_store_logging,
+    sqlite_database,
 )
 from initlab.tracking.tracker import ComparisonTracker
 
@@ -94,13 +100,21 @@ def start_tracking_process(tracking_uri: str | None) -> TrackingProcess:
     lock, store, made = _lock_new_store(database)
     requests = os.pipe()
     replies = os.pipe()
-    descriptors = {"requests": requests[0], "replies": replies[1], "new_store": store,
-                   "lock": lock.fileno() if lock is not None else None}
+    descriptors = {
+        "requests": requests[0],
+        "replies": replies[1],
+        "new_store": store,
+        "lock": lock.fileno() if lock is not None else None,
+    }
     env = dict(os.environ, **({PREPARED_STORE_VARIABLE: store} if store is not None else {}))
     # The process holds the lock (its copy of the descriptor) until the store is made: opening it waits for that.
-    process = subprocess.Popen([sys.executable, "-c", _SERVE, json.dumps(descriptors)], env=env,
-                               pass_fds=[fd for fd in descriptors.values() if isinstance(fd, int)],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERVE, json.dumps(descriptors)],
+        env=env,
+        pass_fds=[fd for fd in descriptors.values() if isinstance(fd, int)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     for fd in (requests[0], replies[1]):
         os.close(fd)
     if lock is not None:
@@ -124,7 +138,7 @@ def _remove_leftovers(database: Path | None) -> None:
     if database is None or not database.parent.is_dir():
         return
     for leftover in database.parent.glob(f".{glob.escape(database.name)}.*.new*"):
-        pid = leftover.name[len(database.name) + 2:].split(".")[0]
+        pid = leftover.name[len(database.name) + 2 :].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
             leftover.unlink(missing_ok=True)
 
@@ -230,12 +244,13 @@ def serve(requests: int, replies: int, new_store: str | None = None, lock: int |
     ``replies``, file descriptors) until they end; `start_tracking_process` runs this in a process of its own.
 
     It imports MLflow at once, then, with ``new_store``, makes an empty SQLite store in that file (holding the store's
-    ``lock``, a file descriptor, until it is made; `initlab.tracking.store.adopt_prepared_store` renames it into place). The first request
-    opens the `ComparisonTracker` (``"open"``), every other one calls its method of that name; each reply is
-    ``(ok, result or error, parent run id)``. Store errors come back as `ComparisonTracker.lost` makes them. Ctrl-C and
-    SIGTERM are the command's to handle (it asks for the runs to be marked): this process ignores them, ends quietly
-    when the command ends however it ends (its pipes close; a command killed while this process made its store:
-    the store is removed), and runs niced like the command's other background threads (`BACKGROUND_NICENESS`).
+    ``lock``, a file descriptor, until it is made; `initlab.tracking.store.adopt_prepared_store` renames it into
+    place). The first request opens the `ComparisonTracker` (``"open"``), every other one calls its method of that
+    name; each reply is ``(ok, result or error, parent run id)``. Store errors come back as `ComparisonTracker.lost`
+    makes them. Ctrl-C and SIGTERM are the command's to handle (it asks for the runs to be marked): this process
+    ignores them, ends quietly when the command ends however it ends (its pipes close; a command killed while this
+    process made its store: the store is removed), and runs niced like the command's other background threads
+    (`BACKGROUND_NICENESS`).
     """
     for signum in (signal.SIGINT, signal.SIGTERM):  # sent to the command's process group: the command handles them
         signal.signal(signum, signal.SIG_IGN)
@@ -285,8 +300,10 @@ def _answer(requests: Connection, replies: Connection) -> None:
             if tracker is not None and is_tracking_error(e):
                 reply = (False, tracker.lost(e))
             else:
-                reply = (False, RuntimeError(f"in the MLflow tracking process, {name} raised {type(e).__name__}: "
-                                             f"{one_line(e)}"))
+                reply = (
+                    False,
+                    RuntimeError(f"in the MLflow tracking process, {name} raised {type(e).__name__}: {one_line(e)}"),
+                )
         try:
             replies.send((*reply, tracker.parent_id if tracker is not None else None))
         except OSError:  # the command was killed (kill -9) while this request was answered: nobody to tell

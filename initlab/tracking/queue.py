@@ -129,4 +129,3 @@ class TrackingQueue:
         self._pool.shutdown(wait=True)
         if isinstance(self.tracker, RemoteTracker):
             self.tracker.close()
-

@@ -69,7 +69,9 @@ class ChildRun:
 
     def summary_curves(self) -> dict[str, list[float]]:
         """``{metric: values by step}`` of its `initlab.tracking.layout.SUMMARY_METRICS`."""
-        return {key: self.curve(key) for key in sorted({key for key, *_ in self.metrics if SUMMARY_METRICS.fullmatch(key)})}
+        return {
+            key: self.curve(key) for key in sorted({key for key, *_ in self.metrics if SUMMARY_METRICS.fullmatch(key)})
+        }
 
     def add_epoch(self, step: int, logs: Mapping[str, float]) -> None:
         """One epoch's metrics (``{name: value}``) at ``step``."""
@@ -95,8 +97,10 @@ class ChildRun:
         for depth, step in enumerate(steps, start=1):
             for key in ("iterations", "std_before", "std_after"):
                 self.metrics.append((f"lsuv/layer{depth}/{key}", float(getattr(step, key)), 0, now))
-            lines.append(f"| {depth} | {step.layer} | {step.iterations} | {step.std_before:.4g} | "
-                         f"{step.std_after:.4g} | {'yes' if step.dead else ''} |")
+            lines.append(
+                f"| {depth} | {step.layer} | {step.iterations} | {step.std_before:.4g} | "
+                f"{step.std_after:.4g} | {'yes' if step.dead else ''} |"
+            )
         self.files["init/lsuv.md"] = ("\n".join(lines) + "\n").encode()
 
     def skip_initial_diagnostics(self, reason: str) -> None:
@@ -179,8 +183,15 @@ class Records:
                 (stage / "artifacts" / "model").mkdir(parents=True, exist_ok=True)
                 child.model.save(stage / "artifacts" / "model" / "model.keras")
             stage.mkdir(parents=True, exist_ok=True)
-            record = {"run_key": child.run_key, "status": child.status, "params": child.params, "tags": child.tags,
-                      "metrics": child.metrics, "start_time": child.start_time, "end_time": child.end_time}
+            record = {
+                "run_key": child.run_key,
+                "status": child.status,
+                "params": child.params,
+                "tags": child.tags,
+                "metrics": child.metrics,
+                "start_time": child.start_time,
+                "end_time": child.end_time,
+            }
             partial = stage / "run.json.partial"
             with open(partial, "w") as file:
                 json.dump(record, file)
@@ -215,12 +226,16 @@ class Records:
 
     def kept_message(self) -> str:
         """What a failed comparison says about its finished runs, truthfully."""
-        text = (f"Runs that finished are kept, in MLflow or as records in {self.root}: rerun with --resume when "
-                "the store works again.")
+        text = (
+            f"Runs that finished are kept, in MLflow or as records in {self.root}: rerun with --resume when "
+            "the store works again."
+        )
         if self.unwritten:
             keys = ", ".join(list(self.unwritten)[:5]) + (", ..." if len(self.unwritten) > 5 else "")
-            text += (f" {len(self.unwritten)} finished run(s) could not be written to disk either "
-                     f"({next(iter(self.unwritten.values()))}: {keys}); they train again.")
+            text += (
+                f" {len(self.unwritten)} finished run(s) could not be written to disk either "
+                f"({next(iter(self.unwritten.values()))}: {keys}); they train again."
+            )
         return text
 
 

@@ -98,7 +98,8 @@ def http_limits() -> Iterator[None]:
 
 
 def quiet_store_logging() -> None:
-    """Keeps MLflow's SQL layer from logging a store error's traceback: the comparison reports it itself, in one line."""
+    """Keeps MLflow's SQL layer from logging a store error's traceback: the comparison reports it itself, in one
+    line."""
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
@@ -125,7 +126,7 @@ def is_tracking_error(error: BaseException) -> bool:
 
 def sqlite_database(uri: str) -> Path | None:
     """The database file of a SQLite store's ``sqlite:///<path>``; ``None`` for any other store."""
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 def pending_root(uri: str) -> Path:
@@ -247,7 +248,6 @@ def holds_lock_file(lock) -> bool:
         return False
 
 
-
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
     """Fails fast, before any training, when an HTTP tracking server does not answer its health check."""
     if not uri.startswith(("http://", "https://")):
@@ -257,8 +257,9 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             if response.status != 200:
                 raise TrackingUnavailableError(f"MLflow tracking server {uri} answered HTTP {response.status}.")
     except (urllib.error.URLError, OSError) as e:
-        local = ("unset MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri
-                 else "leave out --tracking-uri")
+        local = (
+            "unset MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "leave out --tracking-uri"
+        )
         raise TrackingUnavailableError(
             f"MLflow tracking server {uri} is unreachable ({e}). Start one (initlab serve) or {local} to use the "
             "local SQLite store."
@@ -269,4 +270,3 @@ def artifact_root(uri: str) -> str | None:
     """Artifacts of a local SQLite store go beside the database; a server decides for itself."""
     database = sqlite_database(uri)
     return None if database is None else (database.parent / "artifacts").resolve().as_uri()
-

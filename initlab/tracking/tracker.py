@@ -17,15 +17,27 @@ from pathlib import Path
 
 from initlab.messages import one_line
 from initlab.tracking.layout import (
-    FAILURE_TAG, MAX_TAG_LENGTH, NOTE_TAG, PARENT_TAG, ROLE_TAG, RUN_KEY_TAG, SPEC_HASH_TAG, SUMMARY_METRICS,
-    VERSION_TAG, VIEW_TAG_PREFIX,
+    FAILURE_TAG,
+    MAX_TAG_LENGTH,
+    NOTE_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    RUN_KEY_TAG,
+    SPEC_HASH_TAG,
+    SUMMARY_METRICS,
+    VERSION_TAG,
+    VIEW_TAG_PREFIX,
 )
 from initlab.tracking.records import TrackerBase, remove_record
 from initlab.tracking.store import (
-    STORE_FIX, TrackingUnavailableError, adopt_prepared_store, artifact_root, refusal, store_lock,
+    STORE_FIX,
+    TrackingUnavailableError,
+    adopt_prepared_store,
+    artifact_root,
+    refusal,
+    store_lock,
 )
 from initlab.tracking.ui import view_state
-
 
 
 @functools.cache
@@ -130,7 +142,8 @@ class ComparisonTracker(TrackerBase):
         return {}
 
     def latest_parent(self) -> str | None:
-        """The id of the latest parent run of this spec's hash in the experiment (what ``--resume`` re-opens), if any."""
+        """The id of the latest parent run of this spec's hash in the experiment (what ``--resume`` re-opens), if
+        any."""
         previous = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{ROLE_TAG}` = 'comparison' and tags.`{SPEC_HASH_TAG}` = '{self.spec_hash}'",
@@ -200,8 +213,12 @@ class ComparisonTracker(TrackerBase):
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         saved = json.loads((stage / "run.json").read_text())
-        tags = {PARENT_TAG: self.parent_id, RUN_KEY_TAG: saved["run_key"], SPEC_HASH_TAG: self.spec_hash,
-                VERSION_TAG: _version()}
+        tags = {
+            PARENT_TAG: self.parent_id,
+            RUN_KEY_TAG: saved["run_key"],
+            SPEC_HASH_TAG: self.spec_hash,
+            VERSION_TAG: _version(),
+        }
         # One writer at a time on a SQLite store: the workers of a local Ray instance write concurrently, and SQLite
         # would answer some of them "database is locked".
         with store_lock(self.uri):
@@ -253,7 +270,8 @@ class ComparisonTracker(TrackerBase):
         out = {}
         for name, run_id in runs.items():
             keys = sorted(key for key in self.client.get_run(run_id).data.metrics if SUMMARY_METRICS.fullmatch(key))
-            out[name] = {key: [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
-                         for key in keys}
+            out[name] = {
+                key: [m.value for m in sorted(self.client.get_metric_history(run_id, key), key=lambda m: m.step)]
+                for key in keys
+            }
         return out
-

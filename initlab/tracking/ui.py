@@ -44,18 +44,35 @@ def ui_url(uri: str, experiment_id: str, parent_id: str) -> str:
     'http://127.0.0.1:5000/#/experiments/1/runs?viewStateShareKey=ab12&compareRunsMode=CHART&workflowType=machine_learning'
     """
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else f"http://127.0.0.1:{UI_PORT}"
-    return (f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={parent_id}"
-            "&compareRunsMode=CHART&workflowType=machine_learning")
+    return (
+        f"{base}/#/experiments/{experiment_id}/runs?viewStateShareKey={parent_id}"
+        "&compareRunsMode=CHART&workflowType=machine_learning"
+    )
 
 
 def _chart(metric: str, section: str, runs: int, scale: str = "linear") -> dict:
     """One line chart of ``metric`` against the epoch (``step``) in ``section``."""
     return {
-        "uuid": f"initlab-{metric.replace('/', '-')}", "type": "LINE", "metricSectionId": section,
-        "displayName": metric, "metricKey": metric, "selectedMetricKeys": [metric], "xAxisKey": "step",
-        "useGlobalXaxisKey": False, "selectedXAxisMetricKey": "", "xAxisScaleType": "linear", "scaleType": scale,
-        "yAxisKey": "metric", "yAxisExpressions": [], "lineSmoothness": 0, "useGlobalLineSmoothing": False,
-        "ignoreOutliers": False, "range": {}, "runsCountToCompare": runs, "isGenerated": False, "deleted": False,
+        "uuid": f"initlab-{metric.replace('/', '-')}",
+        "type": "LINE",
+        "metricSectionId": section,
+        "displayName": metric,
+        "metricKey": metric,
+        "selectedMetricKeys": [metric],
+        "xAxisKey": "step",
+        "useGlobalXaxisKey": False,
+        "selectedXAxisMetricKey": "",
+        "xAxisScaleType": "linear",
+        "scaleType": scale,
+        "yAxisKey": "metric",
+        "yAxisExpressions": [],
+        "lineSmoothness": 0,
+        "useGlobalLineSmoothing": False,
+        "ignoreOutliers": False,
+        "range": {},
+        "runsCountToCompare": runs,
+        "isGenerated": False,
+        "deleted": False,
     }
 
 
@@ -76,8 +93,11 @@ def view_state(parent_id: str, runs: int, depth: int | None = None) -> dict:
     charts = [_chart(metric, section, runs) for metric in LEARNING_CURVES]
     sections = [{"uuid": section, "name": "Learning curves", "display": True, "isReordered": True}]
     if depth:
-        charts += [_chart(f"layers/layer{k}/{stat}", layers, runs, "log")
-                   for stat in LAYER_CHARTS for k in watched_layers(depth)]
+        charts += [
+            _chart(f"layers/layer{k}/{stat}", layers, runs, "log")
+            for stat in LAYER_CHARTS
+            for k in watched_layers(depth)
+        ]
         sections.append({"uuid": layers, "name": "Layers", "display": True, "isReordered": True})
     return {
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_id}'",
@@ -85,9 +105,9 @@ def view_state(parent_id: str, runs: int, depth: int | None = None) -> dict:
         "useGroupedValuesInCharts": True,
         "compareRunCharts": charts,
         "compareRunSections": [
-            *sections, {"uuid": "initlab-system", "name": "System metrics", "display": True, "isReordered": False},
+            *sections,
+            {"uuid": "initlab-system", "name": "System metrics", "display": True, "isReordered": False},
         ],
         "isAccordionReordered": True,
         "hideEmptyCharts": True,
     }
-

@@ -100,8 +100,7 @@ def load_dataset(name: str = "mnist-10k", data_dir: str | os.PathLike | None = N
     if name == "mnist-10k":
         if data_dir is not None:
             raise ValueError(
-                f"'mnist-10k' is bundled with the package and takes no `data_dir`. "
-                f"Received: data_dir={shown(data_dir)}"
+                f"'mnist-10k' is bundled with the package and takes no `data_dir`. Received: data_dir={shown(data_dir)}"
             )
         return load_bundled()
     if name.startswith("keras:"):
@@ -119,5 +118,3 @@ def load_dataset(name: str = "mnist-10k", data_dir: str | os.PathLike | None = N
             "Received: name=''"
         )
     return load_tfds(name, data_dir)
-
-

@@ -191,7 +191,10 @@ class Dataset:
                 f"holds {', '.join(sorted(held)) or 'none'}"
             )
         try:
-            dataset = cls.from_arrays(*arrays, name=path.name.removesuffix(".npz") if name is None else name)
+            x_train, y_train, x_val, y_val = arrays
+            dataset = cls.from_arrays(
+                x_train, y_train, x_val, y_val, name=path.name.removesuffix(".npz") if name is None else name
+            )
         except (TypeError, ValueError) as e:
             raise type(e)(f"{path}: {e}") from None
         return dataclasses.replace(dataset, source=str(path))
@@ -203,8 +206,7 @@ def _features(x, name: str) -> np.ndarray:
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
         fail(TypeError, name, "an array of uint8 pixels or of floating-point features", f"an array of {x.dtype}")
     if x.ndim < 2 or x.ndim > 4 or 0 in x.shape:
-        fail(ValueError, name, "examples (n, F), (n, H, W) or (n, H, W, C) with n >= 1",
-             f"an array of shape {x.shape}")
+        fail(ValueError, name, "examples (n, F), (n, H, W) or (n, H, W, C) with n >= 1", f"an array of shape {x.shape}")
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / np.float32(255)
     else:

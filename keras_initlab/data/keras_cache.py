@@ -1,9 +1,9 @@
 """Keras' own data sets (``"keras:NAME"``, `KERAS_DATASETS`) read from Keras' cache, never downloaded here.
 
 They are read from the files ``keras.datasets.NAME.load_data()`` keeps in ``$KERAS_HOME/datasets`` (default
-``~/.keras/datasets``): MNIST's ``.npz`` and Fashion-MNIST's IDX files here, CIFAR's pickled batches by Keras'
-own reader (which takes ``$KERAS_HOME`` as it was when Keras was imported). When it does not, `load_keras_dataset` fails at
-once, naming the file and the command that fetches it with network access: a comparison never waits on a
+``~/.keras/datasets``): MNIST's ``.npz`` and Fashion-MNIST's IDX files here, CIFAR's pickled batches by Keras' own
+reader (which takes ``$KERAS_HOME`` as it was when Keras was imported). When it does not, `load_keras_dataset` fails
+at once, naming the file and the command that fetches it with network access: a comparison never waits on a
 download. The validation part is Keras' test split (``x_test, y_test``).
 """
 
@@ -18,8 +18,10 @@ from keras_initlab.data.mnist import read_idx
 
 KERAS_DATASETS: dict[str, tuple[str, ...]] = {
     "mnist": ("mnist.npz",),
-    "fashion_mnist": tuple(f"fashion-mnist/{stem}-ubyte.gz" for stem in (
-        "train-labels-idx1", "train-images-idx3", "t10k-labels-idx1", "t10k-images-idx3")),
+    "fashion_mnist": tuple(
+        f"fashion-mnist/{stem}-ubyte.gz"
+        for stem in ("train-labels-idx1", "train-images-idx3", "t10k-labels-idx1", "t10k-images-idx3")
+    ),
     "cifar10": ("cifar-10-batches-py-target_archive",),
     "cifar100": ("cifar-100-python-target_archive",),
 }
@@ -52,8 +54,10 @@ def load_keras_dataset(name: str) -> Dataset:
     if name == "mnist":  # read here, as Keras reads them, from this process's $KERAS_HOME
         dataset = Dataset.from_npz(folder / "mnist.npz", name="keras:mnist")
     elif name == "fashion_mnist":
-        labels, images, val_labels, val_images = (read_idx(folder / file, known_names=False)  # MNIST's file names
-                                                  for file in KERAS_DATASETS[name])
+        labels, images, val_labels, val_images = (
+            read_idx(folder / file, known_names=False)  # MNIST's file names
+            for file in KERAS_DATASETS[name]
+        )
         dataset = Dataset.from_arrays(images, labels, val_images, val_labels, name=f"keras:{name}")
     else:  # CIFAR: Keras' own reader (pickled batches in a tar archive)
         import keras

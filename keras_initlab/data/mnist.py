@@ -49,7 +49,6 @@ _MNIST_FILES = f"{_TRAIN_STEMS[0]}.gz and {_TRAIN_STEMS[1]}.gz (or uncompressed)
 """What a directory of the full MNIST holds."""
 
 
-
 def read_idx(path: str | os.PathLike, known_names: bool = True) -> np.ndarray:
     """Read one IDX file of unsigned bytes (`.gz` or not), as MNIST ships them.
 
@@ -89,9 +88,7 @@ def _read_idx(path: Path, known_names: bool = True) -> tuple[np.ndarray, str]:
     ndim = data[3]
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
-        raise DataFileError(
-            f"{path}: truncated header ({len(data)} bytes, {ndim} dimensions need {header_size})"
-        )
+        raise DataFileError(f"{path}: truncated header ({len(data)} bytes, {ndim} dimensions need {header_size})")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     payload = len(data) - header_size
     if payload != int(np.prod(dims)):
@@ -151,11 +148,11 @@ def load_mnist(data_dir: str | os.PathLike | None) -> Dataset:
         ("Keras' cache", os.path.join(keras_home, "datasets")),
     ]
     tried = ["`data_dir` argument: not given"]
-    for label, directory in places:
-        if directory is None:
+    for label, place in places:
+        if place is None:
             tried.append(f"{label}: not given")
             continue
-        directory = Path(directory).expanduser()
+        directory = Path(place).expanduser()
         try:
             return _load_mnist_dir(directory)
         except _NotHere as exc:
@@ -183,8 +180,7 @@ def _load_mnist_dir(directory: Path) -> Dataset:
     if not is_dir:
         raise _NotHere("not a directory" if directory.exists() else "no such directory")
     images_path, labels_path = (
-        next((p for p in (directory / f"{stem}.gz", directory / stem) if p.is_file()), None)
-        for stem in _TRAIN_STEMS
+        next((p for p in (directory / f"{stem}.gz", directory / stem) if p.is_file()), None) for stem in _TRAIN_STEMS
     )
     if images_path and labels_path:
         images, images_md5 = _read_idx(images_path)
@@ -194,11 +190,9 @@ def _load_mnist_dir(directory: Path) -> Dataset:
     npz_path = directory / "mnist.npz"
     if npz_path.is_file():
         return _load_mnist_npz(npz_path)
-    if images_path or labels_path:
-        present, missing = (
-            (images_path, _TRAIN_STEMS[1]) if images_path else (labels_path, _TRAIN_STEMS[0])
-        )
-        raise _NotHere(f"has {present.name} but no {missing}[.gz]")
+    for present, missing in ((images_path, _TRAIN_STEMS[1]), (labels_path, _TRAIN_STEMS[0])):
+        if present:  # one of the two
+            raise _NotHere(f"has {present.name} but no {missing}[.gz]")
     raise _NotHere(f"no {_TRAIN_STEMS[0]}[.gz] + {_TRAIN_STEMS[1]}[.gz], no mnist.npz")
 
 
@@ -239,8 +233,4 @@ def _mnist_dataset(images: np.ndarray, labels: np.ndarray, source: str, checksum
             f"than {_MNIST_VAL_SIZE} (validation = the last {_MNIST_VAL_SIZE})"
         )
     is_val = np.arange(len(images)) >= len(images) - _MNIST_VAL_SIZE
-    return make_dataset(
-        "mnist", images[..., None], labels, is_val, _MNIST_NUM_CLASSES, source, checksum
-    )
-
-
+    return make_dataset("mnist", images[..., None], labels, is_val, _MNIST_NUM_CLASSES, source, checksum)

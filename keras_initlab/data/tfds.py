@@ -36,9 +36,7 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None) -> Dataset:
             f"such as 'fashion_mnist'."
         ) from None
     features, keys = builder.info.features, builder.info.supervised_keys
-    image, label = (
-        (features[keys[0]], features[keys[1]]) if keys and len(keys) == 2 else (None, None)
-    )
+    image, label = (features[keys[0]], features[keys[1]]) if keys and len(keys) == 2 else (None, None)
     if not (
         isinstance(image, tfds.features.Image)
         and isinstance(label, tfds.features.ClassLabel)
@@ -53,18 +51,16 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None) -> Dataset:
         _log.warning(
             "%r: TensorFlow Datasets has no prepared copy in %s and downloads it now; this needs network "
             "access and can take minutes offline before it fails. Local files work without it "
-            "(see keras_initlab.load_dataset).", name, builder.data_dir,
+            "(see keras_initlab.load_dataset).",
+            name,
+            builder.data_dir,
         )
     builder.download_and_prepare()
-    batches = tfds.as_numpy(
-        builder.as_dataset(split="train", as_supervised=True, batch_size=10_000)
-    )
+    batches = tfds.as_numpy(builder.as_dataset(split="train", as_supervised=True, batch_size=10_000))
     images, labels = (np.concatenate(part) for part in zip(*batches, strict=True))
     n_val = len(images) // 6
     if n_val == 0:
-        raise ValueError(
-            f"Dataset {shown(name)} has {len(images)} training examples; at least 6 are needed"
-        )
+        raise ValueError(f"Dataset {shown(name)} has {len(images)} training examples; at least 6 are needed")
     checksum = hashlib.md5(np.ascontiguousarray(images).data)
     checksum.update(np.ascontiguousarray(labels, dtype=np.int64).data)
     is_val = np.arange(len(images)) >= len(images) - n_val
@@ -77,5 +73,3 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None) -> Dataset:
         f"tfds:{name}",
         f"md5:{checksum.hexdigest()}",
     )
-
-

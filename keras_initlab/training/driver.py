@@ -115,7 +115,10 @@ class EpochReporter:
     """
 
     def __init__(
-        self, model: keras.Model, callbacks: Sequence[keras.callbacks.Callback] | None, epochs: int,
+        self,
+        model: keras.Model,
+        callbacks: Sequence[keras.callbacks.Callback] | None,
+        epochs: int,
         steps_per_epoch: int,
     ):
         self.model = model
@@ -131,8 +134,14 @@ class EpochReporter:
     def epoch_begin(self, epoch: int) -> None:
         self.callbacks.on_epoch_begin(epoch)
 
-    def epoch_end(self, epoch: int, train_loss: float, val_loss: float, val_accuracy: float,
-                  watched: Mapping[str, float] | None = None) -> bool:
+    def epoch_end(
+        self,
+        epoch: int,
+        train_loss: float,
+        val_loss: float,
+        val_accuracy: float,
+        watched: Mapping[str, float] | None = None,
+    ) -> bool:
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise NonFiniteLossError(
                 f"Non-finite loss in epoch {epoch + 1} of model {self.model.name!r}: "

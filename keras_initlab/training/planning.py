@@ -5,12 +5,15 @@ time, one per lane (on CPU one lane per usable core, since one compiled loop kee
 about one core busy); waves run one after the other, and a wave holds no more
 models than the memory budget allows.
 
->>> plan_groups(model, data, n_models=16, batch_size=10, device_name="/CPU:0", lanes=2)  # doctest: +SKIP
+>>> from keras_initlab import build_mlp, load_dataset
+>>> model, data = build_mlp([784, 30, 10]), load_dataset("mnist-10k")
+>>> plan_groups(model, data, n_models=16, batch_size=10, device_name="/CPU:0", lanes=2)
 [[8, 8]]
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from pathlib import Path
@@ -59,7 +62,7 @@ def estimate_bytes(model: keras.Model, data, batch_size: int) -> tuple[int, int]
 
 def mlp_bytes(sizes: list[int], n_train: int, n_val: int, batch_size: int) -> tuple[int, int]:
     """`estimate_bytes` of an MLP with layer widths ``sizes`` (input first), before it is built."""
-    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    params = sum(a * b + b for a, b in itertools.pairwise(sizes))
     units = sum(sizes[1:])
     shared = 4 * ((n_train + n_val) * (sizes[0] + 1) + n_train)
     per_model = 4 * (4 * params + 4 * batch_size * units + 2 * n_val * units)
@@ -130,8 +133,14 @@ def parallel_lanes(device_name: str) -> int:
 
 
 def plan_groups(
-    model: keras.Model, data, n_models: int, batch_size: int, device_name: str,
-    max_bytes: int | None = None, lanes: int = 1, max_group_size: int | None = None,
+    model: keras.Model,
+    data,
+    n_models: int,
+    batch_size: int,
+    device_name: str,
+    max_bytes: int | None = None,
+    lanes: int = 1,
+    max_group_size: int | None = None,
 ) -> list[list[int]]:
     """Group sizes, in waves of groups trained at the same time: e.g. ``[[8, 8]]`` for 16 models on 2 lanes.
 
@@ -159,7 +168,7 @@ def plan_groups(
     n_groups = -(-n_models // per_group)
     n_groups = min(n_models, -(-n_groups // lanes) * lanes)  # whole waves: every lane busy
     sizes = group_sizes(n_models, n_groups)
-    return [sizes[i:i + lanes] for i in range(0, len(sizes), lanes)]
+    return [sizes[i : i + lanes] for i in range(0, len(sizes), lanes)]
 
 
 def group_sizes(n_models: int, n_groups: int) -> list[int]:

@@ -13,8 +13,9 @@ per architecture, and each run ends bit for bit where a loop of its own ends.
 >>> from keras_initlab import build_mlp, load_dataset, train
 >>> data = load_dataset("mnist-10k")
 >>> model = build_mlp([784, 30, 10], l2_lambda=5.0, n_train=data.n_train, seed=0)
->>> history = train(model, data, epochs=30, batch_size=10, learning_rate=0.1, seed=0)
->>> history.history["val_accuracy"][-1]   # doctest: +SKIP
+>>> history = train(model, data, epochs=3, batch_size=10, learning_rate=0.1, seed=0)
+>>> history.history["val_accuracy"][-1] > 0.85
+True
 """
 
 from __future__ import annotations
@@ -33,13 +34,24 @@ from keras_initlab.checks import check_number, fail
 from keras_initlab.diagnostics import model_input
 from keras_initlab.models import all_layers, default_loss
 from keras_initlab.training.driver import (
-    DeviceData, EpochReporter, accuracy, check_schedule, epoch_orders, resolve_device, run_minibatches,
+    DeviceData,
+    EpochReporter,
+    accuracy,
+    check_schedule,
+    epoch_orders,
+    resolve_device,
+    run_minibatches,
 )
 from keras_initlab.watch import LayerWatch, ModelProbe, check_watch
 
-
-_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D, keras.layers.DepthwiseConv2D,
-                 keras.layers.SeparableConv2D, keras.layers.Conv2DTranspose)
+_CONVOLUTIONS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv2D,
+    keras.layers.Conv2DTranspose,
+)
 
 
 class _CompiledEpoch:
@@ -51,7 +63,11 @@ class _CompiledEpoch:
     """
 
     def __init__(
-        self, model: keras.Model, loss: Callable, optimizer: keras.optimizers.Optimizer, batch_size: int,
+        self,
+        model: keras.Model,
+        loss: Callable,
+        optimizer: keras.optimizers.Optimizer,
+        batch_size: int,
         jit_compile: bool,
     ):
         self.model, self.loss, self.optimizer, self.batch_size = model, loss, optimizer, batch_size
@@ -117,8 +133,14 @@ state); the least recently used goes first."""
 
 
 @contextlib.contextmanager
-def _epoch_loop(model: keras.Model, loss: Callable, optimizer: keras.optimizers.Optimizer, batch_size: int,
-                jit_compile: bool, device: str) -> Iterator[_CompiledEpoch]:
+def _epoch_loop(
+    model: keras.Model,
+    loss: Callable,
+    optimizer: keras.optimizers.Optimizer,
+    batch_size: int,
+    jit_compile: bool,
+    device: str,
+) -> Iterator[_CompiledEpoch]:
     """The compiled loop that trains ``model`` while the context lasts: its architecture's shared one when that is
     free, else one of its own.
 
@@ -132,8 +154,15 @@ def _epoch_loop(model: keras.Model, loss: Callable, optimizer: keras.optimizers.
     structure = _structure(model)
     loop = None
     if structure is not None:
-        key = (structure, tuple((tuple(v.shape), v.dtype, v.trainable) for v in model.variables), _same(loss),
-               _same(optimizer), batch_size, jit_compile, device)
+        key = (
+            structure,
+            tuple((tuple(v.shape), v.dtype, v.trainable) for v in model.variables),
+            _same(loss),
+            _same(optimizer),
+            batch_size,
+            jit_compile,
+            device,
+        )
         loop = _SHARED.get(key)
         if loop is None:
             twin = keras.models.clone_model(model)
@@ -155,7 +184,9 @@ def _epoch_loop(model: keras.Model, loss: Callable, optimizer: keras.optimizers.
 def _same(thing):
     """What makes two losses or optimizers compute the same: for Keras' own classes their class and config but for
     the name (a spec makes a new loss object per run); any other callable is itself."""
-    if isinstance(thing, (keras.losses.Loss, keras.optimizers.Optimizer)) and type(thing).__module__.startswith("keras."):
+    if isinstance(thing, (keras.losses.Loss, keras.optimizers.Optimizer)) and type(thing).__module__.startswith(
+        "keras."
+    ):
         return type(thing), json.dumps({**thing.get_config(), "name": None}, sort_keys=True, default=repr)
     return thing
 
@@ -186,11 +217,15 @@ def _anonymous(config: dict) -> dict:
 
     def entry(layer: dict) -> dict:
         inner = {k: v for k, v in layer["config"].items() if k != "name" and not k.endswith("_initializer")}
-        return {**{k: refs(v) for k, v in layer.items() if k not in ("name", "config")},
-                "config": _anonymous(inner) if "layers" in inner else inner}
+        return {
+            **{k: refs(v) for k, v in layer.items() if k not in ("name", "config")},
+            "config": _anonymous(inner) if "layers" in inner else inner,
+        }
 
-    return {**{k: refs(v) for k, v in config.items() if k not in ("name", "layers")},
-            "layers": [entry(layer) for layer in layers]}
+    return {
+        **{k: refs(v) for k, v in config.items() if k not in ("name", "layers")},
+        "layers": [entry(layer) for layer in layers],
+    }
 
 
 def train(
@@ -246,7 +281,9 @@ def train(
     check_schedule(epochs, batch_size, len(data.x_train), seed)
     device_name = resolve_device(device)
     if jit_compile == "auto":
-        jit_compile = device_name != "/CPU:0" or not any(isinstance(layer, _CONVOLUTIONS) for layer in all_layers(model))
+        jit_compile = device_name != "/CPU:0" or not any(
+            isinstance(layer, _CONVOLUTIONS) for layer in all_layers(model)
+        )
     elif not isinstance(jit_compile, bool):
         fail(TypeError, "jit_compile", 'True, False or "auto"', jit_compile)
     optimizer = optimizer or keras.optimizers.SGD(check_number(learning_rate, "learning_rate", positive=True))

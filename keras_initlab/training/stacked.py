@@ -20,14 +20,16 @@ models share the first layer's product on that seed's mini-batch.
 >>> runs = [(s, seed) for seed in (0, 1, 2) for s in ("nielsen-default", "nielsen-large")]
 >>> models = [build_mlp([784, 30, 10], scheme=s, l2_lambda=5.0, n_train=data.n_train, seed=seed)
 ...           for s, seed in runs]
->>> histories = train_stacked(models, data, epochs=30, batch_size=10, learning_rate=0.1,
-...                           seed=[seed for _, seed in runs])  # doctest: +SKIP
+>>> histories = train_stacked(models, data, epochs=3, batch_size=10, learning_rate=0.1,
+...                           seed=[seed for _, seed in runs])
+>>> [len(h.history["val_accuracy"]) for h in histories]
+[3, 3, 3, 3, 3, 3]
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,107 +38,22 @@ import numpy as np
 import tensorflow as tf
 
 from keras_initlab.backend import require_tensorflow
-from keras_initlab.checks import check_ints, check_list, check_number, check_optional_int, fail
-from keras_initlab.models import activation_name, as_model_input, default_loss
+from keras_initlab.checks import check_ints, check_list, check_number, check_optional_int
+from keras_initlab.models import as_model_input
 from keras_initlab.training.driver import (
-    DeviceData, EpochReporter, NonFiniteLossError, accuracy, check_schedule, epoch_orders, resolve_device,
+    DeviceData,
+    EpochReporter,
+    NonFiniteLossError,
+    accuracy,
+    check_schedule,
+    epoch_orders,
+    resolve_device,
     run_minibatches,
 )
 from keras_initlab.training.planning import parallel_lanes, plan_groups
 from keras_initlab.training.single import train
+from keras_initlab.training.stackable import Architecture, architecture, dense_layers
 from keras_initlab.watch import LayerWatch, check_watch, layer_statistics
-
-
-class _Architecture:
-    """What must agree between stacked models: input size, Dense layers (units, activation), L2."""
-
-    def __init__(self, model: keras.Model):
-        self.model = model
-        self.layers = _dense_layers(model)
-        self.input_size = math.prod(model.input_shape[1:])
-        self.units = [layer.units for layer in self.layers]
-        self.activations = [activation_name(layer.activation) for layer in self.layers]
-        self.l2 = _l2_coefficient(self.layers[0])
-        self.loss = default_loss(model)
-
-    @property
-    def sizes(self) -> list[int]:
-        return [self.input_size, *self.units]
-
-    def differences(self, other: _Architecture) -> list[str]:
-        """What differs, in words (empty when the two stack)."""
-        if self.sizes != other.sizes:
-            return [f"sizes {other.sizes} != {self.sizes}"]
-        found = []
-        for i, (a, b) in enumerate(zip(self.activations, other.activations), start=1):
-            if a != b:
-                found.append(f"activation of Dense layer {i} {b!r} != {a!r}")
-        for i, layer in enumerate(other.layers, start=1):
-            if _l2_coefficient(layer) != self.l2:
-                found.append(f"L2 coefficient of Dense layer {i} {_l2_coefficient(layer)!r} != {self.l2!r}")
-        return found
-
-
-def _dense_layers(model: keras.Model) -> list[keras.layers.Dense]:
-    """The model's Dense layers, checked to be what `build_mlp` makes: a plain chain of biased Dense layers."""
-    if len(model.input_shape) != 2:
-        raise ValueError(
-            f"train_stacked trains MLPs built by keras_initlab.models.build_mlp, whose input is a flat vector; "
-            f"model {model.name!r} has input shape {model.input_shape}."
-        )
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    for layer in layers:
-        problem = None
-        if not isinstance(layer, keras.layers.Dense):
-            problem = f"is a {type(layer).__name__}; only Dense layers stack"
-        elif not layer.use_bias:
-            problem = "has no bias"
-        elif layer.bias_regularizer is not None or layer.activity_regularizer is not None:
-            problem = "has a bias or activity regularizer; only kernel L2 is supported"
-        elif layer.kernel_constraint is not None or layer.bias_constraint is not None:
-            problem = "has a weight constraint"
-        elif layer.kernel.dtype != "float32" or layer.bias.dtype != "float32":
-            problem = f"holds {layer.kernel.dtype} weights; only float32 is supported"
-        elif layer.kernel_regularizer is not None and type(layer.kernel_regularizer) is not keras.regularizers.L2:
-            problem = f"has a {type(layer.kernel_regularizer).__name__} kernel regularizer; only L2 is supported"
-        if problem:
-            raise ValueError(
-                f"train_stacked trains MLPs built by keras_initlab.models.build_mlp; "
-                f"layer {layer.name!r} of model {model.name!r} {problem}."
-            )
-    if not layers:
-        raise ValueError(f"Model {model.name!r} has no Dense layers to train.")
-    return layers
-
-
-def _l2_coefficient(layer: keras.layers.Dense) -> float:
-    regularizer = layer.kernel_regularizer
-    return 0.0 if regularizer is None else float(regularizer.l2)
-
-
-def _architecture(models: Sequence[keras.Model]) -> _Architecture:
-    """The common architecture of ``models``; a ValueError names the first thing that differs."""
-    models = check_list(models, "models", min_len=1, what="Keras model(s)")
-    for k, model in enumerate(models):
-        if not isinstance(model, keras.Model):
-            fail(TypeError, f"models[{k}]", "a Keras model", model)
-    if len({id(m) for m in models}) != len(models):
-        raise ValueError("Argument `models` holds the same model more than once; each slot trains its own weights.")
-    first = _Architecture(models[0])
-    l2s = {_l2_coefficient(layer) for layer in first.layers}
-    if len(l2s) > 1:
-        raise ValueError(
-            f"The Dense layers of model {models[0].name!r} have different L2 coefficients {sorted(l2s)}; "
-            "train_stacked needs one coefficient per model, as build_mlp makes."
-        )
-    for k, model in enumerate(models[1:], start=1):
-        differences = first.differences(_Architecture(model))
-        if differences:
-            raise ValueError(
-                f"Stacked models must have the same architecture: model {k} ({model.name!r}) differs from "
-                f"model 0 ({models[0].name!r}) in " + "; ".join(differences) + "."
-            )
-    return first
 
 
 class _StackedEpoch:
@@ -155,7 +72,7 @@ class _StackedEpoch:
     models never mix.
     """
 
-    def __init__(self, arch: _Architecture, batch_size: int, learning_rate: float):
+    def __init__(self, arch: Architecture, batch_size: int, learning_rate: float):
         self.activations = [layer.activation for layer in arch.layers]
         self.loss, self.l2 = arch.loss, arch.l2
         self.batch_size, self.learning_rate = batch_size, learning_rate
@@ -180,7 +97,7 @@ class _StackedEpoch:
         bias = params[0]
         k = bias.shape[0]
         z = tf.transpose(z, (1, 0, 2)) + bias[:, None, :]
-        for i, activation in enumerate(self.activations[1:]):
+        for i in range(len(self.activations) - 1):
             kernel, bias = params[2 * i + 1], params[2 * i + 2]
             z = tf.matmul(self.activations[i](z), kernel) + bias[:, None, :]
         # The output activation and the loss see a 2-D (K * n, classes) tensor, exactly like one model's
@@ -203,17 +120,19 @@ class _StackedEpoch:
             data_losses, _ = self._forward(tf.concat(products, 1), params[segments:], tf.concat(labels, 0))
             loss = tf.reduce_sum(data_losses)  # d(sum)/d(model k's weights) = d(loss k)/d(model k's weights)
             if self.l2:
-                for kernel in params[:segments] + params[segments + 1::2]:
+                for kernel in params[:segments] + params[segments + 1 :: 2]:
                     loss += self.l2 * tf.reduce_sum(tf.square(kernel))
         grads = tape.gradient(loss, params)
-        return [p - g * self.learning_rate for p, g in zip(params, grads)], data_losses
+        return [p - g * self.learning_rate for p, g in zip(params, grads, strict=True)], data_losses
 
     def _train(self, params, x, y, orders, counts):
         """One epoch of SGD steps, segment s (``counts[s]`` models) over ``orders[s]``; returns (new weights,
         mean mini-batch data losses ``(K,)``)."""
         fan_in = params[0].shape[1]
-        kernels = [tf.reshape(tf.transpose(part, (1, 0, 2)), (fan_in, -1))  # (m, fan_in, units) -> (fan_in, m * units)
-                   for part in tf.split(params[0], counts)]
+        kernels = [
+            tf.reshape(tf.transpose(part, (1, 0, 2)), (fan_in, -1))  # (m, fan_in, units) -> (fan_in, m * units)
+            for part in tf.split(params[0], counts)
+        ]
 
         def step(batches, carry):
             params, total = carry
@@ -224,16 +143,22 @@ class _StackedEpoch:
             orders, self.batch_size, step, ([*kernels, *params[1:]], tf.zeros(params[1].shape[:1]))
         )
         units = params[len(counts)].shape[1]
-        first = tf.concat([tf.transpose(tf.reshape(kernel, (fan_in, m, units)), (1, 0, 2))
-                           for kernel, m in zip(params, counts)], 0)
-        return [first, *params[len(counts):]], total / tf.cast(steps_per_epoch, tf.float32)
+        first = tf.concat(
+            [
+                tf.transpose(tf.reshape(kernel, (fan_in, m, units)), (1, 0, 2))
+                for kernel, m in zip(params[: len(counts)], counts, strict=True)
+            ],
+            0,
+        )
+        return [first, *params[len(counts) :]], total / tf.cast(steps_per_epoch, tf.float32)
 
     def _evaluate(self, params, x, y):
         k, fan_in, units = params[0].shape
         product = tf.matmul(x, tf.reshape(tf.transpose(params[0], (1, 0, 2)), (fan_in, k * units)))
-        data_losses, pred = self._forward(tf.reshape(product, (-1, k, units)), list(params[1:]), tf.tile(y[None], [k, 1]))
+        data_losses, pred = self._forward(
+            tf.reshape(product, (-1, k, units)), list(params[1:]), tf.tile(y[None], [k, 1])
+        )
         return data_losses, accuracy(pred, y)
-
 
     def _statistics(self, params, previous, x, y):
         """The `keras_initlab.watch` statistics of all K models on the probe batch ``(x, y)``, in one pass, the
@@ -249,13 +174,19 @@ class _StackedEpoch:
                 if i:
                     z = tf.matmul(signals[-1][1], params[2 * i]) + params[2 * i + 1][:, None, :]
                 signals.append((z, activation(z)))
-            per_example = self.loss(tf.reshape(tf.tile(y[None], [k, 1]), (-1,)),
-                                    tf.reshape(signals[-1][1], (-1, signals[-1][1].shape[2])))
+            per_example = self.loss(
+                tf.reshape(tf.tile(y[None], [k, 1]), (-1,)), tf.reshape(signals[-1][1], (-1, signals[-1][1].shape[2]))
+            )
             loss = tf.reduce_sum(tf.reduce_mean(tf.reshape(per_example, (k, -1)), axis=1))  # model k's own gradients
         grads = tape.gradient(loss, kernels)
         self.watched, stats = layer_statistics(
-            [(z, a, name, grad, kernel, old) for (z, a), name, grad, kernel, old
-             in zip(signals, self.activation_names, grads, kernels, previous)])
+            [
+                (z, a, name, grad, kernel, old)
+                for (z, a), name, grad, kernel, old in zip(
+                    signals, self.activation_names, grads, kernels, previous, strict=True
+                )
+            ]
+        )
         return stats
 
 
@@ -333,7 +264,7 @@ def train_stacked(
         unaffected.
     """
     require_tensorflow("keras_initlab.train_stacked")
-    arch = _architecture(models)
+    arch = architecture(models)
     seeds = _seeds(seed, len(models))
     check_schedule(epochs, batch_size, len(data.x_train), seeds[0])
     learning_rate = check_number(learning_rate, "learning_rate", positive=True)
@@ -347,8 +278,19 @@ def train_stacked(
     check_watch(watch)
     if len(models) == 1:  # nothing to stack: the single-model trainer is the faster path
         try:
-            return [train(models[0], data, epochs, batch_size, learning_rate, seeds[0],
-                          callbacks=None if callbacks is None else callbacks[0], device=device, watch=watch)]
+            return [
+                train(
+                    models[0],
+                    data,
+                    epochs,
+                    batch_size,
+                    learning_rate,
+                    seeds[0],
+                    callbacks=None if callbacks is None else callbacks[0],
+                    device=device,
+                    watch=watch,
+                )
+            ]
         except NonFiniteLossError as e:
             return [e]
     device_name = resolve_device(device)
@@ -364,8 +306,11 @@ def train_stacked(
     results: dict[int, keras.callbacks.History | NonFiniteLossError] = {}
     with tf.device(device_name), ThreadPoolExecutor(max(len(wave) for wave in waves)) as pool:
         tensors = DeviceData.place(data, models[0])
-        probe = None if watch is None else (
-            watch, tf.constant(as_model_input(models[0], watch.x)), tf.constant(watch.y, tf.int32))
+        probe = (
+            None
+            if watch is None
+            else (watch, tf.constant(as_model_input(models[0], watch.x)), tf.constant(watch.y, tf.int32))
+        )
         for wave in waves:
             groups = [_segments([next(by_seed) for _ in range(size)], seeds) for size in wave]
             results.update(_train_wave(compiled, groups, reporters, seeds, tensors, epochs, pool, device_name, probe))
@@ -382,7 +327,7 @@ def _seeds(seed, k: int) -> list[int]:
 _COMPILED: dict[tuple, _StackedEpoch] = {}
 
 
-def _compiled_epoch(arch: _Architecture, batch_size: int, learning_rate: float) -> _StackedEpoch:
+def _compiled_epoch(arch: Architecture, batch_size: int, learning_rate: float) -> _StackedEpoch:
     """The compiled epoch of ``arch`` (sizes, activations, L2), made once per process and reused: a comparison's
     groups, waves and later calls trace it once per shape of group (segment sizes), not once per seed or call."""
     key = (tuple(arch.sizes), tuple(arch.activations), arch.l2, batch_size, learning_rate)
@@ -407,10 +352,13 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
     counts = [tuple(map(len, segments)) for segments in segmented]
     segment_seeds = [[seeds[segment[0]] for segment in segments] for segments in segmented]
     members = [k for group in groups for k in group]
-    layers = {k: _dense_layers(reporters[k].model) for k in members}
+    layers = {k: dense_layers(reporters[k].model) for k in members}
     params = [
-        [tf.stack([getattr(layers[k][i], name).value for k in group])
-         for i in range(len(layers[group[0]])) for name in ("kernel", "bias")]
+        [
+            tf.stack([getattr(layers[k][i], name).value for k in group])
+            for i in range(len(layers[group[0]]))
+            for name in ("kernel", "bias")
+        ]
         for group in groups
     ]
     streams = {s: epoch_orders(s, epochs, len(tensors.x_train)) for s in sorted({seeds[k] for k in members})}
@@ -442,7 +390,9 @@ def _train_wave(compiled, segmented, reporters, seeds, tensors, epochs, pool, de
         # A group whose models all stopped rests; callbacks then see each model as trained so far.
         busy = [g for g, group in enumerate(groups) if any(k in active for k in group)]
         stats, watched = {}, {}
-        for g, (new, values, group_watched) in zip(busy, pool.map(lambda g: epoch_of(g, epoch, orders, active), busy)):
+        for g, (new, values, group_watched) in zip(
+            busy, pool.map(functools.partial(epoch_of, epoch=epoch, orders=orders, training=active), busy), strict=True
+        ):
             params[g] = new
             for i, k in enumerate(groups[g]):
                 stats[k] = [float(v[i]) for v in values]

@@ -31,8 +31,16 @@ with Comparison("own-loop-example") as comparison:
     for scheme in ["he", "glorot"]:
         for seed in range(2):
             model = build(kil.Scheme(scheme, seed))
-            model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
+            model.compile(
+                keras.optimizers.SGD(0.05, momentum=0.9), "sparse_categorical_crossentropy", metrics=["accuracy"]
+            )
             with comparison.run(scheme, seed, model, x_sample=x_val[:500], y_sample=y_val[:500]) as run:
-                model.fit(x_train, y_train, validation_data=(x_val, y_val), epochs=5, batch_size=64, verbose=0,
-                          callbacks=[run.callback])
+                model.fit(
+                    x_train,
+                    y_train,
+                    validation_data=(x_val, y_val),
+                    epochs=5,
+                    batch_size=64,
+                    verbose=0,
+                    callbacks=[run.callback],
+                )

@@ -20,6 +20,11 @@ def build(scheme, input_shape, num_classes):
         h = keras.layers.Dense(UNITS, use_bias=False, kernel_initializer=scheme.kernel(), name=f"dense_{i}")(h)
         h = keras.layers.BatchNormalization(name=f"batch_norm_{i}")(h)
         h = keras.layers.Activation("relu", name=f"relu_{i}")(h)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=scheme.kernel(),
-                                 bias_initializer=scheme.bias(), name="dense_out")(h)
+    outputs = keras.layers.Dense(
+        num_classes,
+        activation="softmax",
+        kernel_initializer=scheme.kernel(),
+        bias_initializer=scheme.bias(),
+        name="dense_out",
+    )(h)
     return keras.Model(inputs, outputs, name=f"deep_relu_bn_{scheme.name}")
