@@ -1,5 +1,7 @@
 """The trainer: learning on real MNIST, seeded shuffling, callbacks, devices, failures."""
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -163,7 +165,7 @@ def test_runs_of_one_architecture_share_one_compiled_loop_and_end_where_their_ow
     data = mnist.subset(200, 100)
     single._SHARED.clear()
     train(make("he", 1), data, epochs=2, seed=1, optimizer=optimizer())  # the architecture's first run: its loop
-    (loop,) = single._SHARED.values()
+    ((loop,),) = single._SHARED.values()
     traced = loop.train.experimental_get_tracing_count()
     initial = make("glorot", 2)
     start = [w.copy() for w in initial.get_weights()]
@@ -177,6 +179,46 @@ def test_runs_of_one_architecture_share_one_compiled_loop_and_end_where_their_ow
     assert shared.history == own.history
     for a, b in zip(initial.get_weights(), alone.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)  # bit for bit: the same program
+
+
+def test_runs_trained_at_once_on_threads_get_a_loop_each_kept_for_later_and_end_where_they_end_alone(mnist):
+    """Lanes: two threads train runs of one architecture at the same time; each gets a compiled loop of its own,
+    which later runs reuse (no new loop, no new trace), and every run ends where it ends trained alone."""
+    from keras_initlab.training import single
+
+    data = mnist.subset(200, 100)
+
+    def run(seed, callbacks=()):
+        model = build_mlp([784, 30, 10], activation="relu", output="softmax", seed=seed)
+        optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+        return train(model, data, epochs=2, seed=seed, optimizer=optimizer, callbacks=list(callbacks)).history
+
+    def at_once(seeds):
+        together = threading.Barrier(len(seeds))
+
+        class Together(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                together.wait(timeout=60)  # every run holds its loop before any trains
+
+        histories = {}
+
+        def lane(seed):
+            histories[seed] = run(seed, [Together()])
+
+        threads = [threading.Thread(target=lane, args=(seed,)) for seed in seeds]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return histories
+
+    single._SHARED.clear()
+    alone = {seed: run(seed) for seed in (1, 2)}  # one after the other: one loop
+    assert [len(loops) for loops in single._SHARED.values()] == [1]
+    for _ in range(2):
+        assert at_once((1, 2)) == alone  # bit for bit
+        (loops,) = single._SHARED.values()
+        assert len(loops) == 2 and [loop.train.experimental_get_tracing_count() for loop in loops] == [1, 1]
 
 
 def test_only_models_whose_config_says_everything_share_a_loop(mnist):

@@ -8,7 +8,8 @@ regularization losses, gradients, ``optimizer.apply``. Runs of one architecture
 (a Sequential or Functional model of Keras' layers with the same config but for
 names and initializers; the same loss, optimizer config and batch size) share
 one compiled loop: tracing and XLA compilation, ~0.5-1 s on a CPU, are paid once
-per architecture, and each run ends bit for bit where a loop of its own ends.
+per architecture (and thread training one at the same time), and each run ends bit for
+bit where a loop of its own ends.
 
 >>> from keras_initlab import build_mlp, load_dataset, train
 >>> data = load_dataset("mnist-10k")
@@ -126,10 +127,11 @@ def _copy(sources: Sequence, targets: Sequence) -> None:
         target.assign(source.value)
 
 
-_SHARED: OrderedDict[tuple, _CompiledEpoch] = OrderedDict()
-MAX_SHARED_LOOPS = 4
-"""Compiled loops kept for later runs of their architecture (each holds a copy of one run's weights and optimizer
-state); the least recently used goes first."""
+_SHARED: OrderedDict[tuple, list[_CompiledEpoch]] = OrderedDict()
+_SHARED_LOCK = threading.Lock()  # held while a thread picks (or makes) its loop
+MAX_SHARED_LOOPS = 8
+"""Compiled loops kept for later runs of their architecture, one per thread that trained one at the same time (each
+holds a copy of one run's weights and optimizer state); the least recently used architecture's go first."""
 
 
 @contextlib.contextmanager
@@ -141,40 +143,42 @@ def _epoch_loop(
     jit_compile: bool,
     device: str,
 ) -> Iterator[_CompiledEpoch]:
-    """The compiled loop that trains ``model`` while the context lasts: its architecture's shared one when that is
-    free, else one of its own.
+    """The compiled loop that trains ``model`` while the context lasts: a free one of its architecture's, else a
+    new one that later runs of the architecture share.
 
     A shared loop trains a copy of the architecture's first model (`keras.models.clone_model`) with a copy of its
     optimizer (``from_config``): the same layers, regularizers, loss, optimizer config, batch size and device give
     the same program, so a run ends exactly where its own loop would take it (XLA compiles once per architecture
-    instead of once per run, ~0.5-1 s on the CPU). Where the config may not say everything about the computation (a
-    subclassed model, a layer that is not Keras' own, a ``Lambda``), or the shared loop trains on another thread,
-    the model gets a loop of its own.
+    instead of once per run, ~0.5-1 s on the CPU). Threads that train runs of one architecture at the same time
+    (lanes) each get a loop of their own, compiled once and kept. Where the config may not say everything about the
+    computation (a subclassed model, a layer that is not Keras' own, a ``Lambda``), the model gets a loop of its own.
     """
     structure = _structure(model)
-    loop = None
-    if structure is not None:
-        key = (
-            structure,
-            tuple((tuple(v.shape), v.dtype, v.trainable) for v in model.variables),
-            _same(loss),
-            _same(optimizer),
-            batch_size,
-            jit_compile,
-            device,
-        )
-        loop = _SHARED.get(key)
-        if loop is None:
+    if structure is None:
+        yield _CompiledEpoch(model, loss, optimizer, batch_size, jit_compile)
+        return
+    key = (
+        structure,
+        tuple((tuple(v.shape), v.dtype, v.trainable) for v in model.variables),
+        _same(loss),
+        _same(optimizer),
+        batch_size,
+        jit_compile,
+        device,
+    )
+    with _SHARED_LOCK:
+        loops = _SHARED.setdefault(key, [])
+        _SHARED.move_to_end(key)
+        loop = next((loop for loop in loops if loop.lock.acquire(blocking=False)), None)
+        if loop is None:  # every loop of the architecture trains on another thread: one more
             twin = keras.models.clone_model(model)
             twin_optimizer = type(optimizer).from_config(optimizer.get_config())
             twin_optimizer.build(twin.trainable_variables)
-            loop = _SHARED[key] = _CompiledEpoch(twin, loss, twin_optimizer, batch_size, jit_compile)
-            if len(_SHARED) > MAX_SHARED_LOOPS:
-                _SHARED.popitem(last=False)
-        _SHARED.move_to_end(key)
-    if loop is None or not loop.lock.acquire(blocking=False):
-        yield _CompiledEpoch(model, loss, optimizer, batch_size, jit_compile)
-        return
+            loop = _CompiledEpoch(twin, loss, twin_optimizer, batch_size, jit_compile)
+            loop.lock.acquire()
+            loops.append(loop)
+            while sum(map(len, _SHARED.values())) > MAX_SHARED_LOOPS and len(_SHARED) > 1:
+                _SHARED.popitem(last=False)  # loops in use are kept by their threads until they end
     try:
         yield loop
     finally:
