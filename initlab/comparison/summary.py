@@ -34,7 +34,8 @@ def summarize_comparison(
         return [], {}, None
     title = f"{spec.name}: {spec.model.describe()} on {data_name}"
     summary, files = summary_files(results, title, spec.watch)
-    return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{to_markdown(summary)}"
+    # the description quotes the Markdown table summary_files made (a str among the files)
+    return summary, files, f"**{title}**, {spec.epochs} epochs, validation accuracy:\n\n{files['summary.md']!s}"
 
 
 def summary_files(results: Results, title: str, every: int) -> tuple[list, dict[str, str | bytes]]:
