@@ -141,7 +141,9 @@ class RayRunner:
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref)
-            ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE)
+            ended, _ = ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_GRACE)
+            for ref in ended:  # ended: nothing to force-cancel below
+                del pending[ref]
             raise
         finally:
             for ref in pending:
