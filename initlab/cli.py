@@ -51,7 +51,12 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--resume", action="store_true", help="re-open the last parent run of this spec; train only unfinished runs"
     )
-    compare.add_argument("--no-stack", dest="stack", action="store_false", help="train one model at a time")
+    compare.add_argument(
+        "--no-stack",
+        dest="stack",
+        action="store_false",
+        help="train every model alone, in a loop of its own (side by side, a lane per core), not stacked",
+    )
     compare.add_argument(
         "--ray",
         nargs="?",

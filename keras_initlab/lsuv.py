@@ -99,9 +99,10 @@ def lsuv(model: keras.Model, x, *, tol: float = 0.1, max_iter: int = 10) -> list
         model.build((None, *x.shape[1:]))
     layers = diagnosed_layers(model)
     inputs = model_input(model, x)
-    steps = []
+    steps, earlier, received = [], None, inputs
     for layer in layers:
-        received = np.asarray(keras.Model(model.inputs[0], layer.input)(inputs, training=False))
+        received = _layer_input(model, layer, inputs, earlier, received)
+        earlier = layer
         std = before = _std(preactivations(layer, received))
         iterations = 0
         while std > 0 and math.isfinite(std) and abs(std - 1) >= tol and iterations < max_iter:
@@ -119,3 +120,17 @@ def lsuv(model: keras.Model, x, *, tol: float = 0.1, max_iter: int = 10) -> list
             )
         steps.append(LSUVStep(layer.name, iterations, before, std, dead))
     return steps
+
+
+def _layer_input(model: keras.Model, layer, inputs, earlier, earlier_input) -> np.ndarray:
+    """``layer``'s input on the batch as the model computes it now: from ``earlier``'s input ``earlier_input`` when
+    every path to ``layer`` passes there (a chain of layers: each part of the model runs once, not once per later
+    layer), else from the model's ``inputs``."""
+    if earlier is not None:
+        try:
+            part = keras.Model(earlier.input, layer.input)
+        except ValueError:  # a path around ``earlier`` (a skip connection)
+            pass
+        else:
+            return np.asarray(part(earlier_input, training=False))
+    return np.asarray(keras.Model(model.inputs[0], layer.input)(inputs, training=False))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -101,9 +102,9 @@ def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path, capsys):
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = MlflowClient(uri)
     progress = []
-    for line in first.stdout:  # interrupt while the second run trains (one progress line per epoch)
+    for line in first.stdout:  # interrupt once a run is done, while later ones train (one progress line per epoch)
         progress.append(line)
-        if line.startswith("[1/4 runs done]") and "epoch 2/60" in line:
+        if re.match(r"\[[12]/4 runs done\]", line) and "epoch 2/60" in line:
             break
     assert progress and "epoch 2/60" in progress[-1], "".join(progress)
     first.send_signal(signal.SIGINT)
@@ -191,7 +192,9 @@ def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(
     )
     (parent,), children = runs_of(MlflowClient(uri), "tiny")
     assert parent.info.status == "KILLED"
-    assert sorted(c.info.status for c in children) == ["FINISHED", "KILLED"]
+    # The runs that ended are kept, the one or two in flight (a lane each) end KILLED, those not started do not exist.
+    statuses = sorted(c.info.status for c in children)
+    assert set(statuses) == {"FINISHED", "KILLED"} and len(statuses) < 4, statuses
     assert signal.getsignal(signum) == before  # as it was before the comparison
 
 

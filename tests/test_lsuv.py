@@ -59,6 +59,21 @@ def test_a_conv_net_gets_unit_preactivation_std(batch):
         assert abs(std - 1) < 0.05
 
 
+def test_a_layer_reached_around_another_is_scaled_on_the_signal_the_model_gives_it(batch):
+    # The last layer's input joins the model's input to the second layer's output (a path around the second
+    # layer): it is computed from the model's input, after the layers before it were rescaled.
+    def dense(units, seed, activation=None):
+        return keras.layers.Dense(units, activation, kernel_initializer=keras.initializers.Orthogonal(seed=seed))
+
+    inputs = keras.Input((784,))
+    hidden = dense(64, 2, "tanh")(dense(64, 1, "tanh")(inputs))
+    model = keras.Model(inputs, dense(10, 3)(keras.layers.Concatenate()([inputs, hidden])))
+    steps = kil.lsuv(model, batch)
+    stds = preactivation_stds(model, batch)
+    assert [step.std_after for step in steps] == pytest.approx(stds, rel=1e-5)
+    assert all(abs(std - 1) < TOL for std in stds)
+
+
 def test_the_iteration_cap_is_respected(batch):
     capped = kil.build_mlp([784, 100, 10], scheme="nielsen-large", seed=0)
     steps = kil.lsuv(capped, batch, max_iter=1)

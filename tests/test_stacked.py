@@ -7,7 +7,15 @@ import pytest
 from keras_initlab.data import load_dataset
 from keras_initlab.models import build_mlp
 from keras_initlab.training import NonFiniteLossError, stacked, train, train_stacked
-from keras_initlab.training.planning import MAX_GROUP_SIZE, estimate_bytes, group_sizes, plan_groups
+from keras_initlab.training.planning import (
+    MAX_GROUP_SIZE,
+    estimate_bytes,
+    group_sizes,
+    lanes_for,
+    parallel_lanes,
+    plan_groups,
+    single_model_bytes,
+)
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)  # float32: the stacked products sum in another order
 
@@ -120,6 +128,20 @@ def test_plan_groups_keeps_every_lane_busy_and_caps_the_group_size(small):
     assert plan_groups(model, small, 16, 10, "/CPU:0", lanes=1) == [[16]]
     assert plan_groups(model, small, 4 * cap, 10, "/CPU:0", lanes=2) == [[cap, cap], [cap, cap]]
     assert plan_groups(model, small, 4 * cap + 1, 10, "/CPU:0", lanes=1) == [[13]] * 5
+
+
+def test_runs_alone_get_a_lane_per_core_as_many_as_fit_and_always_one(small):
+    model = nielsen("he", small)
+    per_model = single_model_bytes(model, small, 10)
+    cores = parallel_lanes("/CPU:0")
+    assert lanes_for(model, small, 10, "/CPU:0", max_bytes=100 * per_model) == min(cores, 100)
+    assert lanes_for(model, small, 10, "/CPU:0", max_bytes=2 * per_model) == min(cores, 2)
+    assert lanes_for(model, small, 10, "/CPU:0", max_bytes=per_model - 1) == 1  # one lane, even where none fits
+    # The estimate: the data once, the parameters eight times, every layer's outputs for two batches and the
+    # validation set (784-30-10: inputs 784, outputs 784 + 30 + 10).
+    data_values = (len(small.x_train) + len(small.x_val)) * 785
+    outputs = (2 * 10 + len(small.x_val)) * (784 + 30 + 10)
+    assert per_model == 4 * (8 * model.count_params() + outputs + data_values)
 
 
 def test_group_sizes_are_balanced():

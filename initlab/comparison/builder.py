@@ -101,7 +101,12 @@ class ModelBuilder:
         number of sizes less one, else counted on a model built for it."""
         if isinstance(self.spec.model, MLPModel):
             return len(self.spec.model.sizes) - 1
-        return len(diagnosed_layers(self.build(self.spec.schemes[0], self.spec.seeds[0])))
+        return len(diagnosed_layers(self.example))
+
+    @functools.cached_property
+    def example(self) -> keras.Model:
+        """A model of the spec's architecture (its first scheme and seed), for what every run's model shares."""
+        return self.build(self.spec.schemes[0], self.spec.seeds[0])
 
     @functools.cached_property
     def watch(self) -> LayerWatch | None:

@@ -19,7 +19,7 @@ from initlab.cluster import RayAddress, check_store_reachable, connect, disconne
 from initlab.comparison.builder import ModelBuilder
 from initlab.comparison.children import initial_diagnostics, prepare, record_initial
 from initlab.comparison.group import train_group
-from initlab.comparison.progress import Interrupts, Progress
+from initlab.comparison.progress import Interrupts, Progress, RelayedProgress
 from initlab.messages import one_line
 from initlab.spec import ComparisonSpec, Run, SpecError
 from initlab.tracking import Records, TrackingQueue
@@ -135,7 +135,7 @@ class RayRunner:
                             curves[key] = curve
                         elif failure is not None:
                             failures[key] = failure
-                    bar.finish(len(unit))
+                    bar.finish(unit)
                 for check in bar.checks:
                     check()
         except KeyboardInterrupt:
@@ -183,29 +183,12 @@ def train_unit(
         record_initial(
             children, initial_diagnostics(builder, group, models, steps, histograms), builder.watch is not None
         )
-        bar = QueuedProgress(epochs, index, len(group), spec.epochs, [queue.raise_if_lost])
+        # Sent without waiting for it: a task waiting on Ray (`Queue.put_nowait` does) lends its CPU back to the
+        # scheduler, which would start another unit, and a worker importing TensorFlow, on it meanwhile.
+        bar = RelayedProgress(epochs.actor.put_nowait.remote, index, len(group), spec.epochs, [queue.raise_if_lost])
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)  # a lane per CPU it was given
         failures = train_group(builder, group, models, children, bar, queue, lanes=max(1, int(cpus)))
         queue.wait()
     finally:
         queue.close()
     return {child.run_key: (child.status, failures.get(child.run_key), child.summary_curves()) for child in children}
-
-
-class QueuedProgress(Progress):
-    """A unit's progress on a worker: every epoch, with the logs of its last run, onto the driver's Ray queue."""
-
-    def __init__(self, queue, index: int, runs: int, epochs: int, checks):
-        super().__init__(None, runs, epochs, checks)
-        self.queue, self.index = queue, index
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        event = (
-            self.index,
-            epoch,
-            {key: float(value) for key, value in (logs or {}).items() if not key.startswith("layers/")},
-        )  # the watched layers: not for the line
-        # Sent without waiting for it: a task waiting on Ray (`Queue.put_nowait` does) lends its CPU back to the
-        # scheduler, which would start another unit, and a worker importing TensorFlow, on it meanwhile.
-        self.queue.actor.put_nowait.remote(event)

@@ -78,6 +78,7 @@ class Progress(keras.callbacks.Callback):
         self.tty = hasattr(stream, "isatty") and stream.isatty()
         self.done, self.size, self.label, self.reporting = 0, 1, "", ""
         self.trained = 0  # run-epochs trained so far
+        self.reported: dict[tuple[str, ...], int] = {}  # the epochs reported of each group in training
         self.started = time.perf_counter()
 
     def start(self, runs: Sequence[Run]) -> None:
@@ -111,15 +112,16 @@ class Progress(keras.callbacks.Callback):
         self.stream.write("\r" + line[:width] + "\x1b[K")
 
     def report(self, runs: Sequence[Run], epoch: int, logs: dict | None) -> None:
-        """Epoch ``epoch`` (0-based) of a group of ``runs`` trained elsewhere (a unit on a cluster), with the logs of
-        its last run."""
+        """Epoch ``epoch`` (0-based) of a group of ``runs`` trained elsewhere (a lane, a unit on a cluster), with the
+        logs of its last run; groups report side by side."""
         self.start(runs)
+        self.reported[_keys(runs)] = epoch + 1
         self.on_epoch_end(epoch, logs)
 
-    def finish(self, runs: int) -> None:
-        """``runs`` more runs done (however many epochs they trained)."""
-        self.done += runs
-        self.trained = self.done * self.epochs
+    def finish(self, runs: Sequence[Run]) -> None:
+        """A group of ``runs`` done (however many epochs it trained: the bar counts all of its epochs)."""
+        self.done += len(runs)
+        self.trained += (self.epochs - self.reported.pop(_keys(runs), 0)) * len(runs)
 
     def close(self) -> None:
         """On a terminal, the live line gives way to the total time."""
@@ -127,6 +129,30 @@ class Progress(keras.callbacks.Callback):
             elapsed = _clock(time.perf_counter() - self.started)
             self.stream.write(f"\r{self.done}/{self.runs} runs trained in {elapsed}\x1b[K\n")
             self.stream.flush()
+
+
+class RelayedProgress(Progress):
+    """A group's progress where it trains (a lane, a Ray worker): every epoch, with the logs of its last run, handed
+    to ``send`` as ``(index, epoch, logs)`` for the comparison's `Progress.report`; ``checks`` run after every epoch
+    where it trains. The watched layers' statistics are left out (they are not for the line)."""
+
+    def __init__(self, send: Callable[[tuple], object], index: int, runs: int, epochs: int, checks):
+        super().__init__(None, runs, epochs, checks)
+        self.send, self.index = send, index
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.send(
+            (
+                self.index,
+                epoch,
+                {key: float(value) for key, value in (logs or {}).items() if not key.startswith("layers/")},
+            )
+        )
+
+
+def _keys(runs: Sequence[Run]) -> tuple[str, ...]:
+    return tuple(run.key for run in runs)
 
 
 def _label(runs: Sequence[Run]) -> str:

@@ -1,4 +1,5 @@
-"""How `train_stacked` splits K models into groups: group size caps, CPU lanes and a memory plan.
+"""How `train_stacked` splits K models into groups (group size caps, CPU lanes and a memory plan), and how many
+models that do not stack train side by side, one per lane (`lanes_for`).
 
 A group is K models in one compiled graph; the groups of a wave train at the same
 time, one per lane (on CPU one lane per usable core, since one compiled loop keeps
@@ -13,6 +14,7 @@ models than the memory budget allows.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -130,6 +132,33 @@ def parallel_lanes(device_name: str) -> int:
         period = int(Path("/sys/fs/cgroup/cpu.max").read_text().split()[1])
         cores = min(cores, math.ceil(quota / period))
     return max(1, cores)
+
+
+def lanes_for(model: keras.Model, data, batch_size: int, device_name: str, max_bytes: int | None = None) -> int:
+    """How many runs of ``model``'s architecture train side by side, one model each in a thread of its own (`train`
+    in lanes): `parallel_lanes`, at most as many as fit ``max_bytes`` (default: `memory_budget`) by
+    `single_model_bytes`; at least 1.
+
+    >>> from keras_initlab import build_mlp, load_dataset
+    >>> lanes_for(build_mlp([784, 30, 10]), load_dataset("mnist-10k"), 10, "/CPU:0", max_bytes=10**9) >= 1
+    True
+    """
+    per_model = single_model_bytes(model, data, batch_size)
+    budget = memory_budget(device_name) if max_bytes is None else max_bytes
+    return max(1, min(parallel_lanes(device_name), budget // per_model))
+
+
+def single_model_bytes(model: keras.Model, data, batch_size: int) -> int:
+    """Planned memory of one lane of `lanes_for`, in float32: the parameters eight times (the run's weights and
+    optimizer state, up to two slots, and the lane's compiled copy of both), the outputs of every layer for one
+    mini-batch twice (forward and gradient) and for the validation set once, and the data (each lane copies it
+    to the device). Layers whose output shape is unknown (a subclassed model's) count nothing."""
+    outputs = 0
+    for layer in model.layers:
+        with contextlib.suppress(AttributeError, ValueError):
+            outputs += math.prod(layer.output.shape[1:])
+    data_values = (len(data.x_train) + len(data.x_val)) * (math.prod(model.input_shape[1:]) + 1)
+    return 4 * (8 * model.count_params() + (2 * batch_size + len(data.x_val)) * outputs + data_values)
 
 
 def plan_groups(
