@@ -1,6 +1,6 @@
 """`keras_initlab.train` against plain `model.fit` on a user's model: the shipped small CNN.
 
-Run: python scripts/bench_models.py [--repeats 3] [--config cnn-adam]
+Run: python scripts/bench_models.py [--repeats 3] [--config cnn-adam] | --comparisons [--baseline DIR] [--repeats 2]
 
 The model is `keras_initlab/examples/models/small_cnn.py` (the factory of the ``cnn-adam`` spec), trained on
 ``mnist-10k`` at the spec's batch size with a fresh Adam (lr 1e-3) per measurement. Rows:
@@ -15,9 +15,25 @@ The model is `keras_initlab/examples/models/small_cnn.py` (the factory of the ``
 Each row is the seconds of one epoch (training steps and the validation pass, 8,000 + 2,000
 images) after a warm-up epoch; measurements are interleaved, ``--repeats`` times, and the best is
 kept (the machine is shared: compare ratios within one run).
+
+With ``--comparisons [--baseline DIR]``: whole comparisons instead, each ``initlab compare ...`` a new process timed
+from start to exit, into a store made before the clock starts, this checkout alternated ``--repeats`` times with
+the checkout at ``DIR`` (an older commit, run with ``PYTHONPATH=DIR``; a checkout from before 0.5.0 through its
+launcher ``keras_initlab_cli``), best of the repeats:
+
+- ``initlab compare deep-relu`` and ``initlab compare cnn-adam`` end to end;
+- the fixed cost of a ``deep-relu`` run after the first: ``--epochs 1`` with seeds ``0 1 2`` (12 runs) against
+  seed ``0`` (4 runs) is 8 runs more, less their 8 epochs (the cost of a run-epoch from ``--epochs 2`` against
+  ``--epochs 1``, 12 runs).
 """
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import keras
 
@@ -62,11 +78,69 @@ def train_epoch(build, data, batch_size, jit_compile) -> float:
     return timer.seconds[-1]
 
 
+COMMANDS = {  # name -> the arguments of `initlab compare`
+    "deep-relu": ["deep-relu"],
+    "cnn-adam": ["cnn-adam"],
+    "deep-relu, 4 runs, 1 epoch": ["deep-relu", "--seeds", "0", "--epochs", "1"],
+    "deep-relu, 12 runs, 1 epoch": ["deep-relu", "--seeds", "0", "1", "2", "--epochs", "1"],
+    "deep-relu, 12 runs, 2 epochs": ["deep-relu", "--seeds", "0", "1", "2", "--epochs", "2"],
+}
+
+
+def compare_seconds(arguments: list[str], checkout: Path | None, folder: str) -> float:
+    """Seconds of one ``initlab compare`` process, from ``checkout`` (None: this one), into the store in
+    ``folder``."""
+    if checkout is None:
+        command, env = [sys.executable, "-m", "initlab", "compare", *arguments], dict(os.environ)
+    else:
+        launcher = ["-c", "import keras_initlab_cli; keras_initlab_cli.main()", "compare"]  # reads sys.argv
+        if not (checkout / "keras_initlab_cli.py").exists():
+            launcher = ["-m", "initlab", "compare"]
+        command, env = [sys.executable, *launcher, *arguments], {**os.environ, "PYTHONPATH": str(checkout)}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder}/mlflow.db"
+    start = time.perf_counter()
+    subprocess.run(command, cwd=folder, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def comparisons(repeats: int, baseline: Path | None) -> None:
+    sides = {"this checkout": None, **({f"baseline {baseline}": baseline} if baseline else {})}
+    best = {(side, name): float("inf") for side in sides for name in COMMANDS}
+    with tempfile.TemporaryDirectory() as folder:
+        for side, checkout in sides.items():  # each side's store made first (not timed)
+            os.makedirs(f"{folder}/{side}")
+            compare_seconds(COMMANDS["deep-relu, 4 runs, 1 epoch"], checkout, f"{folder}/{side}")
+        for _ in range(repeats):
+            for name, arguments in COMMANDS.items():
+                for side, checkout in sides.items():
+                    seconds = compare_seconds(arguments, checkout, f"{folder}/{side}")
+                    best[side, name] = min(best[side, name], seconds)
+                    print(f"  {side}: {name}: {seconds:.2f} s", flush=True)
+    print("| | " + " | ".join(sides) + (" | baseline / this |" if baseline else " |"))
+    print("|---|" + "---:|" * (len(sides) + (1 if baseline else 0)))
+    rows = {name: {side: best[side, name] for side in sides} for name in ("deep-relu", "cnn-adam")}
+    rows["deep-relu: fixed cost of a run after the first"] = {
+        side: (best[side, "deep-relu, 12 runs, 1 epoch"] - best[side, "deep-relu, 4 runs, 1 epoch"]) / 8
+        - (best[side, "deep-relu, 12 runs, 2 epochs"] - best[side, "deep-relu, 12 runs, 1 epoch"]) / 12
+        for side in sides
+    }
+    for name, values in rows.items():
+        cells = [f"{values[side]:.2f} s" for side in sides]
+        if baseline:
+            cells.append(f"{values[f'baseline {baseline}'] / values['this checkout']:.2f}x")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="cnn-adam", help="a built-in spec's name or a spec file")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--comparisons", action="store_true", help="time whole `initlab compare` commands instead")
+    parser.add_argument("--baseline", type=Path, help="with --comparisons: a checkout to time against")
     args = parser.parse_args()
+    if args.comparisons:
+        comparisons(args.repeats, args.baseline)
+        return
     spec = ComparisonSpec.from_file(spec_path(args.config))
     data = load_spec_data(spec)
     builder = ModelBuilder(spec, data)
