@@ -174,11 +174,13 @@ def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(
     from initlab.comparison.progress import Progress
 
     uri = store()
-    spec = write_spec(tmp_path, epochs=2)
+    spec = write_spec(tmp_path, epochs=4)
     on_epoch_end = Progress.on_epoch_end
+    sent = []
 
-    def signalled(self, epoch, logs=None):  # the signal arrives while the second run trains
-        if self.done == 1:
+    def signalled(self, epoch, logs=None):  # the signal arrives once a run is done, while later ones train
+        if self.done >= 1 and not sent:
+            sent.append(epoch)
             os.kill(os.getpid(), signum)
         on_epoch_end(self, epoch, logs)
 
