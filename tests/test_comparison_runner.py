@@ -196,7 +196,7 @@ def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(
     assert parent.info.status == "KILLED"
     # The runs that ended are kept, the one or two in flight (a lane each) end KILLED, those not started do not exist.
     statuses = sorted(c.info.status for c in children)
-    assert set(statuses) == {"FINISHED", "KILLED"} and len(statuses) < 4, statuses
+    assert set(statuses) == {"FINISHED", "KILLED"} and statuses.count("KILLED") <= 2, statuses
     assert signal.getsignal(signum) == before  # as it was before the comparison
 
 
