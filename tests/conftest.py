@@ -1,6 +1,7 @@
 """What the tests share: real MLflow tracking servers started through the project's own ``initlab serve``, new
 MLflow stores, a Ray head node, the small specs they run, and how they read a comparison back from MLflow."""
 
+import contextlib
 import itertools
 import json
 import math
@@ -149,57 +150,50 @@ def ray_env(monkeypatch) -> None:
         monkeypatch.setenv(key, RAY_ENV[key])
 
 
-@pytest.fixture(scope="session")
-def ray_head_node():
-    """A Ray head node on 127.0.0.1:PORT, in a session of its own, for the tests that need one (one per test run);
-    stopped by killing that session's processes (``ray stop --force`` would stop every Ray of this user on the
-    machine). Yields the port and the sockets the head node opened."""
+@contextlib.contextmanager
+def head_node(env: dict, cpus: int, sigint_ignored: bool = False):
+    """``ray start --head`` on 127.0.0.1:PORT with ``env`` and ``cpus`` CPUs, in a session of its own, stopped by
+    killing that session's processes (``ray stop --force`` would stop every Ray of this user on the machine); yields
+    PORT. ``sigint_ignored``: started as from a shell's background job (``ray start ... &``), whose workers inherit
+    that."""
     port = free_port()
-    before = listening()
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
-    env = {**RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # initlab.cluster.LOOPBACK_VARIABLE
+    launcher = []
+    if sigint_ignored:
+        launcher = [
+            sys.executable,
+            "-c",
+            "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
+        ]
     ray = Path(sys.executable).with_name("ray")
-    # Started as from a shell's background job (`ray start ... &`): SIGINT ignored, which its workers inherit.
-    ignoring_sigint = [
-        sys.executable,
-        "-c",
-        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
-    ]
+    options = ["--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", str(cpus), "--temp-dir", folder]
     start = subprocess.Popen(
-        [
-            *ignoring_sigint,
-            str(ray),
-            "start",
-            "--head",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "2",
-            "--disable-usage-stats",
-            "--include-dashboard=false",
-            "--temp-dir",
-            folder,
-        ],
+        [*launcher, str(ray), "start", "--head", *options, "--disable-usage-stats", "--include-dashboard=false"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
     )
-    output, _ = start.communicate(timeout=180)
-    assert start.returncode == 0, output
     try:
-        yield port, listening() - before
+        output, _ = start.communicate(timeout=180)
+        assert start.returncode == 0, output
+        yield port
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(start.pid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(5 if sig == signal.SIGTERM else 0)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(start.pid, signal.SIGTERM)
+            time.sleep(1)  # the raylet ends; the GCS server and the autoscaler's monitor go on
+            os.killpg(start.pid, signal.SIGKILL)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_head_node():
+    """A Ray head node (`head_node`, 2 CPUs, SIGINT ignored) for the tests that need one, one per test run, with
+    the loopback setting (`initlab.cluster.LOOPBACK_VARIABLE`). Yields the port and the sockets it opened."""
+    before = listening()
+    with head_node({**RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}, cpus=2, sigint_ignored=True) as port:
+        yield port, listening() - before
 
 
 # -- data and diagnostics -------------------------------------------------------------------

@@ -6,21 +6,16 @@ The tests connect this process to Ray with `connect`, which sets Ray's loopback 
 with ``RAY_AUTH_MODE=disabled`` (Ray 2.60 turns token authentication on for a new cluster and would write
 ``~/.ray/auth_token``), but for the head node with token authentication, whose home folder is the test's."""
 
-import contextlib
 import os
 import secrets
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import RAY_ENV, free_port, listening, on_loopback, ray_env
+from conftest import RAY_ENV, free_port, head_node, listening, on_loopback, ray_env
 from initlab.cluster import (
     LOOPBACK_VARIABLE,
     PROBE_TIMEOUT,
@@ -124,46 +119,6 @@ def test_a_store_on_this_disk_is_refused_for_a_cluster_of_other_machines(tmp_pat
     check_store_reachable("http://127.0.0.1:5000", elsewhere)
 
 
-@contextlib.contextmanager
-def head_node(env: dict):
-    """``ray start --head`` on 127.0.0.1:PORT with ``env``, in a session of its own (stopped by killing it); yields
-    PORT."""
-    port = free_port()
-    folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's Unix sockets go there
-    start = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("ray")),
-            "start",
-            "--head",
-            "--node-ip-address",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--num-cpus",
-            "1",
-            "--disable-usage-stats",
-            "--include-dashboard=false",
-            "--temp-dir",
-            folder,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = start.communicate(timeout=180)
-        assert start.returncode == 0, output
-        yield port
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(start.pid, signal.SIGTERM)
-            time.sleep(1)  # the raylet ends; the GCS server and the autoscaler's monitor go on
-            os.killpg(start.pid, signal.SIGKILL)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 DRIVER = """
 import sys
 
@@ -191,7 +146,7 @@ def test_this_users_head_node_with_token_authentication_is_reached_with_the_user
     (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))  # what Ray writes
     env = {key: value for key, value in RAY_ENV.items() if not key.startswith("RAY_AUTH")}
     env.update(HOME=str(home), RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")  # initlab.cluster.LOOPBACK_VARIABLE
-    with head_node(env) as port:
+    with head_node(env, cpus=1) as port:
         address = f"127.0.0.1:{port}"
         connected = subprocess.run(
             [sys.executable, "-c", DRIVER, address], env=env, capture_output=True, text=True, timeout=120

@@ -71,31 +71,9 @@ def test_your_fit_loop_is_laid_out_as_initlab_compare_lays_out_a_spec(store, cap
     _, (from_spec,) = runs_of(client, "spec")
     own = next(c for c in children if c.data.tags["initlab.run_key"] == "he/seed=0")
     assert set(own.data.params) < set(from_spec.data.params)
-    assert {
-        k: own.data.params[k]
-        for k in (
-            "scheme",
-            "seed",
-            "kernel_initializer",
-            "bias_initializer",
-            "parameters",
-            "optimizer",
-            "learning_rate",
-            "optimizer_config",
-        )
-    } == {
-        k: from_spec.data.params[k]
-        for k in (
-            "scheme",
-            "seed",
-            "kernel_initializer",
-            "bias_initializer",
-            "parameters",
-            "optimizer",
-            "learning_rate",
-            "optimizer_config",
-        )
-    }
+    compared = ("scheme", "seed", "kernel_initializer", "bias_initializer", "parameters", "optimizer")
+    compared += ("learning_rate", "optimizer_config")
+    assert {k: own.data.params[k] for k in compared} == {k: from_spec.data.params[k] for k in compared}
     assert set(own.data.metrics) == set(from_spec.data.metrics) | {"train_accuracy"}
     assert own.data.params["epochs"] == "3" and own.data.metrics["final_val_accuracy"] > 0.5
     history = client.get_metric_history(own.info.run_id, "val_accuracy")

@@ -96,8 +96,6 @@ class LocalRunner:
         def lane(i: int) -> tuple[dict, dict]:
             nonlocal upcoming
             try:
-                if stopping.is_set():
-                    return {}, {}
                 group, initial = groups[i], None
                 if lanes > 1:  # made here, while the other lanes train
                     models, children, _ = prepare_diagnosed(builder, shared, group, histograms)
@@ -109,7 +107,7 @@ class LocalRunner:
                     models, children, _ = upcoming.result()
                 if lanes == 1 and i + 1 < len(groups):  # the next group's models and diagnostics while this one trains
                     upcoming = preparer.submit(prepare_diagnosed, builder, shared, groups[i + 1], histograms)
-                if stopping.is_set():  # while it was prepared: its runs never started
+                if stopping.is_set():  # before it trains: its runs never start
                     return {}, {}
                 progress = RelayedProgress(events.put, i, len(group), bar.epochs, [queue.raise_if_lost, stop_check])
                 failures = train_group(builder, group, models, children, progress, queue, initial)
