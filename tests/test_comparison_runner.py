@@ -129,21 +129,22 @@ def test_resume_after_sigint_trains_only_the_unfinished_runs(tmp_path, capsys):
 
 @pytest.mark.integration
 def test_kill_9_then_resume_keeps_every_finished_run_once_with_its_own_times(tmp_path, capsys):
-    """Killed (SIGKILL, nothing handled) as it reports its second run done, on a store it was still making: every run
-    that had ended is a record on disk, and ``--resume`` writes each once, with the times it trained at."""
+    """Killed (SIGKILL, nothing handled) as it reports its second (or second and third) run done, on a store it was
+    still making: every run that had ended is a record on disk, and ``--resume`` writes each once, with the times it
+    trained at."""
     uri = f"sqlite:///{tmp_path / 'new.db'}"
     spec = write_spec(tmp_path, epochs=2, subset={"train": 400, "val": 200})
     command = [sys.executable, "-m", "initlab", "compare", str(spec), "--tracking-uri", uri, "--no-stack"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     progress = []
-    for line in first.stdout:
+    for line in first.stdout:  # two lanes may end their runs together: the count can go from 1 to 3
         progress.append(line)
-        if line.startswith("[2/4 runs done]"):
+        if re.match(r"\[[23]/4 runs done\]", line):
             break
     first.kill()
     first.wait()
-    assert progress[-1].startswith("[2/4 runs done]"), "".join(progress)
+    assert re.match(r"\[[23]/4 runs done\]", progress[-1]), "".join(progress)
     orphan = first.stdout.read()  # until the tracking process, which shares the pipe, ends too: quietly
     assert "Traceback" not in orphan, orphan
     ended = {}  # run key -> (start, end) of every run that finished, on disk or in MLflow
