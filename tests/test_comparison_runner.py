@@ -175,7 +175,8 @@ def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(
     from initlab.comparison.progress import Progress
 
     uri = store()
-    spec = write_spec(tmp_path, epochs=4)
+    # 12 epochs a run: the lanes report to this thread, which may see the first run done late (a loaded machine).
+    spec = write_spec(tmp_path, epochs=12)
     on_epoch_end = Progress.on_epoch_end
     sent = []
 
@@ -195,9 +196,11 @@ def test_ctrl_c_and_sigterm_end_in_one_line_with_the_finished_runs_kept(
     )
     (parent,), children = runs_of(MlflowClient(uri), "tiny")
     assert parent.info.status == "KILLED"
-    # The runs that ended are kept, the one or two in flight (a lane each) end KILLED, those not started do not exist.
+    # The runs that ended are kept, the one or two in flight (a lane each) end KILLED, those not started do not exist
+    # (a lane between two runs, making its next model, has none in flight: then no run is KILLED, but one is missing).
     statuses = sorted(c.info.status for c in children)
-    assert set(statuses) == {"FINISHED", "KILLED"} and statuses.count("KILLED") <= 2, statuses
+    assert set(statuses) <= {"FINISHED", "KILLED"} and "FINISHED" in statuses, statuses
+    assert statuses.count("KILLED") <= 2 and statuses != ["FINISHED"] * 4, statuses
     assert signal.getsignal(signum) == before  # as it was before the comparison
 
 
