@@ -1,7 +1,6 @@
 """What the tests share: real MLflow tracking servers started through the project's own ``initlab serve``, new
 MLflow stores, a Ray head node, the small specs they run, and how they read a comparison back from MLflow."""
 
-import atexit
 import contextlib
 import itertools
 import json
@@ -29,14 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 # variable while a request of the main thread is reading the environment (a KeyError inside MLflow).
 # The tests run offline, so they run without it (this process and the subprocesses it starts).
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-
-# Many tests compile the same XLA programs (the same small MLPs, in several test processes and in the commands
-# they start): one persistent XLA cache per test run, a temporary folder the xdist workers and subprocesses inherit,
-# loads an executable compiled before instead of compiling it again (the same program runs: results are unchanged).
-if "TF_XLA_FLAGS" not in os.environ:
-    _XLA_CACHE = tempfile.mkdtemp(prefix="initlab-xla-")
-    atexit.register(shutil.rmtree, _XLA_CACHE, True)
-    os.environ["TF_XLA_FLAGS"] = f"--tf_xla_persistent_cache_directory={_XLA_CACHE}"
 
 
 def free_port() -> int:
