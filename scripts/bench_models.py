@@ -1,6 +1,7 @@
 """`keras_initlab.train` against plain `model.fit` on a user's model: the shipped small CNN.
 
 Run: python scripts/bench_models.py [--repeats 3] [--config cnn-adam] | --comparisons [--baseline DIR] [--repeats 2]
+     | --fixed-cost [--repeats 3]
 
 The model is `keras_initlab/examples/models/small_cnn.py` (the factory of the ``cnn-adam`` spec), trained on
 ``mnist-10k`` at the spec's batch size with a fresh Adam (lr 1e-3) per measurement. Rows:
@@ -25,6 +26,11 @@ launcher ``keras_initlab_cli``), best of the repeats:
 - the fixed cost of a ``deep-relu`` run after the first: ``--epochs 1`` with seeds ``0 1 2`` (12 runs) against
   seed ``0`` (4 runs) is 8 runs more, less their 8 epochs (the cost of a run-epoch from ``--epochs 2`` against
   ``--epochs 1``, 12 runs).
+
+With ``--fixed-cost [--repeats 3]``: that fixed cost without the commands' TensorFlow import (whose 5-8 s vary
+more than 8 runs cost): in this process, as ``initlab compare`` runs it (`run_comparison`, MLflow's requests
+answered by a tracking process, `bench_watch.timed`), after a warm-up comparison that traced each lane's loop, the
+same three ``deep-relu`` comparisons alternated (12 runs x 3 epochs for the run-epoch), best of the repeats.
 """
 
 import argparse
@@ -38,7 +44,8 @@ from pathlib import Path
 import keras
 
 from bench_training import EpochTimer  # this script's folder is on sys.path
-from initlab.comparison import ModelBuilder, load_spec_data
+from bench_watch import timed
+from initlab.comparison import ModelBuilder, load_spec_data, run_comparison
 from initlab.spec import ComparisonSpec
 from initlab.spec_files import spec_path
 from keras_initlab import train
@@ -131,13 +138,41 @@ def comparisons(repeats: int, baseline: Path | None) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def fixed_cost(repeats: int) -> None:
+    spec = ComparisonSpec.from_file(spec_path("deep-relu"))
+    shapes = {
+        "4 runs x 1 epoch": spec.replace(seeds=[0], epochs=1),
+        "12 runs x 1 epoch": spec.replace(seeds=[0, 1, 2], epochs=1),
+        "12 runs x 3 epochs": spec.replace(seeds=[0, 1, 2], epochs=3),
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        uri = f"sqlite:///{folder}/mlflow.db"
+        run_comparison(shapes["4 runs x 1 epoch"], tracking_uri=uri, experiment="warm-up")  # the lanes' loops
+        best = {name: float("inf") for name in shapes}
+        for _ in range(repeats):
+            for name, each in shapes.items():
+                seconds, _ = timed(each, uri, name, "command")
+                best[name] = min(best[name], seconds)
+                print(f"  deep-relu, {name}: {seconds:.2f} s", flush=True)
+    run_epoch = (best["12 runs x 3 epochs"] - best["12 runs x 1 epoch"]) / 24
+    fixed = (best["12 runs x 1 epoch"] - best["4 runs x 1 epoch"]) / 8 - run_epoch
+    print("| deep-relu, in one process | best |\n|---|---:|")
+    for name, seconds in best.items():
+        print(f"| {name} | {seconds:.2f} s |")
+    print(f"| a run-epoch | {run_epoch:.3f} s |\n| **fixed cost of a run after the first** | **{fixed:.3f} s** |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="cnn-adam", help="a built-in spec's name or a spec file")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--comparisons", action="store_true", help="time whole `initlab compare` commands instead")
     parser.add_argument("--baseline", type=Path, help="with --comparisons: a checkout to time against")
+    parser.add_argument("--fixed-cost", action="store_true", help="a deep-relu run's fixed cost, in this process")
     args = parser.parse_args()
+    if args.fixed_cost:
+        fixed_cost(args.repeats)
+        return
     if args.comparisons:
         comparisons(args.repeats, args.baseline)
         return
