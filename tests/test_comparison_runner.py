@@ -137,14 +137,14 @@ def test_kill_9_then_resume_keeps_every_finished_run_once_with_its_own_times(tmp
     command = [sys.executable, "-m", "initlab", "compare", str(spec), "--tracking-uri", uri, "--no-stack"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    progress = []
-    for line in first.stdout:  # two lanes may end their runs together: the count can go from 1 to 3
+    progress, second_done = [], re.compile(r"\[[23]/4 runs done\]")  # two lanes may end runs together: 1, then 3
+    for line in first.stdout:
         progress.append(line)
-        if re.match(r"\[[23]/4 runs done\]", line):
+        if second_done.match(line):
             break
     first.kill()
     first.wait()
-    assert re.match(r"\[[23]/4 runs done\]", progress[-1]), "".join(progress)
+    assert second_done.match(progress[-1]), "".join(progress)
     orphan = first.stdout.read()  # until the tracking process, which shares the pipe, ends too: quietly
     assert "Traceback" not in orphan, orphan
     ended = {}  # run key -> (start, end) of every run that finished, on disk or in MLflow
