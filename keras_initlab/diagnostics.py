@@ -326,6 +326,36 @@ def _is_plain_dense(layer) -> bool:
     return type(layer) is keras.layers.Dense and layer.quantization_mode is None and layer.compute_dtype == "float32"
 
 
+def dense_chain(model: keras.Model, layers: Sequence[keras.layers.Layer]) -> bool:
+    """Whether ``model`` is a chain of its diagnosed ``layers``, all plain Dense layers (`_is_plain_dense`, no LoRA),
+    as `keras_initlab.build_mlp` makes them: each takes the previous one's output (the first the model's input) and
+    the last gives the model's output. `chain_forward` runs such a model with ``z`` as the layers compute it."""
+    own = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    if own != list(layers) or len(model.inputs) != 1 or len(model.outputs) != 1:
+        return False
+    if any(not _is_plain_dense(layer) or layer.lora_enabled for layer in layers):
+        return False
+    received = [model.inputs[0]] + [layer.output for layer in layers]
+    return (
+        all(layer.input is r for layer, r in zip(layers, received[:-1], strict=True))
+        and received[-1] is model.outputs[0]
+    )
+
+
+def chain_forward(layers: Sequence[keras.layers.Layer], x) -> tuple[list, list, list]:
+    """``(inputs, z, a)`` of every layer of a `dense_chain` on ``x``: ``z = x @ kernel + bias`` and ``a = f(z)``,
+    the operations of the Dense layer's own ``call``, so ``z`` is the layer's own pre-activation and the last ``a``
+    the model's output (one pass, no Keras layer calls)."""
+    inputs, zs, activations = [], [], []
+    for layer in layers:
+        inputs.append(x)
+        z = keras.ops.matmul(x, layer.kernel)
+        zs.append(z if layer.bias is None else keras.ops.add(z, layer.bias))
+        x = layer.activation(zs[-1])
+        activations.append(x)
+    return inputs, zs, activations
+
+
 def preactivations(layer, x: np.ndarray) -> np.ndarray:
     """``z = W x + b`` of ``layer`` on its inputs ``x``: for a plain Dense layer ``x @ kernel + bias`` in NumPy,
     otherwise a `linear_twin` of the layer (its own padding, strides, dilation)."""
@@ -383,7 +413,9 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
     One forward pass of a probe model (the model's graph with every diagnosed
     layer's input and activation output as outputs, ``training=False``); ``z``
     is `preactivations` of each layer's input: for convolutions a linear copy of the
-    layer, so padding, strides and dilation are those of the layer itself.
+    layer, so padding, strides and dilation are those of the layer itself. A chain
+    of plain Dense layers (`dense_chain`, e.g. `keras_initlab.build_mlp`'s) is run
+    layer by layer instead (`chain_forward`), ``z`` the one each layer computes.
 
     Works for functional and Sequential models with one input (images are
     reshaped to the input shape, as in training); an unbuilt Sequential model is
@@ -400,6 +432,14 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
         raise ValueError(f"diagnose needs a functional or Sequential model; {model.name!r} has no symbolic inputs.")
     x = model_input(model, x_batch)
     layers = diagnosed_layers(model)
+    if dense_chain(model, layers):  # layer by layer: each z as the layer computes it, no probe model, no copies
+        signals = []
+        passes = zip(layers, *chain_forward(layers, keras.ops.convert_to_tensor(x)), strict=True)
+        for depth, (layer, received, z, a) in enumerate(passes, start=1):
+            received, z, a = np.asarray(received), np.asarray(z), np.asarray(a)
+            name = activation_after(model, layer)[0]
+            signals.append(LayerSignals(layer, depth, name, received, z, a, _unit_axis(layer, z.ndim)))
+        return signals
     activations = [activation_after(model, layer) for layer in layers]
     probe_outputs = [layer.input for layer in layers] + [
         (after if after is not None else layer).output for layer, (_, after) in zip(layers, activations, strict=True)
@@ -420,8 +460,9 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
 def _kernel_grad_norms(model, layers, x, y, loss) -> list[float]:
     require_tensorflow("diagnose's gradient norms (given `y_batch`)")
     kernels = [layer.kernel for layer in layers]
+    chain = dense_chain(model, layers)
     with tf.GradientTape() as tape:
-        pred = model(x, training=False)
+        pred = chain_forward(layers, tf.convert_to_tensor(x))[2][-1] if chain else model(x, training=False)
         value = keras.ops.mean(loss(y, pred))
     return [float(tf.norm(g)) if g is not None else 0.0 for g in tape.gradient(value, kernels)]
 

@@ -46,6 +46,8 @@ from keras_initlab.diagnostics import (
     TANH_SATURATION,
     DiagnosticsTable,
     activation_after,
+    chain_forward,
+    dense_chain,
     diagnosed_layers,
     model_input,
 )
@@ -176,7 +178,7 @@ class ModelProbe:
         activations = [activation_after(model, layer) for layer in self.layers]
         self.activations = [name for name, _ in activations]
         self.loss = loss
-        self.chain = _dense_chain(model, self.layers)
+        self.chain = dense_chain(model, self.layers)
         self.probe: keras.Model | None = None  # a chain is run by `_signals` itself; any other model through this one
         if not self.chain:
             outputs = [layer.input for layer in self.layers] + [
@@ -206,15 +208,12 @@ class ModelProbe:
 
     def _signals(self, x) -> tuple[list, list, tf.Tensor]:
         """Every diagnosed layer's ``z`` and ``a`` on ``x``, and the model's output. A chain of Dense layers (as
-        `keras_initlab.build_mlp` makes) is run here, layer by layer, so that ``z`` is the forward pass's own; any
-        other model runs its own graph, and ``z`` is computed again from each layer's input (a Keras model does not
-        expose a layer's pre-activation): one more product per layer."""
+        `keras_initlab.build_mlp` makes) is run layer by layer (`keras_initlab.diagnostics.chain_forward`), so that
+        ``z`` is the forward pass's own; any other model runs its own graph, and ``z`` is computed again from each
+        layer's input (a Keras model does not expose a layer's pre-activation): one more product per layer."""
         if self.chain:
-            zs, activations = [], [x]
-            for layer in self.layers:
-                zs.append(_linear(layer, activations[-1]))
-                activations.append(layer.activation(zs[-1]))
-            return zs, activations[1:], activations[-1]
+            _, zs, activations = chain_forward(self.layers, x)
+            return zs, activations, activations[-1]
         n = len(self.layers)
         assert self.probe is not None  # made in __init__ for every model that is not a chain
         values = self.probe(x, training=False)
@@ -255,21 +254,6 @@ class ModelProbe:
             self._tracing.join()
         values = self._measure(x, y).numpy()[:, 0].tolist()  # traced on the first call, which sets `names`
         return dict(zip(self.names, values, strict=True))
-
-
-def _dense_chain(model: keras.Model, layers: Sequence[keras.layers.Layer]) -> bool:
-    """Whether ``model`` is a chain of its diagnosed ``layers``, all plain Dense layers: each takes the previous
-    one's output (the first the model's input) and the last gives the model's output."""
-    own = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if own != list(layers) or len(model.inputs) != 1 or len(model.outputs) != 1:
-        return False
-    if any(type(layer) is not keras.layers.Dense or layer.lora_enabled or layer.quantization_mode for layer in layers):
-        return False
-    received = [model.inputs[0]] + [layer.output for layer in layers]
-    return (
-        all(layer.input is r for layer, r in zip(layers, received[:-1], strict=True))
-        and received[-1] is model.outputs[0]
-    )
 
 
 class WatchLayers(keras.callbacks.Callback):

@@ -15,10 +15,14 @@ from keras_initlab.diagnostics import (
     _patch_sum_layer,
     _patch_sums,
     collect_signals,
+    dense_chain,
     diagnose,
+    diagnosed_layers,
     linear_twin,
+    model_input,
     preactivations,
 )
+from keras_initlab.models import default_loss
 
 init = keras.initializers
 SIGMAS = 4.0
@@ -215,6 +219,36 @@ def test_dense_fast_path_matches_the_layer_copies():
         pass
 
     assert not _is_plain_dense(Scaled(3)) and not _is_plain_dense(keras.layers.Dense(3, dtype="mixed_float16"))
+
+
+def test_a_chain_of_dense_layers_is_run_layer_by_layer_as_its_graph_runs_it(mnist_val):
+    # An MLP as build_mlp makes it is run without a probe model: its inputs and activations are those of the
+    # model's own graph bit for bit, z is each layer's own (within float32 rounding of the float64 product), the
+    # gradient norms are those of the model's own forward pass.
+    import tensorflow as tf
+
+    x, y = mnist_val[0][:200], mnist_val[1][:200]
+    model = build_mlp([784, 30, 20, 10], activation="tanh", output="softmax", scheme="he", seed=0)
+    layers = diagnosed_layers(model)
+    assert dense_chain(model, layers)
+    graph = keras.Model(model.inputs[0], [layer.input for layer in layers] + [layer.output for layer in layers])
+    values = [np.asarray(v) for v in graph(model_input(model, x), training=False)]
+    signals = collect_signals(model, x)
+    for signal, received, output in zip(signals, values[:3], values[3:], strict=True):
+        np.testing.assert_array_equal(signal.inputs, received)
+        np.testing.assert_array_equal(signal.activations, output)
+        np.testing.assert_allclose(signal.preactivations, preactivations(signal.layer, received), rtol=1e-5, atol=1e-6)
+    with tf.GradientTape() as tape:
+        loss = keras.ops.mean(default_loss(model)(y, model(model_input(model, x), training=False)))
+    expected = [float(tf.norm(g)) for g in tape.gradient(loss, [layer.kernel for layer in layers])]
+    assert [row.kernel_grad_norm for row in diagnose(model, x, y)] == pytest.approx(expected, rel=1e-6)
+    # Not chains: an Activation layer between two Dense layers, a Dense layer of another dtype policy.
+    inputs = keras.Input((784,))
+    between = keras.Model(
+        inputs, keras.layers.Dense(10)(keras.layers.Activation("relu")(keras.layers.Dense(8)(inputs)))
+    )
+    half = keras.Model(inputs, keras.layers.Dense(10, dtype="mixed_float16")(inputs))
+    assert not dense_chain(between, diagnosed_layers(between)) and not dense_chain(half, diagnosed_layers(half))
 
 
 def test_unknown_initializer_raises_type_error(mnist_val):
