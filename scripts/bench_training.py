@@ -141,6 +141,26 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 200, lanes: int = 1) -> f
     return 2.0 * m * k * n * repeats * lanes / (time.perf_counter() - start)
 
 
+def update_rate(rows: int, cols: int, repeats: int = 2000, lanes: int = 1) -> float:
+    """Updates per second of an (rows, cols) float32 kernel by SGD with L2, ``w - lr * (g + l2 * w)``, in a
+    compiled TensorFlow loop (with ``lanes``, that many loops at once, their total): memory traffic, no arithmetic
+    to speak of (the kernel and its gradient read, the kernel written)."""
+    w = tf.random.normal((rows, cols))
+    g = tf.random.normal((rows, cols))
+
+    @tf.function(jit_compile=True)
+    def loop(w, g):
+        for i in tf.range(repeats):
+            w = w - 0.1 * (g + 1e-4 * tf.cast(i, tf.float32) * w)  # depends on i: not hoisted out of the loop
+        return w
+
+    loop(w, g).numpy()
+    start = time.perf_counter()
+    with ThreadPoolExecutor(lanes) as pool:
+        list(pool.map(lambda _: loop(w, g).numpy(), range(lanes)))
+    return repeats * lanes / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="measurements of each; the best is kept")
@@ -156,13 +176,25 @@ def main() -> None:
         for one_group in (False, True)
         if not one_group or (k > 1 and mix == "1")
     ]
-    rates: dict = {"fast": [], "plain": [], **{c: [] for c in configs}}
+    # 98% of a sample's FLOPs are the first layer's two products: with one seed, a lane of m models does them as one
+    # (BATCH, 784) @ (784, 30 m) forward and one (784, BATCH) @ (BATCH, 30 m) kernel gradient per step, then updates
+    # that (784, 30 m) kernel. Those, at their measured rates, `lanes` at once, bound what 16 models can reach.
+    per_lane = min(cap, -(-16 // lanes))
+    width = SIZES[1] * per_lane
+    parts = {
+        "forward": lambda: matmul_rate(BATCH, 784, width, repeats=2000, lanes=lanes),
+        "gradient": lambda: matmul_rate(784, BATCH, width, repeats=2000, lanes=lanes),
+        "update": lambda: update_rate(784, width, lanes=lanes),
+    }
+    rates: dict = {"fast": [], "plain": [], **{c: [] for c in configs}, **{part: [] for part in parts}}
     for _ in range(args.repeats):  # interleaved, so that a busy spell of the shared machine hits all alike
         rates["fast"].append(trainer_rate(data))
         rates["plain"].append(plain_fit_rate(data))
         for config in configs:
             rates[config].append(stacked_rate(data, *config))
-    best = {name: max(values) for name, values in rates.items()}
+        for part, measure in parts.items():
+            rates[part].append(measure())
+    best = {name: max(values) for name, values in rates.items() if values}
     fast, plain = best["fast"], best["plain"]
     flops = flops_per_sample()
     big = matmul_rate(1000, 1000, 1000, repeats=10)
@@ -174,21 +206,24 @@ def main() -> None:
         f"  vs 1000^3 matmul {big / 1e9:.1f} GFLOP/s ({fast * flops / big:.1%}),"
         f" vs {BATCH}x784x30 matmul {small / 1e9:.1f} GFLOP/s ({fast * flops / small:.1%})"
     )
-    # 98% of a sample's FLOPs are the first layer's two products: with one seed, a lane of m models does them as one
-    # (BATCH, 784) @ (784, 30 m) forward and one (784, BATCH) @ (BATCH, 30 m) kernel gradient per step. Those two
-    # alone, at their measured rates, bound what 16 models in `lanes` lanes can reach.
-    per_lane = min(cap, -(-16 // lanes))
-    width = SIZES[1] * per_lane
-    forward = matmul_rate(BATCH, 784, width, repeats=2000, lanes=lanes)
-    gradient = matmul_rate(784, BATCH, width, repeats=2000, lanes=lanes)
+    forward, gradient, updates = best["forward"], best["gradient"], best["update"]
     product_flops = 2 * 784 * SIZES[1]  # per sample and model, each of the two
-    bound = 1 / (product_flops / forward + product_flops / gradient)
+    products = product_flops / forward + product_flops / gradient  # seconds per model-sample
+    bound = 1 / products
+    bound_updated = 1 / (products + 1 / (updates * per_lane * BATCH))  # an update serves per_lane models x BATCH
     print(
         f"  16 models in {lanes} lanes of {per_lane}: a step's first-layer products alone, {lanes} at once: forward"
         f" {BATCH}x784x{width} {forward / 1e9:.1f} GFLOP/s, kernel gradient 784x{BATCH}x{width}"
         f" {gradient / 1e9:.1f} GFLOP/s: at most {bound:.0f} samples/s with nothing else in a step"
-        f" (1.2M samples/s takes {1.2e6 * flops / 1e9:.1f} GFLOP/s)"
+        f" (1.2M samples/s takes {1.2e6 * flops / 1e9:.1f} GFLOP/s); with the update of that 784x{width} kernel"
+        f" ({1e6 * lanes / updates:.0f} us, {lanes} at once): at most {bound_updated:.0f} samples/s"
     )
+    reached = best.get((16, "1", False))
+    if reached:
+        print(
+            f"  16 stacked models, one seed: {reached:.0f} samples/s = {reached / bound:.0%} of the products' bound,"
+            f" {reached / bound_updated:.0%} of the products-and-update bound"
+        )
     print()
     print(
         f"stacked: total samples/s; K separate runs of keras_initlab.train = {fast:.0f} samples/s in total"
