@@ -34,21 +34,11 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def comparison(tmp_path, capsys, store):
-    """A finished comparison in a SQLite store: ``(store uri, printed link)``."""
+def mlflow_ui(tmp_path, store):
+    """`mlflow ui` on a new SQLite store, on 127.0.0.1 and a free port, without MLflow's job runner (as
+    `initlab serve` starts it), started at once so that it loads while `comparison` trains; yields ``(store uri,
+    address, ready)``, ``ready()`` returning once it answers."""
     uri = store("mlflow.db")
-    assert main(["compare", str(write_spec(tmp_path, epochs=3)), "--tracking-uri", uri]) == 0
-    out = capsys.readouterr().out
-    command = re.search(r"^look: (mlflow ui .*)$", out, re.M).group(1)
-    assert command == f"mlflow ui --backend-store-uri {uri} --port {UI_PORT}"
-    return uri, re.search(r"then open (http://\S+)$", out, re.M).group(1)
-
-
-@pytest.fixture
-def mlflow_ui(tmp_path, comparison):
-    """`mlflow ui` on the comparison's store, on 127.0.0.1 and a free port, without MLflow's job runner (as
-    `initlab serve` starts it); yields its address."""
-    uri, _ = comparison
     port = free_port()
     log = tmp_path / "ui.log"
     with open(log, "w") as out:
@@ -68,20 +58,32 @@ def mlflow_ui(tmp_path, comparison):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    address = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", process, log)
-        yield f"http://127.0.0.1:{port}"
+        yield uri, address, lambda: wait_until_healthy(address, process, log)
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
 
 
-def test_the_printed_link_opens_the_grouped_learning_curves(tmp_path, comparison, mlflow_ui):
+@pytest.fixture
+def comparison(tmp_path, capsys, mlflow_ui):
+    """A finished comparison in `mlflow_ui`'s store, and that UI answering: ``(printed link, UI address)``."""
+    uri, address, ready = mlflow_ui
+    assert main(["compare", str(write_spec(tmp_path, epochs=3)), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    command = re.search(r"^look: (mlflow ui .*)$", out, re.M).group(1)
+    assert command == f"mlflow ui --backend-store-uri {uri} --port {UI_PORT}"
+    ready()
+    return re.search(r"then open (http://\S+)$", out, re.M).group(1), address
+
+
+def test_the_printed_link_opens_the_grouped_learning_curves(tmp_path, comparison):
     from playwright.sync_api import expect, sync_playwright
 
     assert Path(CHROMIUM).is_file(), "the UI test needs Debian's chromium: apt-get install chromium"
-    _, link = comparison
-    link = link.replace(f"http://127.0.0.1:{UI_PORT}", mlflow_ui)  # the same link, on this test's port
+    link, address = comparison
+    link = link.replace(f"http://127.0.0.1:{UI_PORT}", address)  # the same link, on this test's port
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
