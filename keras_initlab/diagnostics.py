@@ -422,6 +422,12 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
     built for ``x_batch``'s shape. A layer called more than once is reported for
     its first call.
     """
+    return _measure(model, x_batch)[0]
+
+
+def _measure(model: keras.Model, x_batch, y_batch=None, loss=None) -> tuple[list[LayerSignals], list | None]:
+    """`collect_signals`, and given labels the kernels' gradient norms (`_labels`; else ``None``); for a
+    `dense_chain` both from one forward pass, recorded for the gradients."""
     if isinstance(model, keras.Sequential) and not model.built:
         model.build((None, *np.asarray(x_batch).shape[1:]))
     try:
@@ -432,14 +438,18 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
         raise ValueError(f"diagnose needs a functional or Sequential model; {model.name!r} has no symbolic inputs.")
     x = model_input(model, x_batch)
     layers = diagnosed_layers(model)
+    labels = _labels(model, len(x), y_batch, loss)
     if dense_chain(model, layers):  # layer by layer: each z as the layer computes it, no probe model, no copies
+        if labels is None:
+            passes, grad_norms = chain_forward(layers, keras.ops.convert_to_tensor(x)), None
+        else:
+            passes, grad_norms = _chain_gradients(layers, x, *labels)
         signals = []
-        passes = zip(layers, *chain_forward(layers, keras.ops.convert_to_tensor(x)), strict=True)
-        for depth, (layer, received, z, a) in enumerate(passes, start=1):
+        for depth, (layer, received, z, a) in enumerate(zip(layers, *passes, strict=True), start=1):
             received, z, a = np.asarray(received), np.asarray(z), np.asarray(a)
             name = activation_after(model, layer)[0]
             signals.append(LayerSignals(layer, depth, name, received, z, a, _unit_axis(layer, z.ndim)))
-        return signals
+        return signals, grad_norms
     activations = [activation_after(model, layer) for layer in layers]
     probe_outputs = [layer.input for layer in layers] + [
         (after if after is not None else layer).output for layer, (_, after) in zip(layers, activations, strict=True)
@@ -451,20 +461,47 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
         received, acts = values[depth - 1], values[len(layers) + depth - 1]
         z = preactivations(layer, received)
         signals.append(LayerSignals(layer, depth, name, received, z, acts, _unit_axis(layer, z.ndim)))
-    return signals
+    return signals, None if labels is None else _kernel_grad_norms(model, layers, x, *labels)
 
 
 # --------------------------------------------------------------------------- statistics
 
 
-def _kernel_grad_norms(model, layers, x, y, loss) -> list[float]:
-    require_tensorflow("diagnose's gradient norms (given `y_batch`)")
-    kernels = [layer.kernel for layer in layers]
-    chain = dense_chain(model, layers)
-    with tf.GradientTape() as tape:
-        pred = chain_forward(layers, tf.convert_to_tensor(x))[2][-1] if chain else model(x, training=False)
-        value = keras.ops.mean(loss(y, pred))
+def _labels(model: keras.Model, examples: int, y_batch, loss) -> tuple | None:
+    """``(labels, loss function)`` for the gradient norms (``loss`` a callable, a Keras loss name, or ``None``: the
+    model's `default_loss`); ``None`` without ``y_batch``. A ValueError for a ``loss`` without labels, or labels for
+    other than ``examples`` examples."""
+    if loss is not None and y_batch is None:
+        raise ValueError("A `loss` was given without `y_batch`: the gradient norms need labels.")
+    if y_batch is None:
+        return None
+    y = np.asarray(y_batch)
+    if len(y) != examples:
+        raise ValueError(f"x_batch has {examples} examples but y_batch has {len(y)}.")
+    return y, keras.losses.get(loss) if isinstance(loss, str) else (loss or default_loss(model))
+
+
+def _gradient_norms(tape: tf.GradientTape, value, kernels: list) -> list[float]:
     return [float(tf.norm(g)) if g is not None else 0.0 for g in tape.gradient(value, kernels)]
+
+
+def _chain_gradients(layers: Sequence[keras.layers.Layer], x, y, loss) -> tuple[tuple, list[float]]:
+    """`chain_forward` of a `dense_chain` on ``x``, and the kernels' gradient norms of the mean ``loss`` of that same
+    pass."""
+    require_tensorflow("diagnose's gradient norms (given `y_batch`)")
+    with tf.GradientTape() as tape:
+        passes = chain_forward(layers, tf.convert_to_tensor(x))
+        value = keras.ops.mean(loss(y, passes[2][-1]))
+    return passes, _gradient_norms(tape, value, [layer.kernel for layer in layers])
+
+
+def _kernel_grad_norms(model, layers, x, y, loss) -> list[float]:
+    if dense_chain(model, layers):
+        return _chain_gradients(layers, x, y, loss)[1]
+    require_tensorflow("diagnose's gradient norms (given `y_batch`)")
+    with tf.GradientTape() as tape:
+        value = keras.ops.mean(loss(y, model(x, training=False)))
+    return _gradient_norms(tape, value, [layer.kernel for layer in layers])
 
 
 def _saturated_fraction(activation: str, a: np.ndarray) -> float | None:
@@ -552,7 +589,7 @@ def diagnose(
             from data by `keras_initlab.lsuv`): the prediction and the ratio are then
             ``None``, shown as ``-``, and unknown initializer classes do not raise.
     """
-    return tabulate(model, collect_signals(model, x_batch), x_batch, y_batch, loss, predict)
+    return _table(*_measure(model, x_batch, y_batch, loss), predict)
 
 
 def tabulate(
@@ -564,14 +601,13 @@ def tabulate(
     predict: bool = True,
 ) -> DiagnosticsTable:
     """The `diagnose` table from signals already collected (`collect_signals` of ``model`` on ``x_batch``)."""
-    if loss is not None and y_batch is None:
-        raise ValueError("A `loss` was given without `y_batch`: the gradient norms need labels.")
-    grad_norms: list[float | None] = [None] * len(signals)
-    if y_batch is not None:
-        y = np.asarray(y_batch)
-        if len(y) != len(signals[0].inputs):
-            raise ValueError(f"x_batch has {len(signals[0].inputs)} examples but y_batch has {len(y)}.")
-        loss_fn = keras.losses.get(loss) if isinstance(loss, str) else (loss or default_loss(model))
-        x = model_input(model, x_batch)
-        grad_norms = list(_kernel_grad_norms(model, [s.layer for s in signals], x, y, loss_fn))
-    return DiagnosticsTable([_layer_row(s, g, predict) for s, g in zip(signals, grad_norms, strict=True)])
+    labels = _labels(model, len(signals[0].inputs), y_batch, loss)
+    if labels is None:
+        return _table(signals, None, predict)
+    x = model_input(model, x_batch)
+    return _table(signals, _kernel_grad_norms(model, [s.layer for s in signals], x, *labels), predict)
+
+
+def _table(signals: Sequence[LayerSignals], grad_norms: list | None, predict: bool) -> DiagnosticsTable:
+    norms = grad_norms if grad_norms is not None else [None] * len(signals)
+    return DiagnosticsTable([_layer_row(s, g, predict) for s, g in zip(signals, norms, strict=True)])
