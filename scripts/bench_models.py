@@ -110,6 +110,11 @@ def compare_seconds(arguments: list[str], checkout: Path | None, folder: str) ->
     return time.perf_counter() - start
 
 
+def fixed_cost_of(four_runs: float, twelve_runs: float, run_epoch: float) -> float:
+    """The fixed cost of a run after the first: 12 runs of 1 epoch against 4 (8 runs more), less their 8 epochs."""
+    return (twelve_runs - four_runs) / 8 - run_epoch
+
+
 def comparisons(repeats: int, baseline: Path | None) -> None:
     sides = {"this checkout": None, **({f"baseline {baseline}": baseline} if baseline else {})}
     best = {(side, name): float("inf") for side in sides for name in COMMANDS}
@@ -127,8 +132,11 @@ def comparisons(repeats: int, baseline: Path | None) -> None:
     print("|---|" + "---:|" * (len(sides) + (1 if baseline else 0)))
     rows = {name: {side: best[side, name] for side in sides} for name in ("deep-relu", "cnn-adam")}
     rows["deep-relu: fixed cost of a run after the first"] = {
-        side: (best[side, "deep-relu, 12 runs, 1 epoch"] - best[side, "deep-relu, 4 runs, 1 epoch"]) / 8
-        - (best[side, "deep-relu, 12 runs, 2 epochs"] - best[side, "deep-relu, 12 runs, 1 epoch"]) / 12
+        side: fixed_cost_of(
+            best[side, "deep-relu, 4 runs, 1 epoch"],
+            best[side, "deep-relu, 12 runs, 1 epoch"],
+            (best[side, "deep-relu, 12 runs, 2 epochs"] - best[side, "deep-relu, 12 runs, 1 epoch"]) / 12,
+        )
         for side in sides
     }
     for name, values in rows.items():
@@ -155,7 +163,7 @@ def fixed_cost(repeats: int) -> None:
                 best[name] = min(best[name], seconds)
                 print(f"  deep-relu, {name}: {seconds:.2f} s", flush=True)
     run_epoch = (best["12 runs x 3 epochs"] - best["12 runs x 1 epoch"]) / 24
-    fixed = (best["12 runs x 1 epoch"] - best["4 runs x 1 epoch"]) / 8 - run_epoch
+    fixed = fixed_cost_of(best["4 runs x 1 epoch"], best["12 runs x 1 epoch"], run_epoch)
     print("| deep-relu, in one process | best |\n|---|---:|")
     for name, seconds in best.items():
         print(f"| {name} | {seconds:.2f} s |")

@@ -134,11 +134,7 @@ def matmul_rate(m: int, k: int, n: int, repeats: int = 200, lanes: int = 1) -> f
             acc += (a + tf.cast(i, tf.float32)) @ b  # depends on i: not hoisted out of the loop
         return acc
 
-    loop(a, b).numpy()
-    start = time.perf_counter()
-    with ThreadPoolExecutor(lanes) as pool:
-        list(pool.map(lambda _: loop(a, b).numpy(), range(lanes)))
-    return 2.0 * m * k * n * repeats * lanes / (time.perf_counter() - start)
+    return 2.0 * m * k * n * repeats * lanes / seconds_in_lanes(lambda: loop(a, b).numpy(), lanes)
 
 
 def update_rate(rows: int, cols: int, repeats: int = 2000, lanes: int = 1) -> float:
@@ -154,11 +150,17 @@ def update_rate(rows: int, cols: int, repeats: int = 2000, lanes: int = 1) -> fl
             w = w - 0.1 * (g + 1e-4 * tf.cast(i, tf.float32) * w)  # depends on i: not hoisted out of the loop
         return w
 
-    loop(w, g).numpy()
+    return repeats * lanes / seconds_in_lanes(lambda: loop(w, g).numpy(), lanes)
+
+
+def seconds_in_lanes(run, lanes: int) -> float:
+    """Seconds of ``lanes`` calls of ``run`` at once on threads of their own (as `train_stacked`'s lanes run),
+    after one call alone (tracing and compiling)."""
+    run()
     start = time.perf_counter()
     with ThreadPoolExecutor(lanes) as pool:
-        list(pool.map(lambda _: loop(w, g).numpy(), range(lanes)))
-    return repeats * lanes / (time.perf_counter() - start)
+        list(pool.map(lambda _: run(), range(lanes)))
+    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -194,7 +196,7 @@ def main() -> None:
             rates[config].append(stacked_rate(data, *config))
         for part, measure in parts.items():
             rates[part].append(measure())
-    best = {name: max(values) for name, values in rates.items() if values}
+    best = {name: max(values) for name, values in rates.items()}
     fast, plain = best["fast"], best["plain"]
     flops = flops_per_sample()
     big = matmul_rate(1000, 1000, 1000, repeats=10)
