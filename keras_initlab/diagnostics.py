@@ -426,8 +426,7 @@ def collect_signals(model: keras.Model, x_batch) -> list[LayerSignals]:
 
 
 def _measure(model: keras.Model, x_batch, y_batch=None, loss=None) -> tuple[list[LayerSignals], list | None]:
-    """`collect_signals`, and given labels the kernels' gradient norms (`_labels`; else ``None``); for a
-    `dense_chain` both from one forward pass, recorded for the gradients."""
+    """`collect_signals`, and given labels the kernels' gradient norms (else ``None``): one pass for a `dense_chain`."""
     if isinstance(model, keras.Sequential) and not model.built:
         model.build((None, *np.asarray(x_batch).shape[1:]))
     try:
@@ -443,7 +442,7 @@ def _measure(model: keras.Model, x_batch, y_batch=None, loss=None) -> tuple[list
         if labels is None:
             passes, grad_norms = chain_forward(layers, keras.ops.convert_to_tensor(x)), None
         else:
-            passes, grad_norms = _chain_gradients(layers, x, *labels)
+            passes, grad_norms = _gradient_pass(model, layers, x, *labels)
         signals = []
         for depth, (layer, received, z, a) in enumerate(zip(layers, *passes, strict=True), start=1):
             received, z, a = np.asarray(received), np.asarray(z), np.asarray(a)
@@ -461,7 +460,7 @@ def _measure(model: keras.Model, x_batch, y_batch=None, loss=None) -> tuple[list
         received, acts = values[depth - 1], values[len(layers) + depth - 1]
         z = preactivations(layer, received)
         signals.append(LayerSignals(layer, depth, name, received, z, acts, _unit_axis(layer, z.ndim)))
-    return signals, None if labels is None else _kernel_grad_norms(model, layers, x, *labels)
+    return signals, None if labels is None else _gradient_pass(model, layers, x, *labels)[1]
 
 
 # --------------------------------------------------------------------------- statistics
@@ -469,8 +468,7 @@ def _measure(model: keras.Model, x_batch, y_batch=None, loss=None) -> tuple[list
 
 def _labels(model: keras.Model, examples: int, y_batch, loss) -> tuple | None:
     """``(labels, loss function)`` for the gradient norms (``loss`` a callable, a Keras loss name, or ``None``: the
-    model's `default_loss`); ``None`` without ``y_batch``. A ValueError for a ``loss`` without labels, or labels for
-    other than ``examples`` examples."""
+    model's `default_loss`), ``None`` without ``y_batch``; a ValueError for a ``loss`` alone or a wrong count."""
     if loss is not None and y_batch is None:
         raise ValueError("A `loss` was given without `y_batch`: the gradient norms need labels.")
     if y_batch is None:
@@ -481,27 +479,16 @@ def _labels(model: keras.Model, examples: int, y_batch, loss) -> tuple | None:
     return y, keras.losses.get(loss) if isinstance(loss, str) else (loss or default_loss(model))
 
 
-def _gradient_norms(tape: tf.GradientTape, value, kernels: list) -> list[float]:
-    return [float(tf.norm(g)) if g is not None else 0.0 for g in tape.gradient(value, kernels)]
-
-
-def _chain_gradients(layers: Sequence[keras.layers.Layer], x, y, loss) -> tuple[tuple, list[float]]:
-    """`chain_forward` of a `dense_chain` on ``x``, and the kernels' gradient norms of the mean ``loss`` of that same
-    pass."""
+def _gradient_pass(model: keras.Model, layers: list, x, y, loss) -> tuple[tuple, list[float]]:
+    """``(passes, norms)``: the L2 norms of the gradients of the mean ``loss`` on ``(x, y)`` for the ``layers``'
+    kernels, and for a `dense_chain` the `chain_forward` they come from (else ``()``: the model's own pass)."""
     require_tensorflow("diagnose's gradient norms (given `y_batch`)")
+    chain = dense_chain(model, layers)
     with tf.GradientTape() as tape:
-        passes = chain_forward(layers, tf.convert_to_tensor(x))
-        value = keras.ops.mean(loss(y, passes[2][-1]))
-    return passes, _gradient_norms(tape, value, [layer.kernel for layer in layers])
-
-
-def _kernel_grad_norms(model, layers, x, y, loss) -> list[float]:
-    if dense_chain(model, layers):
-        return _chain_gradients(layers, x, y, loss)[1]
-    require_tensorflow("diagnose's gradient norms (given `y_batch`)")
-    with tf.GradientTape() as tape:
-        value = keras.ops.mean(loss(y, model(x, training=False)))
-    return _gradient_norms(tape, value, [layer.kernel for layer in layers])
+        passes = chain_forward(layers, tf.convert_to_tensor(x)) if chain else ()
+        value = keras.ops.mean(loss(y, passes[2][-1] if passes else model(x, training=False)))
+    gradients = tape.gradient(value, [layer.kernel for layer in layers])
+    return passes, [float(tf.norm(g)) if g is not None else 0.0 for g in gradients]
 
 
 def _saturated_fraction(activation: str, a: np.ndarray) -> float | None:
@@ -605,7 +592,7 @@ def tabulate(
     if labels is None:
         return _table(signals, None, predict)
     x = model_input(model, x_batch)
-    return _table(signals, _kernel_grad_norms(model, [s.layer for s in signals], x, *labels), predict)
+    return _table(signals, _gradient_pass(model, [s.layer for s in signals], x, *labels)[1], predict)
 
 
 def _table(signals: Sequence[LayerSignals], grad_norms: list | None, predict: bool) -> DiagnosticsTable:
